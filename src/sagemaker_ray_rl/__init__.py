@@ -1,0 +1,35 @@
+"""Train and serve Ray RLlib policies in one Amazon SageMaker container image.
+
+The public API for user entry points (imported lazily, so ``import sagemaker_ray_rl`` stays cheap):
+
+- `register_env` (Ray Tune's): make a custom env creator known by name;
+- `build_config`: an RLlib `AlgorithmConfig` from the job's hyperparameters;
+- `run_experiment`: train it with Tune until the stop criteria, checkpoint at the end;
+- `build_metadata` and `export_model`: put the checkpoint in the model dir with ``metadata.json``;
+- `Environment`: the read-only snapshot of the SageMaker contract (paths, hosts, channels).
+"""
+
+from importlib import import_module
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("sagemaker-ray-rl")
+except PackageNotFoundError:  # running from a source tree that was not installed
+    __version__ = "0+unknown"
+
+_LAZY = {
+    "register_env": "ray.tune.registry",
+    "build_config": "sagemaker_ray_rl.hyperparameters",
+    "run_experiment": "sagemaker_ray_rl.experiment",
+    "build_metadata": "sagemaker_ray_rl.export",
+    "export_model": "sagemaker_ray_rl.export",
+    "Environment": "sagemaker_ray_rl.environment",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,106 @@
+"""Run an RLlib experiment with Ray Tune and return its checkpoint and final metrics.
+
+Tune (not a hand-written ``algo.train()`` loop) drives training: it owns stop criteria, checkpoint
+files and, in later work, trials and resume. The algorithm runs in a Tune trial actor; metric lines
+are printed by `reporting.MetricLinesCallback` in the driver.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sagemaker_ray_rl.errors import TrainingError
+from sagemaker_ray_rl.reporting import METRICS, MetricLinesCallback, lookup
+
+if TYPE_CHECKING:
+    from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
+    from ray.tune import Callback
+
+
+@dataclass(frozen=True)
+class ExperimentResult:
+    """What an experiment left behind.
+
+    Attributes:
+        checkpoint_dir: the final algorithm checkpoint (a directory RLlib wrote).
+        experiment_dir: Tune's experiment directory (result.json, progress.csv per trial).
+        metrics: final metrics by `reporting.METRICS` name; missing values are None.
+    """
+
+    checkpoint_dir: Path
+    experiment_dir: Path
+    metrics: Mapping[str, Any]
+
+
+def run_experiment(
+    config: AlgorithmConfig,
+    *,
+    stop: Mapping[str, float],
+    storage_dir: Path,
+    name: str | None = None,
+    num_cpus: int | None = None,
+    num_gpus: int | None = None,
+    callbacks: Iterable[Callback] = (),
+) -> ExperimentResult:
+    """Train `config` with one Tune trial until a `stop` criterion is met; checkpoint at the end.
+
+    Starts a local Ray instance when none is running (and stops it afterwards); inside a cluster
+    started elsewhere (``RAY_ADDRESS``) it uses that one.
+
+    Args:
+        config: an RLlib new-stack algorithm config.
+        stop: Tune stop criteria, RLlib result key (``training_iteration``,
+            ``env_runners/episode_return_mean``, ...) -> threshold; the first one met stops.
+        storage_dir: Tune's storage path (made absolute; Tune refuses relative ones).
+        name: experiment name (Tune's default: ``<Algo>_<timestamp>``).
+        num_cpus: CPUs for a Ray instance started here (Ray's own count when None).
+        num_gpus: GPUs for a Ray instance started here.
+        callbacks: more Tune callbacks, after the metric lines.
+
+    Raises:
+        TrainingError: the trial failed (its error is in the message) or left no checkpoint.
+    """
+    import ray
+    from ray import tune
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False)
+    try:
+        tuner = tune.Tuner(
+            config.algo_class,
+            param_space=config,
+            run_config=tune.RunConfig(
+                name=name,
+                storage_path=str(Path(storage_dir).resolve()),
+                stop=dict(stop),
+                verbose=0,
+                callbacks=[MetricLinesCallback(), *callbacks],
+                checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=True, num_to_keep=2),
+            ),
+        )
+        result = tuner.fit()[0]
+    finally:
+        if started_here:
+            ray.shutdown()
+    if result.error is not None:
+        raise TrainingError(f"the training trial failed: {_first_line(result.error)}")
+    if result.checkpoint is None:
+        raise TrainingError("the training trial ended without a checkpoint")
+    return ExperimentResult(
+        checkpoint_dir=Path(result.checkpoint.path),
+        experiment_dir=Path(result.path).parent,
+        metrics={name: lookup(result.metrics, path) for name, path in METRICS.items()},
+    )
+
+
+def _first_line(error: BaseException) -> str:
+    """The most telling line of a trial error: Tune wraps the trial's exception in a long report."""
+    cause = error
+    while cause.__cause__ is not None:
+        cause = cause.__cause__
+    text = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {text[-1] if text else ''}"

@@ -1,0 +1,373 @@
+"""Hyperparameters -> a checked experiment spec -> an RLlib new-stack `AlgorithmConfig`.
+
+SageMaker hands hyperparameters over as strings; `environment.decode_hyperparameters` has already
+turned them into JSON values. This module checks every key and value and fails with
+`HyperparameterError` *before Ray starts*, naming the key and what is accepted.
+
+Accepted keys (the README's hyperparameter table):
+
+==============================  ===============================================================
+``algorithm``                   RLlib algorithm name (``PPO``, ``DQN``, ``SAC``, ...). Default PPO.
+``env``                         Gymnasium id or a name given to `ray.tune.registry.register_env`.
+                                Default ``CartPole-v1``.
+``env_config``                  JSON object passed to the env creator / ``gymnasium.make``.
+``num_env_runners``             Remote env runners. Default: CPUs - 1 (at least 1).
+``stop.training_iteration``     Stop after this many iterations.
+``stop.episode_return_mean``    Stop once ``env_runners/episode_return_mean`` reaches this.
+``stop.timesteps_total``        Stop after this many env steps sampled.
+``stop.time_total_s``           Stop after this many seconds of training.
+``rl.training.config.<name>``   Any keyword of the algorithm config's builder methods, in the
+                                seed-000 style (``rl.training.config.lr``). The builder method
+                                that owns ``<name>`` is found from the config class.
+``<section>.<name>``            The same, naming the builder method (``training.lr``,
+                                ``env_runners.num_envs_per_env_runner``).
+``sagemaker_*``                 The toolkit's and the SDK's own; ignored here.
+==============================  ===============================================================
+
+With no stop key at all, training stops after `DEFAULT_TRAINING_ITERATIONS` iterations. Several stop
+keys stop at whichever is reached first (Tune's semantics).
+
+RLlib's own `AlgorithmConfig.update_from_dict` silently ignores unknown keys (see
+``shared/notes/ray-2.60.md``); calling the builder methods with keyword arguments raises on them,
+so overrides are applied that way.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from sagemaker_ray_rl import parameters as p
+from sagemaker_ray_rl.errors import HyperparameterError
+
+if TYPE_CHECKING:
+    from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
+
+ALGORITHM = "algorithm"
+ENV = "env"
+ENV_CONFIG = "env_config"
+NUM_ENV_RUNNERS = "num_env_runners"
+RLLIB_CONFIG_PREFIX = "rl.training.config."
+
+DEFAULT_ALGORITHM = "PPO"
+DEFAULT_ENV = "CartPole-v1"
+DEFAULT_TRAINING_ITERATIONS = 100
+
+#: Stop hyperparameter -> the key of RLlib's result dict that Tune's stopper compares.
+STOP_CRITERIA: Mapping[str, str] = MappingProxyType(
+    {
+        "stop.training_iteration": "training_iteration",
+        "stop.episode_return_mean": "env_runners/episode_return_mean",
+        "stop.timesteps_total": "num_env_steps_sampled_lifetime",
+        "stop.time_total_s": "time_total_s",
+    }
+)
+
+#: Builder methods of `AlgorithmConfig` that overrides may reach, in the order used to find the
+#: owner of a bare name (a few names appear in two methods; the first one wins).
+BUILDER_SECTIONS: tuple[str, ...] = (
+    "environment",
+    "env_runners",
+    "learners",
+    "training",
+    "rl_module",
+    "evaluation",
+    "multi_agent",
+    "offline_data",
+    "framework",
+    "reporting",
+    "checkpointing",
+    "debugging",
+    "fault_tolerance",
+    "resources",
+)
+
+# Builder keywords that have a top-level hyperparameter of their own.
+_TOP_LEVEL_ALIASES = {"env": ENV, "env_config": ENV_CONFIG, "num_env_runners": NUM_ENV_RUNNERS}
+
+
+@dataclass(frozen=True)
+class ConfigOverride:
+    """One hyperparameter applied as ``config.<section>(<name>=<value>)``.
+
+    Attributes:
+        hyperparameter: the key as the user wrote it (for error messages).
+        section: the builder method, one of `BUILDER_SECTIONS`.
+        name: the keyword argument.
+        value: the decoded value.
+    """
+
+    hyperparameter: str
+    section: str
+    name: str
+    value: Any
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    """A checked description of the built-in experiment.
+
+    Attributes:
+        algorithm: RLlib algorithm name, as registered in `ray.rllib.algorithms.registry`.
+        env: Gymnasium id or Tune-registered env name.
+        env_config: keyword arguments for the env.
+        num_env_runners: remote env runner actors (0 samples in the driver).
+        stop: Tune stop criteria, RLlib result key -> threshold.
+        overrides: builder calls applied after the defaults, in hyperparameter order.
+    """
+
+    algorithm: str
+    env: str
+    env_config: Mapping[str, Any]
+    num_env_runners: int
+    stop: Mapping[str, float]
+    overrides: tuple[ConfigOverride, ...] = ()
+
+
+def parse_hyperparameters(
+    hyperparameters: Mapping[str, Any],
+    *,
+    num_cpus: int,
+    ignore: Iterable[str] = (),
+) -> ExperimentSpec:
+    """Check decoded hyperparameters and turn them into an `ExperimentSpec`.
+
+    Imports RLlib (to know the algorithm's settings and registered envs) but does not start Ray.
+
+    Args:
+        hyperparameters: name -> decoded value (see `environment.decode_hyperparameters`).
+        num_cpus: CPUs of this host; sets the default ``num_env_runners`` (``max(1, num_cpus - 1)``).
+        ignore: further keys to skip (a user entry point's own arguments).
+
+    Raises:
+        HyperparameterError: an unknown key, a value of the wrong type, an unknown algorithm or env.
+    """
+    skipped = set(ignore)
+    hps = {
+        k: v
+        for k, v in hyperparameters.items()
+        if k not in skipped and not k.startswith(p.SAGEMAKER_HYPERPARAMETER_PREFIX)
+    }
+    algorithm = _string(hps, ALGORITHM, DEFAULT_ALGORITHM)
+    config_cls = _algorithm_config_class(algorithm)
+    owners = _builder_keywords(config_cls)
+
+    top_level: dict[str, Any] = {}
+    stop: dict[str, float] = {}
+    overrides: list[ConfigOverride] = []
+    for key, value in hps.items():
+        if key in (ALGORITHM, ENV, ENV_CONFIG, NUM_ENV_RUNNERS):
+            _set_once(top_level, key, value, key)
+        elif key in STOP_CRITERIA:
+            stop[STOP_CRITERIA[key]] = _positive_number(key, value)
+        elif key.startswith(RLLIB_CONFIG_PREFIX):
+            name = key[len(RLLIB_CONFIG_PREFIX):]
+            if name in _TOP_LEVEL_ALIASES:
+                _set_once(top_level, _TOP_LEVEL_ALIASES[name], value, key)
+            elif name in owners:
+                overrides.append(ConfigOverride(key, owners[name][0], name, value))
+            else:
+                raise _unknown(key, name, config_cls, owners)
+        elif "." in key and key.split(".", 1)[0] in BUILDER_SECTIONS:
+            section, name = key.split(".", 1)
+            if section not in owners.get(name, ()):
+                raise _unknown(key, name, config_cls, owners, section=section)
+            overrides.append(ConfigOverride(key, section, name, value))
+        else:
+            raise _unknown(key, key, config_cls, owners)
+
+    env = _string(top_level, ENV, DEFAULT_ENV)
+    _check_env_exists(env)
+    env_config = top_level.get(ENV_CONFIG, {})
+    if not isinstance(env_config, dict):
+        raise HyperparameterError(
+            f"hyperparameter {ENV_CONFIG!r} must be a JSON object (e.g. '{{\"max_episode_steps\": 200}}'), "
+            f"got {env_config!r}"
+        )
+    num_env_runners = top_level.get(NUM_ENV_RUNNERS, max(1, num_cpus - 1))
+    if isinstance(num_env_runners, bool) or not isinstance(num_env_runners, int) or num_env_runners < 0:
+        raise HyperparameterError(
+            f"hyperparameter {NUM_ENV_RUNNERS!r} must be an integer >= 0, got {num_env_runners!r}"
+        )
+    if not stop:
+        stop["training_iteration"] = DEFAULT_TRAINING_ITERATIONS
+    return ExperimentSpec(
+        algorithm=algorithm,
+        env=env,
+        env_config=MappingProxyType(dict(env_config)),
+        num_env_runners=num_env_runners,
+        stop=MappingProxyType(stop),
+        overrides=tuple(overrides),
+    )
+
+
+def build_algorithm_config(spec: ExperimentSpec) -> AlgorithmConfig:
+    """The RLlib new-stack config for `spec`: the algorithm's defaults, the env, then the overrides.
+
+    Does not start Ray. The config is validated (`AlgorithmConfig.validate`) so that settings RLlib
+    refuses fail here, before any cluster exists.
+
+    Raises:
+        HyperparameterError: RLlib refused an override (wrong type, deprecated name, bad value).
+    """
+    config = _algorithm_config_class(spec.algorithm)()
+    config.environment(spec.env, env_config=dict(spec.env_config))
+    config.env_runners(num_env_runners=spec.num_env_runners)
+    for override in spec.overrides:
+        try:
+            getattr(config, override.section)(**{override.name: override.value})
+        except Exception as exc:  # RLlib raises TypeError, ValueError or its own deprecation errors
+            raise HyperparameterError(
+                f"hyperparameter {override.hyperparameter}={override.value!r} was refused by RLlib "
+                f"({type(config).__name__}.{override.section}): {exc}"
+            ) from exc
+    try:
+        config.validate()
+    except Exception as exc:
+        raise HyperparameterError(f"RLlib refused the configuration: {exc}") from exc
+    return config
+
+
+def build_config(
+    hyperparameters: Mapping[str, Any] | None = None,
+    *,
+    env: str | None = None,
+    num_cpus: int | None = None,
+    ignore: Iterable[str] = (),
+) -> AlgorithmConfig:
+    """Public API for user entry points: an `AlgorithmConfig` from the job's hyperparameters.
+
+    Args:
+        hyperparameters: decoded hyperparameters; the job's own (``hyperparameters.json``) when None.
+        env: an env name to use unless the hyperparameters name one (e.g. one the script
+            registered with `ray.tune.registry.register_env`).
+        num_cpus: CPUs for the default ``num_env_runners``; the job's own when None.
+        ignore: the script's own hyperparameters, which are not RLlib settings.
+
+    Returns:
+        The config, ready for `experiment.run_experiment` or ``config.build_algo()``.
+
+    Raises:
+        HyperparameterError: see `parse_hyperparameters` and `build_algorithm_config`.
+    """
+    from sagemaker_ray_rl.environment import Environment
+
+    if hyperparameters is None or num_cpus is None:
+        contract = Environment.from_environ()
+        hyperparameters = contract.hyperparameters if hyperparameters is None else hyperparameters
+        num_cpus = contract.num_cpus if num_cpus is None else num_cpus
+    hps = dict(hyperparameters)
+    if env is not None:
+        hps.setdefault(ENV, env)
+    return build_algorithm_config(parse_hyperparameters(hps, num_cpus=num_cpus, ignore=ignore))
+
+
+def accepted_keys_text(config_name: str = "the algorithm's config") -> str:
+    """One sentence listing the accepted hyperparameter keys, for error messages."""
+    fixed = ", ".join([ALGORITHM, ENV, ENV_CONFIG, NUM_ENV_RUNNERS, *STOP_CRITERIA])
+    return (
+        f"Accepted: {fixed}, {RLLIB_CONFIG_PREFIX}<name> and <section>.<name> for any keyword of "
+        f"{config_name}'s builder methods ({', '.join(BUILDER_SECTIONS)}), and sagemaker_* keys."
+    )
+
+
+def _algorithm_config_class(algorithm: str) -> type[AlgorithmConfig]:
+    from ray.rllib.algorithms.registry import ALGORITHMS
+
+    if algorithm not in ALGORITHMS:
+        raise HyperparameterError(
+            f"hyperparameter {ALGORITHM!r}: unknown RLlib algorithm {algorithm!r}; "
+            f"expected one of {sorted(ALGORITHMS)}"
+        )
+    _, default_config = ALGORITHMS[algorithm]()
+    return type(default_config)
+
+
+def _builder_keywords(config_cls: type) -> dict[str, tuple[str, ...]]:
+    """Keyword name -> the builder sections accepting it, preferred section first.
+
+    Subclasses often take ``**kwargs`` and pass them to `AlgorithmConfig`'s method of the same
+    name, so the keywords of every class in the MRO count.
+    """
+    owners: dict[str, list[str]] = {}
+    for section in BUILDER_SECTIONS:
+        for klass in config_cls.__mro__:
+            method = klass.__dict__.get(section)
+            if method is None:
+                continue
+            for name, param in inspect.signature(method).parameters.items():
+                if name == "self" or param.kind in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
+                    continue
+                sections = owners.setdefault(name, [])
+                if section not in sections:
+                    sections.append(section)
+    return {name: tuple(sections) for name, sections in owners.items()}
+
+
+def _unknown(
+    key: str,
+    name: str,
+    config_cls: type,
+    owners: Mapping[str, tuple[str, ...]],
+    section: str | None = None,
+) -> HyperparameterError:
+    candidates = [n for n, s in owners.items() if section is None or section in s]
+    close = difflib.get_close_matches(name, candidates, n=3)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    where = f"{config_cls.__name__}.{section}()" if section else config_cls.__name__
+    return HyperparameterError(
+        f"Unknown hyperparameter {key!r}: {name!r} is not a setting of {where}.{hint} "
+        + accepted_keys_text(config_cls.__name__)
+    )
+
+
+def _set_once(target: dict[str, Any], name: str, value: Any, key: str) -> None:
+    if name in target and target[name] != value:
+        raise HyperparameterError(
+            f"hyperparameter {key!r} sets {name!r} to {value!r}, but it was already set to {target[name]!r}"
+        )
+    target[name] = value
+
+
+def _string(hps: Mapping[str, Any], key: str, default: str) -> str:
+    value = hps.get(key, default)
+    if not isinstance(value, str) or not value:
+        raise HyperparameterError(f"hyperparameter {key!r} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _positive_number(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise HyperparameterError(f"hyperparameter {key!r} must be a finite number, got {value!r}")
+    if key != "stop.episode_return_mean" and value <= 0:
+        raise HyperparameterError(f"hyperparameter {key!r} must be > 0, got {value!r}")
+    return value
+
+
+def _check_env_exists(env: str) -> None:
+    import importlib
+
+    import gymnasium
+    from ray.tune.registry import ENV_CREATOR, _global_registry
+
+    if ":" in env:  # gymnasium's "module:EnvId" form: importing the module registers the id
+        module, _, env_id = env.partition(":")
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise HyperparameterError(f"hyperparameter {ENV!r}: cannot import {module!r} for {env!r}: {exc}") from exc
+        env = env_id
+    if env in gymnasium.registry or _global_registry.contains(ENV_CREATOR, env):
+        return
+    close = difflib.get_close_matches(env, list(gymnasium.registry), n=3)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    raise HyperparameterError(
+        f"hyperparameter {ENV!r}: {env!r} is neither a registered Gymnasium id nor an env registered "
+        f"with ray.tune.registry.register_env.{hint} A user entry point (sagemaker_program) can "
+        f"register its own env first."
+    )

@@ -1,0 +1,88 @@
+"""Metric lines on stdout, one ``name: value`` per line, for SageMaker's metric regexes.
+
+SageMaker reads training metrics by applying each metric definition's regex to every log line;
+with ``image_uri`` the SDK applies none of its own, so users paste `METRIC_DEFINITIONS` (also in
+the README). The names are stable: the legacy ``episode_reward_*`` names that the regexes of
+existing notebooks match (Ray 1.x printed them; Ray 2.x renamed them to
+``env_runners/episode_return_*``, ray-project/ray#45547), and the new ``episode_return_*`` names.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Mapping
+from typing import Any, TextIO
+
+from ray import tune
+
+#: SageMaker's float regex, as in the SDK docs and the seeds.
+FLOAT_REGEX = r"[-+]?[0-9]*[.]?[0-9]+([eE][-+]?[0-9]+)?"
+
+#: Printed name -> path of the value in RLlib's new-stack result dict (``a/b`` = result[a][b]).
+METRICS: Mapping[str, str] = {
+    "training_iteration": "training_iteration",
+    "episode_reward_mean": "env_runners/episode_return_mean",
+    "episode_reward_max": "env_runners/episode_return_max",
+    "episode_reward_min": "env_runners/episode_return_min",
+    "episode_return_mean": "env_runners/episode_return_mean",
+    "episode_return_max": "env_runners/episode_return_max",
+    "episode_return_min": "env_runners/episode_return_min",
+    "episode_len_mean": "env_runners/episode_len_mean",
+    "timesteps_total": "num_env_steps_sampled_lifetime",
+    "time_total_s": "time_total_s",
+    "learning_rate": "learners/default_policy/default_optimizer_learning_rate",
+}
+
+#: Ready-to-paste ``metric_definitions`` for `sagemaker.estimator.Estimator`. ``:?`` also matches
+#: the colon-less form of older notebooks' regexes.
+METRIC_DEFINITIONS: list[dict[str, str]] = [
+    {"Name": name, "Regex": rf"{name}:?\s*({FLOAT_REGEX})"} for name in METRICS
+]
+
+
+def lookup(result: Mapping[str, Any], path: str) -> Any:
+    """The value at ``a/b/c`` in a nested result dict, or None when any level is missing."""
+    value: Any = result
+    for part in path.split("/"):
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def metric_lines(result: Mapping[str, Any]) -> list[str]:
+    """The metric lines for one training result, in `METRICS` order.
+
+    Values that are missing or not finite (``nan`` before the first episode ends) are left out, so
+    every printed line parses as a number. Whole floats print as integers (``4000.0`` -> ``4000``),
+    others with 6 significant digits (``21.06``, ``0.0003``, ``5e-05``).
+    """
+    lines = []
+    for name, path in METRICS.items():
+        value = lookup(result, path)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                continue
+            lines.append(f"{name}: {int(value) if value.is_integer() else format(value, '.6g')}")
+        else:
+            lines.append(f"{name}: {value}")
+    return lines
+
+
+class MetricLinesCallback(tune.Callback):
+    """A Tune callback printing `metric_lines` for every result of every trial.
+
+    With several trials each block starts with ``trial: <trial id>``.
+    """
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self._stream = stream
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        stream = self._stream or sys.stdout
+        header = [f"trial: {trial.trial_id}"] if len(trials) > 1 else []
+        stream.write("\n".join(header + metric_lines(result)) + "\n")
+        stream.flush()

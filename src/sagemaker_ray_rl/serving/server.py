@@ -1,0 +1,87 @@
+"""The ``serve`` command: load the policy once, then run the flask app under gunicorn.
+
+The policy is loaded in gunicorn's master before the workers fork (``preload_app``), so the
+RLlib import and the checkpoint load are paid once and a missing or broken model stops ``serve``
+at once with a clear message instead of a server that answers 500 forever. Each worker is a
+synchronous process using one torch thread (``torch.set_num_threads(1)`` before anything runs:
+OpenMP thread pools do not survive ``fork``).
+
+Settings (see `environment.ServingSettings`): ``SAGEMAKER_BIND_TO_PORT`` (8080),
+``SAGEMAKER_MODEL_SERVER_WORKERS`` (CPU count), ``SAGEMAKER_MODEL_SERVER_TIMEOUT`` (60 s),
+``SAGEMAKER_MAX_PAYLOAD_IN_MB`` (6). SIGTERM makes gunicorn finish in-flight requests first.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from sagemaker_ray_rl.environment import Environment
+from sagemaker_ray_rl.errors import SageMakerRayRLError
+
+#: Seconds gunicorn gives workers to finish in-flight requests after SIGTERM (SageMaker sends
+#: SIGKILL 30 s after SIGTERM on endpoint updates).
+GRACEFUL_TIMEOUT_S = 25
+
+
+class GunicornServer(BaseApplication):
+    """gunicorn running an already-built WSGI app with options from a dict (gunicorn's documented
+    "custom application" pattern)."""
+
+    def __init__(self, app: Any, options: dict[str, Any]) -> None:
+        self._app = app
+        self._options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self._options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        return self._app
+
+
+def gunicorn_options(contract: Environment) -> dict[str, Any]:
+    """gunicorn settings from the serving contract."""
+    serving = contract.serving
+    return {
+        "bind": f"0.0.0.0:{serving.port}",
+        "workers": serving.workers,
+        "worker_class": "sync",
+        "timeout": serving.timeout_s,
+        "graceful_timeout": GRACEFUL_TIMEOUT_S,
+        "preload_app": True,
+        "errorlog": "-",
+        "loglevel": "info",
+        "proc_name": "sagemaker-ray-rl-serve",
+    }
+
+
+def main() -> None:
+    """Load the model from the model dir and serve it; exit 1 with a message when it cannot."""
+    import torch
+
+    torch.set_num_threads(1)
+    from sagemaker_ray_rl.policy import Policy
+    from sagemaker_ray_rl.serving.app import create_app
+
+    try:
+        contract = Environment.from_environ()
+        policy = Policy.load(contract.model_dir)
+    except SageMakerRayRLError as exc:
+        print(f"serve: cannot start: {exc}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    print(
+        f"serve: {policy.module_id} from {policy.checkpoint_dir} "
+        f"(observations {policy.observation_space}, actions {policy.action_space}) on port "
+        f"{contract.serving.port} with {contract.serving.workers} worker(s)",
+        file=sys.stderr,
+        flush=True,
+    )
+    GunicornServer(create_app(policy, contract.serving), gunicorn_options(contract)).run()
+
+
+if __name__ == "__main__":
+    main()
