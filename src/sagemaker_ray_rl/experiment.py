@@ -98,9 +98,17 @@ def run_experiment(
 
 
 def _first_line(error: BaseException) -> str:
-    """The most telling line of a trial error: Tune wraps the trial's exception in a long report."""
-    cause = error
-    while cause.__cause__ is not None:
-        cause = cause.__cause__
-    text = str(cause).strip().splitlines()
-    return f"{type(cause).__name__}: {text[-1] if text else ''}"
+    """The most telling line of a trial error.
+
+    Tune wraps the trial's exception in a long report whose last ``SomeError: ...`` line is the
+    cause. When an actor of the trial died while starting, RLlib often reports an unrelated
+    IndexError; the message says that an actor failed to start.
+    """
+    import re
+
+    text = str(error)
+    causes = re.findall(r"^\s*([A-Za-z_][\w.]*(?:Error|Exception): .*)$", text, re.M)
+    line = causes[-1].strip() if causes else f"{type(error).__name__}: {text.strip().splitlines()[-1] if text.strip() else ''}"
+    if "died because of an error raised in its creation task" in text:
+        line += " (an actor of the trial failed while starting, e.g. its env or RLModule could not be built)"
+    return line

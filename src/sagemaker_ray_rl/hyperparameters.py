@@ -182,13 +182,13 @@ def parse_hyperparameters(
             raise _unknown(key, key, config_cls, owners)
 
     env = _string(top_level, ENV, DEFAULT_ENV)
-    _check_env_exists(env)
     env_config = top_level.get(ENV_CONFIG, {})
     if not isinstance(env_config, dict):
         raise HyperparameterError(
             f"hyperparameter {ENV_CONFIG!r} must be a JSON object (e.g. '{{\"max_episode_steps\": 200}}'), "
             f"got {env_config!r}"
         )
+    _check_env_registered(env)
     num_env_runners = top_level.get(NUM_ENV_RUNNERS, max(1, num_cpus - 1))
     if isinstance(num_env_runners, bool) or not isinstance(num_env_runners, int) or num_env_runners < 0:
         raise HyperparameterError(
@@ -209,8 +209,9 @@ def parse_hyperparameters(
 def build_algorithm_config(spec: ExperimentSpec) -> AlgorithmConfig:
     """The RLlib new-stack config for `spec`: the algorithm's defaults, the env, then the overrides.
 
-    Does not start Ray. The config is validated (`AlgorithmConfig.validate`) so that settings RLlib
-    refuses fail here, before any cluster exists.
+    Does not start Ray. The config is validated (`AlgorithmConfig.validate`), and for Gymnasium envs
+    the env is made and the RLModule built once (`_preflight`), so that settings RLlib refuses fail
+    here, with RLlib's own message, before any cluster exists.
 
     Raises:
         HyperparameterError: RLlib refused an override (wrong type, deprecated name, bad value).
@@ -230,6 +231,7 @@ def build_algorithm_config(spec: ExperimentSpec) -> AlgorithmConfig:
         config.validate()
     except Exception as exc:
         raise HyperparameterError(f"RLlib refused the configuration: {exc}") from exc
+    _preflight(config)
     return config
 
 
@@ -349,12 +351,16 @@ def _positive_number(key: str, value: Any) -> float:
     return value
 
 
-def _check_env_exists(env: str) -> None:
+def _check_env_registered(env: str) -> None:
+    """The env must be a Gymnasium id (``module:EnvId`` imports the module first) or a name
+    registered with `ray.tune.registry.register_env`."""
     import importlib
 
     import gymnasium
     from ray.tune.registry import ENV_CREATOR, _global_registry
 
+    if _global_registry.contains(ENV_CREATOR, env):
+        return
     if ":" in env:  # gymnasium's "module:EnvId" form: importing the module registers the id
         module, _, env_id = env.partition(":")
         try:
@@ -362,7 +368,7 @@ def _check_env_exists(env: str) -> None:
         except ImportError as exc:
             raise HyperparameterError(f"hyperparameter {ENV!r}: cannot import {module!r} for {env!r}: {exc}") from exc
         env = env_id
-    if env in gymnasium.registry or _global_registry.contains(ENV_CREATOR, env):
+    if env in gymnasium.registry:
         return
     close = difflib.get_close_matches(env, list(gymnasium.registry), n=3)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
@@ -371,3 +377,35 @@ def _check_env_exists(env: str) -> None:
         f"with ray.tune.registry.register_env.{hint} A user entry point (sagemaker_program) can "
         f"register its own env first."
     )
+
+
+def _preflight(config: AlgorithmConfig) -> None:
+    """Make the env and build the RLModule once, in this process, before Ray starts.
+
+    RLlib builds both inside env runner actors; when that fails there, the trial dies with an
+    unrelated ``IndexError`` from `EnvRunnerGroup.get_spaces` and the real cause is lost. Done
+    here, a wrong ``env_config`` keyword or ``model_config`` value fails with its own message.
+    Only for Gymnasium ids made as RLlib makes them (``gymnasium.make(env, **env_config)``);
+    envs registered with Tune are the user script's to check.
+    """
+    import gymnasium
+    from ray.tune.registry import ENV_CREATOR, _global_registry
+
+    env_id = config.env
+    if not isinstance(env_id, str) or _global_registry.contains(ENV_CREATOR, env_id):
+        return
+    try:
+        env = gymnasium.make(env_id, **config.env_config)
+    except Exception as exc:
+        raise HyperparameterError(
+            f"hyperparameter {ENV!r}: gymnasium.make({env_id!r}, **{dict(config.env_config)!r}) failed: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    try:
+        config.get_rl_module_spec(env=env).build()
+    except Exception as exc:
+        raise HyperparameterError(
+            f"RLlib cannot build the RLModule for {env_id!r} with this configuration: {type(exc).__name__}: {exc}"
+        ) from exc
+    finally:
+        env.close()

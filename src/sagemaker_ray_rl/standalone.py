@@ -4,8 +4,9 @@ SageMaker (and its SDK's local mode) always writes ``hyperparameters.json``, ``r
 and ``inputdataconfig.json`` under ``/opt/ml/input/config``. The training toolkit's ``train`` refuses
 to start without them, so a user who mounts a directory holding only ``hyperparameters.json`` (or
 nothing) would get a FileNotFoundError. This module, run by the image's entrypoint before ``train``,
-writes the missing ones for a single-host job on this container's hostname and says so. Files
-that exist are never touched, so inside SageMaker it does nothing.
+writes the missing ones for a single-host job on this container's hostname and says so, and makes
+the model and output directories SageMaker would have made (the toolkit writes ``output/success``
+there). Files that exist are never touched, so inside SageMaker it does nothing.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from sagemaker_ray_rl.environment import Environment
 
 
 def fill_missing_config(contract: Environment, hostname: str | None = None) -> list[str]:
-    """Write each missing training config file with single-host defaults.
+    """Write each missing training config file with single-host defaults; make the model and
+    output directories.
 
     Args:
         contract: the container's contract (only its base dir is used).
@@ -41,6 +43,8 @@ def fill_missing_config(contract: Environment, hostname: str | None = None) -> l
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(content) + "\n")
             written.append(name)
+    for directory in (contract.model_dir, contract.output_data_dir, contract.output_dir):
+        directory.mkdir(parents=True, exist_ok=True)
     return written
 
 

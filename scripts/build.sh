@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Build the image: sagemaker-ray-rl:<VERSION>-cpu-py311 and :latest-cpu.
+#
+#   scripts/build.sh [--variant cpu] [--base-image IMAGE]
+#
+# Environment:
+#   PIP_CERT         CA bundle passed to pip inside the build as a BuildKit secret (when set)
+#   TORCH_INDEX_URL  where the build finds torch's CPU wheel (default: PyTorch's CPU index);
+#                    a local CPU wheel in docker/wheels/ (fetched here with pip when pip can) wins
+#   IMAGE_NAME       repository name (default sagemaker-ray-rl)
+# When BASE_IMAGE (debian:bookworm-slim) can neither be found locally nor pulled, an equivalent
+# Debian bookworm base is made with debootstrap and imported as sagemaker-ray-rl-base:bookworm.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+variant=cpu
+base_image=${BASE_IMAGE:-debian:bookworm-slim}
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --variant) variant=$2; shift 2 ;;
+        --base-image) base_image=$2; shift 2 ;;
+        -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
+        *) log "unknown argument: $1 (see --help)"; exit 2 ;;
+    esac
+done
+[ "$variant" = cpu ] || { log "unknown variant '$variant': this Dockerfile has the 'cpu' target"; exit 2; }
+require_docker_engine
+
+name=${IMAGE_NAME:-sagemaker-ray-rl}
+version=$(image_version)
+pin() { sed -n "s/^$1==//p" docker/requirements-cpu.txt; }
+ray_version=$(pin ray)
+torch_version=$(pin torch)
+
+# 1. The base image: local, pulled, or made here.
+if ! "$DOCKER" image inspect "$base_image" >/dev/null 2>&1; then
+    if timeout 120 "$DOCKER" pull "$base_image" >/dev/null 2>&1; then
+        log "pulled $base_image"
+    else
+        local_base=sagemaker-ray-rl-base:bookworm
+        if ! "$DOCKER" image inspect "$local_base" >/dev/null 2>&1; then
+            log "$base_image cannot be pulled: making an equivalent Debian bookworm base with debootstrap"
+            command -v debootstrap >/dev/null || { log "debootstrap is missing: apt-get install -y debootstrap"; exit 2; }
+            mirror=$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -n1)
+            mirror=${mirror:-http://deb.debian.org/debian}
+            root=$(mktemp -d)
+            trap 'rm -rf "$root"' EXIT
+            debootstrap --variant=minbase bookworm "$root" "$mirror" >/dev/null
+            rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/archives/*.deb
+            tar -C "$root" -c . | "$DOCKER" import - "$local_base" >/dev/null
+            log "made $local_base from $mirror"
+        else
+            log "$base_image cannot be pulled: using the local Debian bookworm base $local_base"
+        fi
+        base_image=$local_base
+    fi
+fi
+
+# 2. torch's CPU wheel: a local one when pip here can fetch it (no outside index needed then).
+torch_index=${TORCH_INDEX_URL-https://download.pytorch.org/whl/cpu}
+if ! ls docker/wheels/torch-"$torch_version"+cpu-*.whl >/dev/null 2>&1; then
+    tmp=$(mktemp -d)
+    if python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.11 \
+            --platform manylinux_2_28_x86_64 -d "$tmp" "torch==$torch_version" >/dev/null 2>&1 \
+        && ls "$tmp"/torch-*+cpu-*.whl >/dev/null 2>&1; then
+        mv "$tmp"/torch-*+cpu-*.whl docker/wheels/
+    fi
+    rm -rf "$tmp"
+fi
+if ls docker/wheels/torch-"$torch_version"+cpu-*.whl >/dev/null 2>&1; then
+    log "using the local torch wheel $(basename docker/wheels/torch-*+cpu-*.whl)"
+    torch_index=
+fi
+
+# 3. Build.
+secret=()
+if [ -n "${PIP_CERT:-}" ] && [ -s "$PIP_CERT" ]; then secret=(--secret "id=pip_cert,src=$PIP_CERT"); fi
+tag="$name:$version-$variant-py311"
+log "building $tag (base $base_image, ray $ray_version, torch $torch_version)"
+start=$(date +%s)
+"$DOCKER" build -f docker/Dockerfile --target "$variant" \
+    --build-arg "BASE_IMAGE=$base_image" \
+    --build-arg "TORCH_INDEX_URL=$torch_index" \
+    --build-arg "VERSION=$version" \
+    --build-arg "RAY_VERSION=$ray_version" \
+    --build-arg "TORCH_VERSION=$torch_version" \
+    --build-arg "PYTHON_VERSION=3.11" \
+    "${secret[@]}" \
+    -t "$tag" -t "$name:latest-$variant" .
+size=$("$DOCKER" image inspect -f '{{.Size}}' "$tag")
+log "built $tag and $name:latest-$variant in $(( $(date +%s) - start )) s, $(( size / 1000000 )) MB"
+echo "$tag"

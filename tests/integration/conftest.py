@@ -1,0 +1,19 @@
+"""Integration fixtures: one real (short) training job in this Python environment, shared."""
+
+from __future__ import annotations
+
+import pytest
+
+from helpers import TrainingRun, run_train, write_job
+
+
+@pytest.fixture(scope="session")
+def trained_job(tmp_path_factory) -> TrainingRun:
+    """PPO on CartPole-v1 for 2 iterations, lr from a seed-style hyperparameter."""
+    base = write_job(
+        tmp_path_factory.mktemp("job"),
+        {"rl.training.config.lr": "0.0003", "stop.training_iteration": "2", "num_env_runners": "1"},
+    )
+    run = run_train(base)
+    assert run.returncode == 0, run.output[-4000:]
+    return run

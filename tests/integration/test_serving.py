@@ -1,0 +1,145 @@
+"""The flask app and the real `serve` command (gunicorn) answering from the trained checkpoint."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+
+from helpers import BIN, TrainingRun, job_environ
+
+pytestmark = pytest.mark.integration
+
+OBS = [[0.01, -0.02, 0.03, 0.04], [0.1, 0.5, -0.1, -0.5], [-0.2, 0.0, 0.2, 1.0]]
+
+
+@pytest.fixture(scope="module")
+def policy(trained_job: TrainingRun):
+    from sagemaker_ray_rl.policy import Policy
+
+    return Policy.load(trained_job.base / "model")
+
+
+@pytest.fixture(scope="module")
+def client(policy):
+    from sagemaker_ray_rl.environment import ServingSettings
+    from sagemaker_ray_rl.serving.app import create_app
+
+    return create_app(policy, ServingSettings(max_payload_mb=0.01)).test_client()
+
+
+def reference_actions(policy, observations) -> list[int]:
+    """Greedy actions computed straight from the RLModule, as RLlib's env runner does with explore=False."""
+    import torch
+    from ray.rllib.core.columns import Columns
+
+    with torch.no_grad():
+        logits = policy.module.forward_inference({Columns.OBS: torch.tensor(observations, dtype=torch.float32)})[
+            Columns.ACTION_DIST_INPUTS
+        ]
+    return logits.argmax(dim=-1).tolist()
+
+
+def test_ping(client):
+    response = client.get("/ping")
+    assert response.status_code == 200 and response.json == {"status": "healthy"}
+
+
+def test_instances_get_the_modules_greedy_actions(client, policy):
+    response = client.post("/invocations", json={"instances": OBS})
+    assert response.status_code == 200
+    assert response.json == {"predictions": [{"action": a} for a in reference_actions(policy, OBS)]}
+
+
+def test_single_observation_without_content_type(client, policy):
+    response = client.post("/invocations", data=json.dumps({"observation": OBS[1]}))
+    assert response.status_code == 200
+    assert response.json["predictions"] == [{"action": reference_actions(policy, [OBS[1]])[0]}]
+
+
+@pytest.mark.parametrize(
+    "kwargs, status, field",
+    [
+        ({"data": "{oops", "content_type": "application/json"}, 400, None),
+        ({"json": {"instances": [[1, 2, 3]]}}, 400, "instances[0]"),
+        ({"json": {"instances": [[1, 2, 3, "4"]]}}, 400, "instances[0]"),
+        ({"data": "1,2,3,4", "content_type": "text/csv"}, 415, "Content-Type"),
+        ({"json": {"observation": OBS[0]}, "headers": {"Accept": "text/csv"}}, 406, "Accept"),
+        ({"json": {"instances": [OBS[0]] * 1000}}, 413, None),
+    ],
+)
+def test_bad_requests_are_4xx_json_and_the_app_keeps_serving(client, policy, kwargs, status, field):
+    response = client.post("/invocations", **kwargs)
+    assert response.status_code == status
+    body = response.json
+    assert body["message"]
+    assert body.get("field") == field
+    good = client.post("/invocations", json={"instances": OBS})
+    assert good.status_code == 200
+
+
+def test_unknown_route_and_method_are_json(client):
+    assert client.get("/nope").status_code == 404 and client.get("/nope").json["error"] == "NotFound"
+    assert client.get("/invocations").status_code == 405
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_command_over_http(trained_job: TrainingRun, policy):
+    port = free_port()
+    env = job_environ(trained_job.base, SAGEMAKER_BIND_TO_PORT=str(port), SAGEMAKER_MODEL_SERVER_WORKERS="2")
+    proc = subprocess.Popen([str(BIN / "serve")], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if requests.get(f"{url}/ping", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.monotonic() < deadline, "serve did not answer /ping within 60 s"
+            time.sleep(0.2)
+        response = requests.post(f"{url}/invocations", json={"instances": OBS}, timeout=10)
+        assert response.json() == {"predictions": [{"action": a} for a in reference_actions(policy, OBS)]}
+        bad = requests.post(f"{url}/invocations", data="[", headers={"Content-Type": "application/json"}, timeout=10)
+        assert bad.status_code == 400 and "not valid JSON" in bad.json()["message"]
+        assert requests.post(f"{url}/invocations", json={"observation": OBS[0]}, timeout=10).status_code == 200
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0
+
+
+def test_serve_without_a_model_exits_with_the_reason(tmp_path: Path):
+    proc = subprocess.run(
+        [str(BIN / "serve")], env=job_environ(tmp_path), capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 1
+    assert f"model directory {tmp_path / 'model'} does not exist" in proc.stderr
+
+
+def test_box_actions_are_unsquashed_into_the_bounds(trained_job: TrainingRun):
+    """RLlib's NormalizeAndClipActions: a module output in [-1, 1] maps onto [low, high]."""
+    import gymnasium as gym
+
+    from sagemaker_ray_rl.policy import Policy
+
+    policy = Policy.load(trained_job.base / "model")
+    policy.action_space = gym.spaces.Box(-2.0, 2.0, (1,), np.float32)
+    assert policy._to_env(np.array([[-1.0], [0.0], [1.0], [3.0]], dtype=np.float32)).tolist() == [
+        [-2.0], [0.0], [2.0], [2.0]
+    ]
+    policy.normalize_actions, policy.clip_actions = False, True
+    assert policy._to_env(np.array([[3.0]], dtype=np.float32)).tolist() == [[2.0]]

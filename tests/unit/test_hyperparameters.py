@@ -1,0 +1,135 @@
+from __future__ import annotations
+
+import pytest
+
+from sagemaker_ray_rl.errors import HyperparameterError
+from sagemaker_ray_rl.hyperparameters import (
+    DEFAULT_TRAINING_ITERATIONS,
+    build_algorithm_config,
+    parse_hyperparameters,
+)
+
+
+def config_for(hps: dict, num_cpus: int = 4):
+    return build_algorithm_config(parse_hyperparameters(hps, num_cpus=num_cpus))
+
+
+def test_defaults():
+    spec = parse_hyperparameters({}, num_cpus=4)
+    assert (spec.algorithm, spec.env, spec.num_env_runners) == ("PPO", "CartPole-v1", 3)
+    assert dict(spec.stop) == {"training_iteration": DEFAULT_TRAINING_ITERATIONS}
+    assert parse_hyperparameters({}, num_cpus=1).num_env_runners == 1
+
+
+def test_seed_style_override_reaches_the_rllib_config():
+    config = config_for({"rl.training.config.lr": 0.0003, "rl.training.config.num_epochs": 6})
+    assert config.lr == 0.0003 and config.num_epochs == 6
+
+
+def test_section_style_and_other_builder_methods():
+    config = config_for(
+        {
+            "env_runners.num_envs_per_env_runner": 2,
+            "rl.training.config.rollout_fragment_length": 50,
+            "rl_module.model_config": {"fcnet_hiddens": [32, 32]},
+            "debugging.seed": 7,
+        }
+    )
+    assert config.num_envs_per_env_runner == 2
+    assert config.rollout_fragment_length == 50
+    assert config.model_config["fcnet_hiddens"] == [32, 32]
+    assert config.seed == 7
+
+
+def test_top_level_keys_and_stop_criteria():
+    spec = parse_hyperparameters(
+        {
+            "algorithm": "DQN",
+            "env": "Acrobot-v1",
+            "env_config": {"max_episode_steps": 100},
+            "num_env_runners": 0,
+            "stop.training_iteration": 5,
+            "stop.episode_return_mean": -100,
+            "stop.timesteps_total": 10000,
+            "stop.time_total_s": 60,
+        },
+        num_cpus=2,
+    )
+    assert (spec.algorithm, spec.env, spec.num_env_runners) == ("DQN", "Acrobot-v1", 0)
+    assert dict(spec.stop) == {
+        "training_iteration": 5,
+        "env_runners/episode_return_mean": -100,
+        "num_env_steps_sampled_lifetime": 10000,
+        "time_total_s": 60,
+    }
+    config = build_algorithm_config(spec)
+    assert type(config).__name__ == "DQNConfig"
+    assert config.env == "Acrobot-v1" and config.env_config == {"max_episode_steps": 100}
+
+
+def test_sagemaker_keys_and_ignored_keys_are_skipped():
+    spec = parse_hyperparameters(
+        {"sagemaker_program": "train.py", "sagemaker_submit_directory": "/opt/ml/code", "my_flag": 1},
+        num_cpus=2,
+        ignore=["my_flag"],
+    )
+    assert spec.overrides == ()
+
+
+@pytest.mark.parametrize(
+    "hps, message",
+    [
+        ({"rl.training.config.lrr": 0.1}, r"Unknown hyperparameter 'rl.training.config.lrr'.*Did you mean 'lr'"),
+        ({"learning_rate": 0.1}, r"Unknown hyperparameter 'learning_rate'.*Accepted: algorithm, env"),
+        ({"training.num_env_runners": 2}, r"'num_env_runners' is not a setting of PPOConfig.training\(\)"),
+        ({"algorithm": "A3C"}, r"unknown RLlib algorithm 'A3C'; expected one of \[.*'PPO'"),
+        ({"env": "CartPole-v9"}, r"'CartPole-v9' is neither a registered Gymnasium id.*Did you mean"),
+        ({"env": "no_such_module:Env-v0"}, r"cannot import 'no_such_module'"),
+        ({"env_config": "[1]"}, r"'env_config' must be a JSON object"),
+        ({"num_env_runners": -1}, r"'num_env_runners' must be an integer >= 0"),
+        ({"num_env_runners": 1.5}, r"'num_env_runners' must be an integer >= 0"),
+        ({"stop.training_iteration": "ten"}, r"'stop.training_iteration' must be a finite number"),
+        ({"stop.training_iteration": 0}, r"'stop.training_iteration' must be > 0"),
+        ({"env": "CartPole-v1", "rl.training.config.env": "Pendulum-v1"}, r"already set to 'CartPole-v1'"),
+    ],
+)
+def test_bad_hyperparameters_fail_with_a_message_naming_them(hps, message):
+    with pytest.raises(HyperparameterError, match=message):
+        parse_hyperparameters(hps, num_cpus=2)
+
+
+@pytest.mark.parametrize(
+    "hps, message",
+    [
+        ({"rl.training.config.lr": "fast"}, r"RLlib refused the configuration: Invalid `lr`"),
+        ({"rl.training.config.train_batch_size_per_learner": 8}, r"minibatch_size"),
+        ({"env_runners.num_rollout_workers": 2}, r"env_runners.num_rollout_workers=2 was refused by RLlib"),
+        ({"env_config": {"no_such_option": 1}}, r"gymnasium.make\('CartPole-v1', \*\*\{'no_such_option': 1\}\) failed: TypeError"),
+        (
+            {"rl_module.model_config": {"fcnet_activation": "no_such_activation"}},
+            r"cannot build the RLModule for 'CartPole-v1'.*Unknown activation \(no_such_activation\)",
+        ),
+    ],
+)
+def test_values_rllib_refuses_fail_before_ray_starts(hps, message):
+    import ray
+
+    with pytest.raises(HyperparameterError, match=message):
+        config_for(hps)
+    assert not ray.is_initialized()
+
+
+def test_trial_error_summary_names_the_cause():
+    from sagemaker_ray_rl.experiment import _first_line
+
+    report = (
+        "The actor died because of an error raised in its creation task, ray::PPO.__init__() (pid=1)\n"
+        '  File "algorithm.py", line 806, in setup\n'
+        "    spaces = self.foreach_env_runner(\n"
+        "IndexError: list index out of range"
+    )
+    assert _first_line(RuntimeError(report)) == (
+        "IndexError: list index out of range (an actor of the trial failed while starting, e.g. its env "
+        "or RLModule could not be built)"
+    )
+    assert _first_line(ValueError("no traceback here")) == "ValueError: no traceback here"

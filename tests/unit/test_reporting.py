@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import io
+import re
+
+from sagemaker_ray_rl.reporting import FLOAT_REGEX, METRIC_DEFINITIONS, MetricLinesCallback, metric_lines
+
+RESULT = {
+    "training_iteration": 3,
+    "num_env_steps_sampled_lifetime": 12000.0,
+    "time_total_s": 25.123456789,
+    "env_runners": {
+        "episode_return_mean": 123.4,
+        "episode_return_max": 500.0,
+        "episode_return_min": 9.0,
+        "episode_len_mean": 123.4,
+    },
+    "learners": {"default_policy": {"default_optimizer_learning_rate": 0.0003}},
+}
+
+
+def test_lines_in_stable_order():
+    assert metric_lines(RESULT) == [
+        "training_iteration: 3",
+        "episode_reward_mean: 123.4",
+        "episode_reward_max: 500",
+        "episode_reward_min: 9",
+        "episode_return_mean: 123.4",
+        "episode_return_max: 500",
+        "episode_return_min: 9",
+        "episode_len_mean: 123.4",
+        "timesteps_total: 12000",
+        "time_total_s: 25.1235",
+        "learning_rate: 0.0003",
+    ]
+
+
+def test_the_issue_and_seed_regexes_match():
+    log = "\n".join(metric_lines(RESULT))
+    acceptance = re.search(r"episode_reward_mean: ([-+]?[0-9]*[.]?[0-9]+([eE][-+]?[0-9]+)?)", log)
+    assert acceptance and float(acceptance.group(1)) == 123.4
+    # The seed-000 notebooks' regexes, with the colon their Ray 1.x log lines had.
+    seed = re.search(r"episode_reward_max:\s*(%s)" % FLOAT_REGEX, log)
+    assert seed and float(seed.group(1)) == 500
+    for definition in METRIC_DEFINITIONS:
+        match = re.search(definition["Regex"], log)
+        assert match, definition["Name"]
+
+
+def test_missing_and_nan_values_are_left_out():
+    lines = metric_lines({"training_iteration": 1, "env_runners": {"episode_return_mean": float("nan")}})
+    assert lines == ["training_iteration: 1"]
+
+
+def test_small_numbers_keep_their_value():
+    lines = metric_lines({"learners": {"default_policy": {"default_optimizer_learning_rate": 5e-07}}})
+    assert lines == ["learning_rate: 5e-07"]
+    assert float(re.search(METRIC_DEFINITIONS[-1]["Regex"], lines[0]).group(1)) == 5e-07
+
+
+class _Trial:
+    trial_id = "abc_00001"
+
+
+def test_callback_prints_a_trial_header_only_with_several_trials():
+    out = io.StringIO()
+    MetricLinesCallback(out).on_trial_result(1, [_Trial()], _Trial(), {"training_iteration": 2})
+    MetricLinesCallback(out).on_trial_result(1, [_Trial(), _Trial()], _Trial(), {"training_iteration": 2})
+    assert out.getvalue() == "training_iteration: 2\ntrial: abc_00001\ntraining_iteration: 2\n"
