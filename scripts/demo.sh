@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The main job end to end, inside the image:
+#   1. build sagemaker-ray-rl:<VERSION>-cpu-py311 (scripts/build.sh)
+#   2. train PPO on CartPole-v1 from hyperparameters only (`docker run ... train` over build/demo/job,
+#      a local /opt/ml) until the mean episode return reaches 450 or 40 iterations
+#   3. serve the exported model (`docker run ... serve`)
+#   4. play 10 episodes of CartPole-v1 through POST /invocations and print the mean return
+#   5. stop the server
+# Needs a Docker engine (.ci/ensure-docker.sh starts Debian's one, as root). Takes a few minutes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+require_docker_engine
+
+image=$(scripts/build.sh | tail -n 1)
+
+job=$PWD/build/demo/job
+rm -rf "$job"
+mkdir -p "$job/input/config"
+# SageMaker passes every hyperparameter as a string; so does this file.
+cat > "$job/input/config/hyperparameters.json" <<'JSON'
+{
+  "algorithm": "PPO",
+  "env": "CartPole-v1",
+  "rl.training.config.lr": "0.0003",
+  "rl.training.config.num_epochs": "6",
+  "stop.episode_return_mean": "450",
+  "stop.training_iteration": "40"
+}
+JSON
+log "training: docker run --rm -v $job:/opt/ml $image train"
+"$DOCKER" run --rm -v "$job:/opt/ml" "$image" train
+log "exported model: $(ls "$job/model" | tr '\n' ' ')"
+
+port=${DEMO_PORT:-8080}
+server=$("$DOCKER" run -d --rm --network host -e SAGEMAKER_BIND_TO_PORT="$port" \
+    -v "$job/model:/opt/ml/model:ro" "$image" serve)
+trap '"$DOCKER" stop -t 30 "$server" >/dev/null 2>&1 || true' EXIT
+log "serving on http://127.0.0.1:$port (container ${server:0:12})"
+for _ in $(seq 120); do
+    if "$DOCKER" exec "$server" python -c \
+        "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:$port/ping').status != 200)" \
+        >/dev/null 2>&1; then
+        break
+    fi
+    sleep 0.5
+done
+
+log "playing 10 episodes of CartPole-v1 through POST /invocations"
+"$DOCKER" run --rm --network host -v "$PWD/scripts:/scripts:ro" "$image" \
+    python /scripts/play_http.py --url "http://127.0.0.1:$port" --env CartPole-v1 --episodes 10 --min-return 450

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Set up what the tests need and run them.
+#
+#   scripts/test.sh [pytest arguments]     (default: all of tests/)
+#
+# Creates .venv (Python 3.11) with torch's CPU build, the locked dependencies and this package,
+# builds the image once (scripts/build.sh) for the whole run when a Docker engine answers, and runs
+# pytest. Under CI (CI=true) a missing Docker engine fails the run instead of skipping the
+# container tests. TORCH_INDEX_URL: an index with torch's CPU wheels (e.g.
+# https://download.pytorch.org/whl/cpu) where the default index would give the CUDA build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+python=${PYTHON:-python3.11}
+if [ ! -x .venv/bin/python ]; then
+    log "creating .venv with $python"
+    "$python" -m venv .venv
+fi
+torch_version=$(sed -n 's/^torch==//p' docker/requirements-cpu.txt)
+if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
+    log "installing torch $torch_version"
+    .venv/bin/pip install --quiet --disable-pip-version-check "torch==$torch_version" \
+        ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"}
+fi
+log "installing the package and test dependencies (versions from docker/requirements-cpu.txt)"
+.venv/bin/pip install --quiet --disable-pip-version-check -c docker/requirements-cpu.txt -e '.[test]'
+
+if [ $# -eq 0 ]; then
+    if "$DOCKER" info >/dev/null 2>&1; then
+        SAGEMAKER_RAY_RL_IMAGE=$(scripts/build.sh | tail -n 1)
+        export SAGEMAKER_RAY_RL_IMAGE
+    elif [ "${CI:-}" = true ]; then
+        log "CI=true and no Docker engine answers: the container tests must run (see .ci/ensure-docker.sh)"
+        exit 2
+    else
+        log "no Docker engine answers: the container tests will be skipped"
+    fi
+    set -- tests
+fi
+exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,147 @@
+"""The real image: entrypoint dispatch, training from hyperparameters, serving over HTTP."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from container.conftest import docker
+from helpers import write_job
+
+pytestmark = pytest.mark.container
+
+OBS = [[0.01, -0.02, 0.03, 0.04], [0.1, 0.5, -0.1, -0.5]]
+
+
+def test_no_arguments_prints_usage(image: str):
+    run = docker("run", "--rm", image)
+    assert run.returncode == 0
+    assert "usage: docker run [options] IMAGE train" in run.stdout
+
+
+def test_other_commands_run_as_given_with_the_pinned_stack(image: str):
+    script = (
+        "import json, sys, ray, torch, gymnasium, sagemaker_ray_rl;"
+        "print(json.dumps([sys.version_info[:2], ray.__version__, torch.__version__, torch.version.cuda]))"
+    )
+    run = docker("run", "--rm", image, "python", "-c", script)
+    assert run.returncode == 0, run.stderr
+    python, ray_version, torch_version, cuda = json.loads(run.stdout)
+    assert python == [3, 11] and ray_version == "2.60.0" and torch_version.startswith("2.13.0")
+    assert cuda is None
+
+
+def test_labels_carry_versions_and_sagemaker_capabilities(image: str):
+    labels = json.loads(docker("image", "inspect", "-f", "{{json .Config.Labels}}", image).stdout)
+    version = (Path(__file__).resolve().parents[2] / "VERSION").read_text().strip()
+    assert labels["org.opencontainers.image.version"] == version
+    assert labels["com.sagemaker-ray-rl.ray-version"] == "2.60.0"
+    assert labels["com.sagemaker-ray-rl.torch-version"] == "2.13.0"
+    assert labels["com.amazonaws.sagemaker.capabilities.accept-bind-to-port"] == "true"
+
+
+def test_train_from_hyperparameters_only(container_job):
+    base, run = container_job
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    # The seed's metric regex, as SageMaker would apply it to the log.
+    means = re.findall(r"episode_reward_mean: ([-+]?[0-9]*[.]?[0-9]+([eE][-+]?[0-9]+)?)", run.stdout)
+    assert len(means) == 3
+    assert re.findall(r"^training_iteration: (\d+)$", run.stdout, re.M) == ["1", "2", "3"]
+    # The lr reached RLlib: the learner's optimizer reports it, and Tune's params.json holds it.
+    assert re.findall(r"^learning_rate: (\S+)$", run.stdout, re.M) == ["0.0003"] * 3
+    params = next((base / "checkpoints").glob("PPO_*/PPO_*/params.json"))
+    assert json.loads(params.read_text())["lr"] == 0.0003
+
+    model = base / "model"
+    assert (model / "rllib_checkpoint.json").is_file()
+    assert (model / "learner_group/learner/rl_module/default_policy").is_dir()
+    metadata = json.loads((model / "metadata.json").read_text())
+    assert metadata["algorithm"] == "PPO" and metadata["env"] == "CartPole-v1"
+    assert metadata["metrics"]["training_iteration"] == 3
+    assert metadata["versions"]["ray"] == "2.60.0"
+    assert (base / "output" / "success").exists() and not (base / "output" / "failure").exists()
+
+
+def test_unknown_hyperparameter_fails_before_ray_starts(image: str, tmp_path: Path):
+    base = write_job(tmp_path, {"rl.training.config.lrr": "0.0003"})
+    start = time.monotonic()
+    run = docker("run", "--rm", "-v", f"{base}:/opt/ml", image, "train", timeout=120)
+    seconds = time.monotonic() - start
+    assert run.returncode != 0
+    failure = (base / "output" / "failure").read_text()
+    assert "Unknown hyperparameter 'rl.training.config.lrr'" in failure and "Did you mean 'lr'" in failure
+    assert "Started a local Ray instance" not in run.stdout + run.stderr
+    print(f"unknown hyperparameter: container exited {run.returncode} after {seconds:.1f} s")
+
+
+class Server:
+    """A `docker run -d ... serve` container on a loopback port."""
+
+    def __init__(self, image: str, model_dir: Path) -> None:
+        run = docker(
+            "run", "-d", "-p", "127.0.0.1::8080", "-v", f"{model_dir}:/opt/ml/model", image, "serve", check=True
+        )
+        self.container = run.stdout.strip()
+        port = docker("port", self.container, "8080/tcp", check=True).stdout.strip().splitlines()[0]
+        self.url = f"http://127.0.0.1:{port.rsplit(':', 1)[1]}"
+
+    def wait_until_healthy(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{self.url}/ping", timeout=1).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"no 200 on /ping within {timeout} s:\n{self.logs()}")
+
+    def logs(self) -> str:
+        logs = docker("logs", self.container)
+        return logs.stdout + logs.stderr
+
+    def stop(self) -> int:
+        docker("stop", "-t", "30", self.container, timeout=60)
+        code = int(docker("inspect", "-f", "{{.State.ExitCode}}", self.container).stdout.strip())
+        docker("rm", "-f", self.container)
+        return code
+
+
+def test_serve_answers_recovers_from_bad_requests_and_stops_cleanly(image: str, container_job):
+    base, run = container_job
+    assert run.returncode == 0
+    server = Server(image, base / "model")
+    try:
+        server.wait_until_healthy()
+        good = requests.post(f"{server.url}/invocations", json={"instances": OBS}, timeout=10)
+        assert good.status_code == 200
+        actions = [p["action"] for p in good.json()["predictions"]]
+        assert len(actions) == 2 and set(actions) <= {0, 1}
+
+        bad = requests.post(f"{server.url}/invocations", json={"instances": [[1, 2, 3]]}, timeout=10)
+        assert bad.status_code == 400
+        assert bad.json()["field"] == "instances[0]" and "shape (4,)" in bad.json()["expected"]
+        wrong_type = requests.post(
+            f"{server.url}/invocations", data="1,2,3,4", headers={"Content-Type": "text/csv"}, timeout=10
+        )
+        assert wrong_type.status_code == 415 and wrong_type.json()["expected"] == "application/json"
+
+        again = requests.post(f"{server.url}/invocations", json={"instances": OBS}, timeout=10)
+        assert again.status_code == 200 and again.json() == good.json()
+        single = requests.post(f"{server.url}/invocations", json={"observation": OBS[0]}, timeout=10)
+        assert single.json() == {"predictions": [good.json()["predictions"][0]]}
+    finally:
+        assert server.stop() == 0, server.logs()
+
+
+def test_serve_without_a_model_exits_with_the_reason(image: str, tmp_path: Path):
+    empty = tmp_path / "model"
+    empty.mkdir()
+    run = docker("run", "--rm", "-v", f"{empty}:/opt/ml/model", image, "serve", timeout=60)
+    assert run.returncode == 1
+    assert "serve: cannot start: no RLlib algorithm checkpoint in /opt/ml/model" in run.stderr
