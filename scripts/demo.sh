@@ -6,11 +6,12 @@
 #   3. serve the exported model (`docker run ... serve`)
 #   4. play 10 episodes of CartPole-v1 through POST /invocations and print the mean return
 #   5. stop the server
-# Needs a Docker engine (.ci/ensure-docker.sh starts Debian's one, as root). Takes a few minutes.
+# Needs a Docker engine: without one it starts Debian's (scripts/ensure-docker.sh, as root) or says
+# how to get one. Takes a few minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/ensure-docker.sh
 source scripts/lib.sh
-require_docker_engine
 
 image=$(scripts/build.sh | tail -n 1)
 

@@ -17,8 +17,7 @@ log() { printf '[%s] %s\n' "$(basename "$0")" "$*" >&2; }
 require_docker_engine() {
     if ! command -v "$DOCKER" >/dev/null 2>&1 || ! "$DOCKER" info >/dev/null 2>&1; then
         log "no Docker engine answers ('$DOCKER info' failed)."
-        log "Start one, e.g. on Debian as root: apt-get install -y docker.io && (dockerd >/var/log/dockerd.log 2>&1 &)"
-        log "or run .ci/ensure-docker.sh, which does exactly that."
+        log "Start one: scripts/ensure-docker.sh does it on Debian as root (apt-get install docker.io, dockerd &)."
         exit 2
     fi
 }

@@ -4,9 +4,9 @@
 #   scripts/test.sh [pytest arguments]     (default: all of tests/)
 #
 # Creates .venv (Python 3.11) with torch's CPU build, the locked dependencies and this package,
-# builds the image once (scripts/build.sh) for the whole run when a Docker engine answers, and runs
-# pytest. Under CI (CI=true) a missing Docker engine fails the run instead of skipping the
-# container tests. TORCH_INDEX_URL: an index with torch's CPU wheels (e.g.
+# makes sure a Docker engine answers (scripts/ensure-docker.sh: starts Debian's as root), builds the
+# image once (scripts/build.sh) for the whole run, and runs pytest. Without an engine the container
+# tests are skipped, except under CI (CI=true), where that fails the run. TORCH_INDEX_URL: an index with torch's CPU wheels (e.g.
 # https://download.pytorch.org/whl/cpu) where the default index would give the CUDA build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,11 +27,14 @@ log "installing the package and test dependencies (versions from docker/requirem
 .venv/bin/pip install --quiet --disable-pip-version-check -c docker/requirements-cpu.txt -e '.[test]'
 
 if [ $# -eq 0 ]; then
+    scripts/ensure-docker.sh || true
+    unset DOCKER
+    source scripts/lib.sh
     if "$DOCKER" info >/dev/null 2>&1; then
         SAGEMAKER_RAY_RL_IMAGE=$(scripts/build.sh | tail -n 1)
         export SAGEMAKER_RAY_RL_IMAGE
     elif [ "${CI:-}" = true ]; then
-        log "CI=true and no Docker engine answers: the container tests must run (see .ci/ensure-docker.sh)"
+        log "CI=true and no Docker engine answers: the container tests must run (see scripts/ensure-docker.sh)"
         exit 2
     else
         log "no Docker engine answers: the container tests will be skipped"

@@ -255,7 +255,8 @@ class Environment:
             if name.startswith(p.CHANNEL_ENV_PREFIX):
                 channels[name[len(p.CHANNEL_ENV_PREFIX):].lower()] = Path(value)
 
-        num_cpus = _int_var(env, p.NUM_CPUS_ENV, _available_cpus())
+        num_cpus = _number_var(env, p.NUM_CPUS_ENV, _available_cpus())
+        num_gpus = _number_var(env, p.NUM_GPUS_ENV, None)
         program = hyperparameters.get(p.USER_PROGRAM_HYPERPARAMETER) or env.get(p.USER_PROGRAM_ENV)
         return cls(
             base_dir=base_dir,
@@ -266,13 +267,13 @@ class Environment:
             resource_config=resource_config,
             channels=MappingProxyType(channels),
             num_cpus=num_cpus,
-            num_gpus=_int_var(env, p.NUM_GPUS_ENV, None) if p.NUM_GPUS_ENV in env else _visible_gpus(),
+            num_gpus=_visible_gpus() if num_gpus is None else num_gpus,
             user_entry_point=str(program) if program else None,
             serving=ServingSettings(
-                port=_int_var(env, p.BIND_TO_PORT_ENV, 8080),
-                workers=max(1, _int_var(env, p.MODEL_SERVER_WORKERS_ENV, num_cpus)),
-                timeout_s=_int_var(env, p.MODEL_SERVER_TIMEOUT_ENV, 60),
-                max_payload_mb=_float_var(env, p.MAX_PAYLOAD_IN_MB_ENV, 6.0),
+                port=_number_var(env, p.BIND_TO_PORT_ENV, 8080),
+                workers=max(1, _number_var(env, p.MODEL_SERVER_WORKERS_ENV, num_cpus)),
+                timeout_s=_number_var(env, p.MODEL_SERVER_TIMEOUT_ENV, 60),
+                max_payload_mb=_number_var(env, p.MAX_PAYLOAD_IN_MB_ENV, 6.0, float),
                 default_accept=env.get(p.DEFAULT_INVOCATIONS_ACCEPT_ENV) or "application/json",
             ),
         )
@@ -290,24 +291,16 @@ def _read_json(path: Path) -> Any:
         raise ContractError(f"{path} is not valid JSON: {exc}") from exc
 
 
-def _int_var(env: Mapping[str, str], name: str, default: Any) -> Any:
+def _number_var(env: Mapping[str, str], name: str, default: Any, kind: type = int) -> Any:
+    """Variable `name` parsed with `kind` (int or float); `default` when unset or empty."""
     value = env.get(name)
     if value is None or value == "":
         return default
     try:
-        return int(value)
+        return kind(value)
     except ValueError as exc:
-        raise ContractError(f"environment variable {name} must be an integer, got {value!r}") from exc
-
-
-def _float_var(env: Mapping[str, str], name: str, default: float) -> float:
-    value = env.get(name)
-    if value is None or value == "":
-        return default
-    try:
-        return float(value)
-    except ValueError as exc:
-        raise ContractError(f"environment variable {name} must be a number, got {value!r}") from exc
+        noun = "an integer" if kind is int else "a number"
+        raise ContractError(f"environment variable {name} must be {noun}, got {value!r}") from exc
 
 
 def _available_cpus() -> int:
