@@ -47,8 +47,8 @@ def run_experiment(
 ) -> ExperimentResult:
     """Train `config` with one Tune trial until a `stop` criterion is met; checkpoint at the end.
 
-    Starts a local Ray instance when none is running (and stops it afterwards); inside a cluster
-    started elsewhere (``RAY_ADDRESS``) it uses that one.
+    Starts a local Ray instance with `num_cpus` and `num_gpus` when Ray is not initialised in this
+    process, and stops it afterwards; a script that called ``ray.init(...)`` first keeps its own.
 
     Args:
         config: an RLlib new-stack algorithm config.
@@ -87,17 +87,17 @@ def run_experiment(
         if started_here:
             ray.shutdown()
     if result.error is not None:
-        raise TrainingError(f"the training trial failed: {_first_line(result.error)}")
+        raise TrainingError(f"the training trial failed: {_trial_error_summary(result.error)}")
     if result.checkpoint is None:
         raise TrainingError("the training trial ended without a checkpoint")
     return ExperimentResult(
         checkpoint_dir=Path(result.checkpoint.path),
         experiment_dir=Path(result.path).parent,
-        metrics={name: lookup(result.metrics, path) for name, path in METRICS.items()},
+        metrics={metric: lookup(result.metrics, path) for metric, path in METRICS.items()},
     )
 
 
-def _first_line(error: BaseException) -> str:
+def _trial_error_summary(error: BaseException) -> str:
     """The most telling line of a trial error.
 
     Tune wraps the trial's exception in a long report whose last ``SomeError: ...`` line is the

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, TextIO
 
 from ray import tune
@@ -20,7 +21,7 @@ from ray import tune
 FLOAT_REGEX = r"[-+]?[0-9]*[.]?[0-9]+([eE][-+]?[0-9]+)?"
 
 #: Printed name -> path of the value in RLlib's new-stack result dict (``a/b`` = result[a][b]).
-METRICS: Mapping[str, str] = {
+METRICS: Mapping[str, str] = MappingProxyType({
     "training_iteration": "training_iteration",
     "episode_reward_mean": "env_runners/episode_return_mean",
     "episode_reward_max": "env_runners/episode_return_max",
@@ -32,7 +33,7 @@ METRICS: Mapping[str, str] = {
     "timesteps_total": "num_env_steps_sampled_lifetime",
     "time_total_s": "time_total_s",
     "learning_rate": "learners/default_policy/default_optimizer_learning_rate",
-}
+})
 
 #: Ready-to-paste ``metric_definitions`` for `sagemaker.estimator.Estimator`. ``:?`` also matches
 #: the colon-less form of older notebooks' regexes.

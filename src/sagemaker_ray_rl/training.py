@@ -15,13 +15,10 @@ Failures write the failure file (``/opt/ml/output/failure``) with a one-paragrap
 
 from __future__ import annotations
 
-import logging
 import sys
 
 from sagemaker_ray_rl.environment import Environment
 from sagemaker_ray_rl.errors import SageMakerRayRLError
-
-logger = logging.getLogger(__name__)
 
 #: Characters of the failure file that SageMaker shows as FailureReason.
 FAILURE_REASON_LIMIT = 1024

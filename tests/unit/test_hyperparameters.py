@@ -120,7 +120,7 @@ def test_values_rllib_refuses_fail_before_ray_starts(hps, message):
 
 
 def test_trial_error_summary_names_the_cause():
-    from sagemaker_ray_rl.experiment import _first_line
+    from sagemaker_ray_rl.experiment import _trial_error_summary
 
     report = (
         "The actor died because of an error raised in its creation task, ray::PPO.__init__() (pid=1)\n"
@@ -128,8 +128,8 @@ def test_trial_error_summary_names_the_cause():
         "    spaces = self.foreach_env_runner(\n"
         "IndexError: list index out of range"
     )
-    assert _first_line(RuntimeError(report)) == (
+    assert _trial_error_summary(RuntimeError(report)) == (
         "IndexError: list index out of range (an actor of the trial failed while starting, e.g. its env "
         "or RLModule could not be built)"
     )
-    assert _first_line(ValueError("no traceback here")) == "ValueError: no traceback here"
+    assert _trial_error_summary(ValueError("no traceback here")) == "ValueError: no traceback here"
