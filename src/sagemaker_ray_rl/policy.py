@@ -15,6 +15,9 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import torch
+from ray.rllib.core.columns import Columns
+from ray.rllib.utils.spaces.space_utils import clip_action, unsquash_action
 
 from sagemaker_ray_rl.errors import ModelLoadError
 from sagemaker_ray_rl.export import METADATA_FILE, RL_MODULE_SUBDIR, module_ids
@@ -128,9 +131,6 @@ class Policy:
             Actions, shape ``(batch, *action_space.shape)``: int64 for Discrete/MultiDiscrete,
             float32 in the env's bounds for Box.
         """
-        import torch
-        from ray.rllib.core.columns import Columns
-
         with torch.inference_mode():
             out = self.module.forward_inference({Columns.OBS: torch.from_numpy(observations)})
             if Columns.ACTIONS in out:
@@ -143,8 +143,6 @@ class Policy:
     def _to_env(self, actions: np.ndarray) -> np.ndarray:
         """RLlib's ``NormalizeAndClipActions`` for a batch (see `ray.rllib.utils.spaces.space_utils`)."""
         if isinstance(self.action_space, gym.spaces.Box):
-            from ray.rllib.utils.spaces.space_utils import clip_action, unsquash_action
-
             if self.normalize_actions:
                 return unsquash_action(actions, self.action_space)
             if self.clip_actions:
