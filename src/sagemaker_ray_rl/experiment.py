@@ -7,6 +7,7 @@ are printed by `reporting.MetricLinesCallback` in the driver.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,11 +105,12 @@ def _trial_error_summary(error: BaseException) -> str:
     cause. When an actor of the trial died while starting, RLlib often reports an unrelated
     IndexError; the message says that an actor failed to start.
     """
-    import re
-
-    text = str(error)
+    text = str(error).strip()
     causes = re.findall(r"^\s*([A-Za-z_][\w.]*(?:Error|Exception): .*)$", text, re.M)
-    line = causes[-1].strip() if causes else f"{type(error).__name__}: {text.strip().splitlines()[-1] if text.strip() else ''}"
+    if causes:
+        line = causes[-1].strip()
+    else:
+        line = f"{type(error).__name__}: {text.splitlines()[-1] if text else ''}"
     if "died because of an error raised in its creation task" in text:
         line += " (an actor of the trial failed while starting, e.g. its env or RLModule could not be built)"
     return line
