@@ -6,7 +6,8 @@ The public API for user entry points (imported lazily, so ``import sagemaker_ray
 - `build_config`: an RLlib `AlgorithmConfig` from the job's hyperparameters;
 - `run_experiment`: train it with Tune until the stop criteria, checkpoint at the end;
 - `build_metadata` and `export_model`: put the checkpoint in the model dir with ``metadata.json``;
-- `Environment`: the read-only snapshot of the SageMaker contract (paths, hosts, channels).
+- `Environment`: the read-only snapshot of the SageMaker contract (paths, hosts, channels);
+- `ray_cluster`: the job's Ray cluster over all hosts, for scripts that bring their own driver.
 """
 
 from importlib import import_module
@@ -24,6 +25,7 @@ _LAZY = {
     "build_metadata": "sagemaker_ray_rl.export",
     "export_model": "sagemaker_ray_rl.export",
     "Environment": "sagemaker_ray_rl.environment",
+    "ray_cluster": "sagemaker_ray_rl.cluster",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -27,6 +27,14 @@ class TrainingError(SageMakerRayRLError):
     """The experiment ran but did not produce a checkpoint (a trial failed or was stopped)."""
 
 
+class ClusterError(SageMakerRayRLError):
+    """The Ray cluster over the job's hosts could not be formed or was lost.
+
+    The message names the host, what was expected and what happened (e.g. ``host algo-3-x7k2p did
+    not join the Ray cluster within 300 s``).
+    """
+
+
 class ModelLoadError(SageMakerRayRLError):
     """The model directory holds no loadable RLlib checkpoint, or one this server cannot serve."""
 

@@ -7,6 +7,7 @@ are printed by `reporting.MetricLinesCallback` in the driver.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -48,8 +49,10 @@ def run_experiment(
 ) -> ExperimentResult:
     """Train `config` with one Tune trial until a `stop` criterion is met; checkpoint at the end.
 
-    Starts a local Ray instance with `num_cpus` and `num_gpus` when Ray is not initialised in this
-    process, and stops it afterwards; a script that called ``ray.init(...)`` first keeps its own.
+    When Ray is not initialised in this process it connects to the job's cluster (``RAY_ADDRESS``, set
+    by the launcher for ``train`` and user entry points), or else starts a local Ray instance with
+    `num_cpus` and `num_gpus`; either way it disconnects afterwards. A script that called
+    ``ray.init(...)`` first keeps its own.
 
     Args:
         config: an RLlib new-stack algorithm config.
@@ -57,8 +60,8 @@ def run_experiment(
             ``env_runners/episode_return_mean``, ...) -> threshold; the first one met stops.
         storage_dir: Tune's storage path (made absolute; Tune refuses relative ones).
         name: experiment name (Tune's default: ``<Algo>_<timestamp>``).
-        num_cpus: CPUs for a Ray instance started here (Ray's own count when None).
-        num_gpus: GPUs for a Ray instance started here.
+        num_cpus: CPUs for a local Ray instance started here (Ray's own count when None).
+        num_gpus: GPUs for a local Ray instance started here.
         callbacks: more Tune callbacks, after the metric lines.
 
     Raises:
@@ -68,7 +71,9 @@ def run_experiment(
     from ray import tune
 
     started_here = not ray.is_initialized()
-    if started_here:
+    if started_here and os.environ.get("RAY_ADDRESS"):
+        ray.init()
+    elif started_here:
         ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False)
     try:
         tuner = tune.Tuner(

@@ -21,6 +21,7 @@ Accepted keys (the README's hyperparameter table):
                                 that owns ``<name>`` is found from the config class.
 ``<section>.<name>``            The same, naming the builder method (``training.lr``,
                                 ``env_runners.num_envs_per_env_runner``).
+``ray.*``                       The Ray cluster over the job's hosts (`cluster.settings`); ignored here.
 ``sagemaker_*``                 The toolkit's and the SDK's own; ignored here.
 ==============================  ===============================================================
 
@@ -53,6 +54,8 @@ ENV = "env"
 ENV_CONFIG = "env_config"
 NUM_ENV_RUNNERS = "num_env_runners"
 RLLIB_CONFIG_PREFIX = "rl.training.config."
+#: The prefix of the cluster's hyperparameters (`sagemaker_ray_rl.cluster.settings.PREFIX`).
+CLUSTER_PREFIX = "ray."
 
 DEFAULT_ALGORITHM = "PPO"
 DEFAULT_ENV = "CartPole-v1"
@@ -128,6 +131,13 @@ class ExperimentSpec:
     stop: Mapping[str, float]
     overrides: tuple[ConfigOverride, ...] = ()
 
+    @property
+    def num_env_runners_given(self) -> bool:
+        """Whether a hyperparameter set ``num_env_runners`` (else the launcher sizes it to the cluster)."""
+        return self.num_env_runners_set or any(o.name == NUM_ENV_RUNNERS for o in self.overrides)
+
+    num_env_runners_set: bool = False
+
 
 def parse_hyperparameters(
     hyperparameters: Mapping[str, Any],
@@ -151,7 +161,7 @@ def parse_hyperparameters(
     hps = {
         k: v
         for k, v in hyperparameters.items()
-        if k not in skipped and not k.startswith(p.SAGEMAKER_HYPERPARAMETER_PREFIX)
+        if k not in skipped and not k.startswith((p.SAGEMAKER_HYPERPARAMETER_PREFIX, CLUSTER_PREFIX))
     }
     algorithm = _string(hps, ALGORITHM, DEFAULT_ALGORITHM)
     config_cls = _algorithm_config_class(algorithm)
@@ -201,6 +211,7 @@ def parse_hyperparameters(
         env=env,
         env_config=MappingProxyType(dict(env_config)),
         num_env_runners=num_env_runners,
+        num_env_runners_set=NUM_ENV_RUNNERS in top_level,
         stop=MappingProxyType(stop),
         overrides=tuple(overrides),
     )

@@ -1,13 +1,16 @@
 """The training entry point: ``SAGEMAKER_TRAINING_MODULE=sagemaker_ray_rl.training:main``.
 
 The training toolkit's ``train`` command (what SageMaker and ``docker run IMAGE train`` run) imports
-this module and calls `main`. Two paths:
+this module and calls `main`. Every host of the job runs it; the cluster launcher
+(`sagemaker_ray_rl.cluster`) makes one Ray cluster of them before any training code runs:
 
-- a user entry point (``sagemaker_program`` / ``SAGEMAKER_PROGRAM``): the toolkit's own
-  `sagemaker_training.entry_point.run` runs it exactly as it would without us (hyperparameters as
-  command-line arguments, ``SM_*`` variables, ``requirements.txt``);
-- otherwise the built-in experiment: hyperparameters -> checked spec -> RLlib config (all before
-  Ray starts) -> Tune -> export to the model dir.
+- worker hosts join the master's Ray head and block until the master says the job is over; they
+  never run training or user code;
+- the master runs either a user entry point (``sagemaker_program`` / ``SAGEMAKER_PROGRAM``), through
+  the toolkit's own `sagemaker_training.entry_point.run` exactly as it would without us
+  (hyperparameters as command-line arguments, ``SM_*`` variables, ``requirements.txt``) and with
+  ``RAY_ADDRESS`` set, or the built-in experiment: hyperparameters -> checked spec -> RLlib config
+  (all before Ray starts, on every host) -> Tune -> export to the model dir (master only).
 
 Failures write the failure file (``/opt/ml/output/failure``) with a one-paragraph reason and raise
 `sagemaker_training.errors.ClientError`, which makes the toolkit exit 1 without overwriting it.
@@ -15,17 +18,31 @@ Failures write the failure file (``/opt/ml/output/failure``) with a one-paragrap
 
 from __future__ import annotations
 
-import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sagemaker_ray_rl.environment import Environment
 from sagemaker_ray_rl.errors import SageMakerRayRLError
+from sagemaker_ray_rl.failure import write_failure
 
-#: Characters of the failure file that SageMaker shows as FailureReason.
-FAILURE_REASON_LIMIT = 1024
+if TYPE_CHECKING:
+    from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
+
+    from sagemaker_ray_rl.cluster import Cluster, ClusterSettings
+    from sagemaker_ray_rl.hyperparameters import ExperimentSpec
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A checked built-in experiment: the spec and the RLlib config made from it before Ray starts."""
+
+    spec: ExperimentSpec
+    config: AlgorithmConfig
 
 
 def main() -> None:
-    """Run the job described by the container's contract; see the module docstring.
+    """Run this host's part of the job described by the container's contract; see the module
+    docstring.
 
     Raises:
         sagemaker_training.errors.ClientError: the job failed for a reason the user can fix (the
@@ -35,11 +52,31 @@ def main() -> None:
     from sagemaker_training.errors import ClientError
 
     contract = Environment.from_environ()
-    if contract.user_entry_point:
-        run_user_entry_point()
+    try:
+        settings = _cluster_settings(contract)
+        plan = None if contract.user_entry_point else prepare(contract)
+        if not contract.resource_config.is_master:
+            from sagemaker_ray_rl.cluster.launcher import run_worker
+
+            run_worker(contract, settings)
+            return
+    except SageMakerRayRLError as exc:
+        write_failure(contract, f"{type(exc).__name__}: {exc}")
+        raise ClientError(str(exc)) from exc
+
+    from sagemaker_ray_rl.cluster import ray_cluster
+
+    if plan is None:
+        try:
+            with ray_cluster(contract, settings):
+                run_user_entry_point()
+        except SageMakerRayRLError as exc:
+            write_failure(contract, f"{type(exc).__name__}: {exc}")
+            raise ClientError(str(exc)) from exc
         return
     try:
-        train(contract)
+        with ray_cluster(contract, settings) as cluster:
+            train(contract, plan, cluster)
     except SageMakerRayRLError as exc:
         write_failure(contract, f"{type(exc).__name__}: {exc}")
         raise ClientError(str(exc)) from exc
@@ -52,32 +89,54 @@ def main() -> None:
         raise
 
 
-def train(contract: Environment) -> None:
-    """The built-in experiment: check hyperparameters, train with Tune, export the checkpoint.
+def _cluster_settings(contract: Environment) -> ClusterSettings:
+    from sagemaker_ray_rl.cluster import ClusterSettings
+
+    return ClusterSettings.from_hyperparameters(contract.hyperparameters, contract.resource_config)
+
+
+def prepare(contract: Environment) -> Plan:
+    """Check the hyperparameters and build the RLlib config, before Ray starts (on every host, so
+    that a bad job fails everywhere in seconds instead of leaving workers waiting for a head).
 
     Raises:
-        HyperparameterError: before Ray starts.
-        TrainingError: the trial failed.
-        ModelLoadError: the checkpoint could not be read back for export.
+        HyperparameterError: see `hyperparameters.parse_hyperparameters` and `build_algorithm_config`.
     """
-    from sagemaker_ray_rl.experiment import run_experiment
-    from sagemaker_ray_rl.export import build_metadata, export_model
     from sagemaker_ray_rl.hyperparameters import build_algorithm_config, parse_hyperparameters
 
     spec = parse_hyperparameters(contract.hyperparameters, num_cpus=contract.num_cpus)
-    config = build_algorithm_config(spec)
+    return Plan(spec, build_algorithm_config(spec))
+
+
+def train(contract: Environment, plan: Plan, cluster: Cluster) -> None:
+    """The built-in experiment on the running cluster: place the actors, train with Tune, export
+    the checkpoint.
+
+    Raises:
+        ClusterError: the experiment's actors do not fit in the cluster.
+        TrainingError: the trial failed.
+        ModelLoadError: the checkpoint could not be read back for export.
+    """
+    import ray
+
+    from sagemaker_ray_rl.cluster.placement import check_fits, default_num_env_runners, place_actors
+    from sagemaker_ray_rl.experiment import run_experiment
+    from sagemaker_ray_rl.export import build_metadata, export_model
+
+    spec, config = plan.spec, plan.config
+    master = contract.resource_config.master_host
+    place_actors(config, cluster.settings, master)
+    if not spec.num_env_runners_given:
+        config.env_runners(
+            num_env_runners=default_num_env_runners(ray.nodes(), cluster.settings, master, config.num_learners)
+        )
+    check_fits(config, ray.nodes())
     print(
-        f"Training {spec.algorithm} on {spec.env} with {spec.num_env_runners} env runner(s), "
-        f"stop at {dict(spec.stop)}",
+        f"Training {spec.algorithm} on {spec.env} with {config.num_env_runners} env runner(s) on "
+        f"{len(cluster.hosts)} host(s), stop at {dict(spec.stop)}",
         flush=True,
     )
-    result = run_experiment(
-        config,
-        stop=spec.stop,
-        storage_dir=contract.checkpoint_dir,
-        num_cpus=contract.num_cpus,
-        num_gpus=contract.num_gpus,
-    )
+    result = run_experiment(config, stop=spec.stop, storage_dir=contract.checkpoint_dir)
     metadata = build_metadata(
         result.checkpoint_dir,
         algorithm=spec.algorithm,
@@ -99,16 +158,3 @@ def run_user_entry_point() -> None:
 
     env = toolkit_environment.Environment()
     entry_point.run(env.module_dir, env.user_entry_point, env.to_cmd_args(), env.to_env_vars())
-
-
-def write_failure(contract: Environment, reason: str) -> None:
-    """Write `reason` to the failure file unless one exists (the toolkit's rule: first writer wins).
-
-    Also prints it to stderr, so the job log says the same.
-    """
-    print(f"Training failed: {reason}", file=sys.stderr, flush=True)
-    path = contract.failure_file
-    if path.exists():
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(" ".join(reason.split())[:FAILURE_REASON_LIMIT] + "\n")
