@@ -3,7 +3,7 @@
 Everything the package needs to know about the job or the endpoint it runs in is read here, once,
 by `Environment.from_environ()`: paths under the base dir (``/opt/ml``, moved by
 ``SAGEMAKER_BASE_DIR``), hyperparameters, the resource config, channels, CPU and GPU counts and the
-serving settings. Nothing else in the package reads ``os.environ`` or the config files.
+serving settings. Nothing else in the package reads the contract's variables or config files.
 
 Why not `sagemaker_training.environment.Environment`: the toolkit computes its paths at import time
 from ``SAGEMAKER_BASE_DIR``, so it cannot read an arbitrary tree (tests build real ``/opt/ml`` trees

@@ -122,6 +122,7 @@ class ExperimentSpec:
         num_env_runners: remote env runner actors (0 samples in the driver).
         stop: Tune stop criteria, RLlib result key -> threshold.
         overrides: builder calls applied after the defaults, in hyperparameter order.
+        num_env_runners_set: whether the top-level ``num_env_runners`` key was given.
     """
 
     algorithm: str
@@ -130,13 +131,12 @@ class ExperimentSpec:
     num_env_runners: int
     stop: Mapping[str, float]
     overrides: tuple[ConfigOverride, ...] = ()
+    num_env_runners_set: bool = False
 
     @property
     def num_env_runners_given(self) -> bool:
-        """Whether a hyperparameter set ``num_env_runners`` (else the launcher sizes it to the cluster)."""
+        """Whether any hyperparameter set ``num_env_runners`` (else the launcher sizes it to the cluster)."""
         return self.num_env_runners_set or any(o.name == NUM_ENV_RUNNERS for o in self.overrides)
-
-    num_env_runners_set: bool = False
 
 
 def parse_hyperparameters(

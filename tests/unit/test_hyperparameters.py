@@ -67,6 +67,14 @@ def test_top_level_keys_and_stop_criteria():
     assert config.env == "Acrobot-v1" and config.env_config == {"max_episode_steps": 100}
 
 
+def test_cluster_keys_are_left_to_the_launcher_and_env_runner_counts_known_as_given():
+    spec = parse_hyperparameters({"ray.join_timeout_s": 20, "ray.learner_group": "x"}, num_cpus=2)
+    assert spec.overrides == () and not spec.num_env_runners_given
+    assert parse_hyperparameters({"num_env_runners": 2}, num_cpus=2).num_env_runners_given
+    assert parse_hyperparameters({"env_runners.num_env_runners": 2}, num_cpus=2).num_env_runners_given
+    assert parse_hyperparameters({"rl.training.config.num_env_runners": 2}, num_cpus=2).num_env_runners_given
+
+
 def test_sagemaker_keys_and_ignored_keys_are_skipped():
     spec = parse_hyperparameters(
         {"sagemaker_program": "train.py", "sagemaker_submit_directory": "/opt/ml/code", "my_flag": 1},
