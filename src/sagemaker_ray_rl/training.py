@@ -10,7 +10,7 @@ this module and calls `main`. Every host of the job runs it; the cluster launche
   the toolkit's own `sagemaker_training.entry_point.run` exactly as it would without us
   (hyperparameters as command-line arguments, ``SM_*`` variables, ``requirements.txt``) and with
   ``RAY_ADDRESS`` set, or the built-in experiment: hyperparameters -> checked spec -> RLlib config
-  (all before Ray starts, on every host) -> Tune -> export to the model dir (master only).
+  (all before Ray starts) -> Tune -> export to the model dir.
 
 Failures write the failure file (``/opt/ml/output/failure``) with a one-paragraph reason and raise
 `sagemaker_training.errors.ClientError`, which makes the toolkit exit 1 without overwriting it.
@@ -54,12 +54,14 @@ def main() -> None:
     contract = Environment.from_environ()
     try:
         settings = _cluster_settings(contract)
-        plan = None if contract.user_entry_point else prepare(contract)
         if not contract.resource_config.is_master:
+            # Workers do not check the experiment's hyperparameters: the master does, before its head
+            # starts, and SageMaker (or local mode's docker compose) ends every host when one fails.
             from sagemaker_ray_rl.cluster.launcher import run_worker
 
             run_worker(contract, settings)
             return
+        plan = None if contract.user_entry_point else prepare(contract)
     except SageMakerRayRLError as exc:
         write_failure(contract, f"{type(exc).__name__}: {exc}")
         raise ClientError(str(exc)) from exc
@@ -96,8 +98,7 @@ def _cluster_settings(contract: Environment) -> ClusterSettings:
 
 
 def prepare(contract: Environment) -> Plan:
-    """Check the hyperparameters and build the RLlib config, before Ray starts (on every host, so
-    that a bad job fails everywhere in seconds instead of leaving workers waiting for a head).
+    """Check the hyperparameters and build the RLlib config, before Ray starts.
 
     Raises:
         HyperparameterError: see `hyperparameters.parse_hyperparameters` and `build_algorithm_config`.
