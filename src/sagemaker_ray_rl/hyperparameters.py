@@ -16,11 +16,17 @@ Accepted keys (the README's hyperparameter table):
 ``stop.episode_return_mean``    Stop once ``env_runners/episode_return_mean`` reaches this.
 ``stop.timesteps_total``        Stop after this many env steps sampled.
 ``stop.time_total_s``           Stop after this many seconds of training.
+``rl.training.stop.<name>``     The same stop criteria in the seed-000 layout; ``episode_reward_mean``
+                                (old name) stops on ``env_runners/episode_return_mean``.
 ``rl.training.config.<name>``   Any keyword of the algorithm config's builder methods, in the
                                 seed-000 style (``rl.training.config.lr``). The builder method
                                 that owns ``<name>`` is found from the config class.
 ``<section>.<name>``            The same, naming the builder method (``training.lr``,
                                 ``env_runners.num_envs_per_env_runner``).
+old-stack names               ``num_workers``, ``num_sgd_iter``, ``sgd_minibatch_size``,
+                                ``train_batch_size``, ``model`` / ``model.<key>``, ``num_gpus``,
+                                ``observation_filter``, ``framework``, top level or after
+                                ``rl.training.config.``: translated with a warning (`legacy`).
 ``ray.*``                       The Ray cluster over the job's hosts (`cluster.settings`); ignored here.
 ``sagemaker_*``                 The toolkit's and the SDK's own; ignored here.
 ==============================  ===============================================================
@@ -43,6 +49,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from sagemaker_ray_rl import legacy
 from sagemaker_ray_rl import parameters as p
 from sagemaker_ray_rl.errors import HyperparameterError
 
@@ -62,6 +69,9 @@ DEFAULT_ENV = "CartPole-v1"
 DEFAULT_TRAINING_ITERATIONS = 100
 
 #: Stop hyperparameter -> the key of RLlib's result dict that Tune's stopper compares.
+#: Prefixes of stop criteria: ours, and the seed-000 experiment layout's ``rl.training.stop.<name>``.
+STOP_PREFIXES = ("stop.", "rl.training.stop.")
+
 STOP_CRITERIA: Mapping[str, str] = MappingProxyType(
     {
         "stop.training_iteration": "training_iteration",
@@ -170,19 +180,46 @@ def parse_hyperparameters(
     top_level: dict[str, Any] = {}
     stop: dict[str, float] = {}
     overrides: list[ConfigOverride] = []
+    model_config: dict[str, Any] = {}
+    model_keys: list[str] = []
+
+    def add_legacy(key: str, name: str, value: Any) -> None:
+        translated = legacy.translate(key, name, value)
+        if translated is None:
+            return
+        section, keyword, new_value = translated
+        if keyword == "model_config":
+            model_config.update(new_value)
+            model_keys.append(key)
+        else:
+            overrides.append(ConfigOverride(key, section, keyword, new_value))
+
     for key, value in hps.items():
         if key in (ALGORITHM, ENV, ENV_CONFIG, NUM_ENV_RUNNERS):
             _set_once(top_level, key, value, key)
         elif key in STOP_CRITERIA:
             stop[STOP_CRITERIA[key]] = _positive_number(key, value)
+        elif key.startswith(STOP_PREFIXES):
+            name = key.split("stop.", 1)[1]
+            result_key = STOP_CRITERIA.get(f"stop.{name}") or legacy.translate_stop(key, name)
+            if result_key is None:
+                raise HyperparameterError(
+                    f"unknown stop criterion {key!r}; accepted: {', '.join(STOP_CRITERIA)} "
+                    f"(and the old stop.episode_reward_mean)"
+                )
+            stop[result_key] = _positive_number(key, value)
         elif key.startswith(RLLIB_CONFIG_PREFIX):
             name = key[len(RLLIB_CONFIG_PREFIX):]
             if name in _TOP_LEVEL_ALIASES:
                 _set_once(top_level, _TOP_LEVEL_ALIASES[name], value, key)
+            elif legacy.is_legacy(name):
+                add_legacy(key, name, value)
             elif name in owners:
                 overrides.append(ConfigOverride(key, owners[name][0], name, value))
             else:
                 raise _unknown(key, name, config_cls, owners)
+        elif legacy.is_legacy(key):
+            add_legacy(key, key, value)
         elif "." in key and key.split(".", 1)[0] in BUILDER_SECTIONS:
             section, name = key.split(".", 1)
             if section not in owners.get(name, ()):
@@ -190,6 +227,8 @@ def parse_hyperparameters(
             overrides.append(ConfigOverride(key, section, name, value))
         else:
             raise _unknown(key, key, config_cls, owners)
+    if model_config:
+        overrides.append(ConfigOverride(", ".join(model_keys), "rl_module", "model_config", model_config))
 
     env = _string(top_level, ENV, DEFAULT_ENV)
     env_config = top_level.get(ENV_CONFIG, {})

@@ -136,6 +136,7 @@ def test_a_host_that_never_comes_fails_after_the_join_timeout(make_job):
     assert 15 <= took <= 90, took
     assert master.failure is not None
     assert missing.name in master.failure and "ray.join_timeout_s" in master.failure, master.failure
+    assert "its name does not resolve" in master.failure
 
 
 DRIVER = """

@@ -141,3 +141,66 @@ def test_trial_error_summary_names_the_cause():
         "or RLModule could not be built)"
     )
     assert _trial_error_summary(ValueError("no traceback here")) == "ValueError: no traceback here"
+
+
+@pytest.mark.parametrize("prefix", ["", "rl.training.config."])
+def test_old_stack_keys_reach_rllib_under_their_new_names(prefix, caplog):
+    hps = {
+        f"{prefix}num_workers": 2,
+        f"{prefix}num_sgd_iter": 7,
+        f"{prefix}sgd_minibatch_size": 64,
+        f"{prefix}train_batch_size": 1000,
+        f"{prefix}model.fcnet_hiddens": [32, 32],
+        f"{prefix}model": {"free_log_std": False, "fcnet_activation": "relu"},
+        f"{prefix}num_gpus": 0,
+        f"{prefix}observation_filter": "MeanStdFilter",
+        f"{prefix}framework": "torch",
+    }
+    with caplog.at_level("WARNING", logger="sagemaker_ray_rl.legacy"):
+        spec = parse_hyperparameters(hps, num_cpus=4)
+        config = build_algorithm_config(spec)
+    assert spec.num_env_runners_given
+    assert config.num_env_runners == 2
+    assert config.num_epochs == 7
+    assert config.minibatch_size == 64
+    assert config.train_batch_size_per_learner == 1000
+    assert config.model_config["fcnet_hiddens"] == [32, 32]
+    assert config.model_config["fcnet_activation"] == "relu"
+    assert config.num_gpus_per_learner == 0
+    from ray.rllib.connectors.env_to_module import MeanStdFilter
+
+    import gymnasium as gym
+
+    pipeline = config.build_env_to_module_connector(env=gym.make("CartPole-v1"))
+    assert any(isinstance(piece, MeanStdFilter) for piece in pipeline.connectors)
+    warned = caplog.text
+    for old in ("num_workers", "num_sgd_iter", "sgd_minibatch_size", "train_batch_size", "model.fcnet_hiddens",
+                "num_gpus", "observation_filter"):
+        assert f"{prefix}{old}" in warned, old
+
+
+def test_num_gpus_reaches_the_learner():
+    config = build_algorithm_config(parse_hyperparameters({"rl.training.config.num_gpus": 1}, num_cpus=2))
+    assert config.num_gpus_per_learner == 1
+
+
+@pytest.mark.parametrize("key", ["stop.episode_reward_mean", "rl.training.stop.episode_reward_mean"])
+def test_old_stop_key_stops_on_the_episode_return(key, caplog):
+    spec = parse_hyperparameters({key: 195, "rl.training.stop.training_iteration": 30}, num_cpus=2)
+    assert dict(spec.stop) == {"env_runners/episode_return_mean": 195, "training_iteration": 30}
+    assert key in caplog.text
+
+
+@pytest.mark.parametrize(
+    "hps, message",
+    [
+        ({"rl.training.config.framework": "tf2"}, "torch-only"),
+        ({"framework": "tf"}, "torch-only"),
+        ({"observation_filter": "ConcurrentMeanStdFilter"}, "'MeanStdFilter' or 'NoFilter'"),
+        ({"rl.training.config.model": "big"}, "JSON object of model settings"),
+        ({"stop.episode_reward_max": 3}, "unknown stop criterion 'stop.episode_reward_max'"),
+    ],
+)
+def test_old_stack_values_without_a_new_stack_meaning_are_refused(hps, message):
+    with pytest.raises(HyperparameterError, match=message):
+        build_algorithm_config(parse_hyperparameters(hps, num_cpus=2))

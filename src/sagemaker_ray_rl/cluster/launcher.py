@@ -242,12 +242,21 @@ def _wait_for_hosts(cluster: Cluster) -> None:
         if time.monotonic() >= deadline:
             missing = sorted(set(rc.hosts) - joined)
             raise ClusterError(
-                f"host(s) {', '.join(missing)} did not join the Ray cluster within {settings.join_timeout_s:g} s "
-                f"(ray.join_timeout_s); joined: {', '.join(sorted(joined))}; {required} of {len(rc.hosts)} "
-                f"host(s) required (ray.min_hosts). Look for the missing host's log; raise ray.join_timeout_s "
-                f"when hosts start slowly"
+                f"host(s) {', '.join(_describe(h) for h in missing)} did not join the Ray cluster within "
+                f"{settings.join_timeout_s:g} s (ray.join_timeout_s); joined: {', '.join(sorted(joined))}; "
+                f"{required} of {len(rc.hosts)} host(s) required (ray.min_hosts). Look for the missing host's "
+                "log; raise ray.join_timeout_s when hosts start slowly"
             )
         time.sleep(0.25)
+
+
+def _describe(host: str) -> str:
+    """`host` with what DNS says of it now, for a join failure (a name that never resolves means the
+    host never came up on the job network)."""
+    try:
+        return f"{host} (resolves to {resolve_host(host, timeout_s=0)})"
+    except ClusterError:
+        return f"{host} (its name does not resolve)"
 
 
 def run_worker(contract: Environment, settings: ClusterSettings, *, marker: Path = DONE_MARKER) -> dict[str, Any]:
