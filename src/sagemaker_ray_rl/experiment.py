@@ -1,7 +1,7 @@
 """Run an RLlib experiment with Ray Tune and return its checkpoint and final metrics.
 
 Tune (not a hand-written ``algo.train()`` loop) drives training: it owns stop criteria, checkpoint
-files and, in later work, trials and resume. The algorithm runs in a Tune trial actor; metric lines
+files and resume (``Tuner.restore``). The algorithm runs in a Tune trial actor; metric lines
 are printed by `reporting.MetricLinesCallback` in the driver.
 """
 
@@ -17,6 +17,11 @@ from typing import TYPE_CHECKING, Any
 from sagemaker_ray_rl.errors import TrainingError
 from sagemaker_ray_rl.reporting import METRICS, MetricLinesCallback, lookup
 
+#: The experiment's directory under the storage path; a fixed name lets a restarted job find it.
+DEFAULT_EXPERIMENT_NAME = "experiment"
+#: Iterations between checkpoints (hyperparameter ``checkpoint_frequency``).
+DEFAULT_CHECKPOINT_FREQUENCY = 10
+
 if TYPE_CHECKING:
     from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
     from ray.tune import Callback
@@ -30,11 +35,14 @@ class ExperimentResult:
         checkpoint_dir: the final algorithm checkpoint (a directory RLlib wrote).
         experiment_dir: Tune's experiment directory (result.json, progress.csv per trial).
         metrics: final metrics by `reporting.METRICS` name; missing values are None.
+        stopped: SIGTERM stopped the run before a stop criterion was met; `checkpoint_dir` is the
+            checkpoint saved for the restart.
     """
 
     checkpoint_dir: Path
     experiment_dir: Path
     metrics: Mapping[str, Any]
+    stopped: bool = False
 
 
 def run_experiment(
@@ -42,12 +50,15 @@ def run_experiment(
     *,
     stop: Mapping[str, float],
     storage_dir: Path,
-    name: str | None = None,
+    name: str = DEFAULT_EXPERIMENT_NAME,
+    checkpoint_frequency: int = DEFAULT_CHECKPOINT_FREQUENCY,
     num_cpus: int | None = None,
     num_gpus: int | None = None,
     callbacks: Iterable[Callback] = (),
 ) -> ExperimentResult:
-    """Train `config` with one Tune trial until a `stop` criterion is met; checkpoint at the end.
+    """Train `config` with one Tune trial until a `stop` criterion is met, resuming an unfinished
+    run found in `storage_dir`; checkpoint every `checkpoint_frequency` iterations, at the end, and on
+    SIGTERM (`graceful_stop`).
 
     When Ray is not initialised in this process it connects to the job's cluster (``RAY_ADDRESS``, set
     by the launcher for ``train`` and user entry points), or else starts a local Ray instance with
@@ -55,14 +66,21 @@ def run_experiment(
     ``ray.init(...)`` first keeps its own.
 
     Args:
-        config: an RLlib new-stack algorithm config.
+        config: an RLlib new-stack algorithm config (an ``on_train_result`` callback is added).
         stop: Tune stop criteria, RLlib result key (``training_iteration``,
             ``env_runners/episode_return_mean``, ...) -> threshold; the first one met stops.
-        storage_dir: Tune's storage path (made absolute; Tune refuses relative ones).
-        name: experiment name (Tune's default: ``<Algo>_<timestamp>``).
+        storage_dir: Tune's storage path (made absolute; Tune refuses relative ones), e.g.
+            ``/opt/ml/checkpoints``, which SageMaker syncs to ``checkpoint_s3_uri`` and restores
+            after a spot interruption.
+        name: experiment name: the directory under `storage_dir`; a run with the same storage and
+            name resumes the unfinished trial (``Tuner.restore``) with its counters.
+        checkpoint_frequency: iterations between checkpoints; 0 for only the last.
         num_cpus: CPUs for a local Ray instance started here (Ray's own count when None).
         num_gpus: GPUs for a local Ray instance started here.
         callbacks: more Tune callbacks, after the metric lines.
+
+    Returns:
+        The result; ``stopped`` is True when SIGTERM ended the run early (after a checkpoint).
 
     Raises:
         TrainingError: the trial failed (its error is in the message) or left no checkpoint.
@@ -70,25 +88,40 @@ def run_experiment(
     import ray
     from ray import tune
 
+    from sagemaker_ray_rl.graceful_stop import GracefulStop
+
+    storage = Path(storage_dir).resolve()
+    graceful = GracefulStop(storage)
+    config.callbacks(on_train_result=graceful.rllib_callback)
     started_here = not ray.is_initialized()
     if started_here and os.environ.get("RAY_ADDRESS"):
         ray.init()
     elif started_here:
         ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False)
     try:
-        tuner = tune.Tuner(
-            config.algo_class,
-            param_space=config,
-            run_config=tune.RunConfig(
-                name=name,
-                storage_path=str(Path(storage_dir).resolve()),
-                stop=dict(stop),
-                verbose=0,
-                callbacks=[MetricLinesCallback(), *callbacks],
-                checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=True, num_to_keep=2),
-            ),
-        )
-        result = tuner.fit()[0]
+        path = storage / name
+        if tune.Tuner.can_restore(path):
+            print(f"Resuming the experiment in {path} from its latest checkpoint", flush=True)
+            tuner = tune.Tuner.restore(
+                str(path), trainable=config.algo_class, param_space=config, resume_unfinished=True, resume_errored=True
+            )
+        else:
+            tuner = tune.Tuner(
+                config.algo_class,
+                param_space=config,
+                run_config=tune.RunConfig(
+                    name=name,
+                    storage_path=str(storage),
+                    stop=dict(stop),
+                    verbose=0,
+                    callbacks=[MetricLinesCallback(), graceful.tune_callback, *callbacks],
+                    checkpoint_config=tune.CheckpointConfig(
+                        checkpoint_frequency=checkpoint_frequency, checkpoint_at_end=True, num_to_keep=3
+                    ),
+                ),
+            )
+        with graceful:
+            result = tuner.fit()[0]
     finally:
         if started_here:
             ray.shutdown()
@@ -100,6 +133,7 @@ def run_experiment(
         checkpoint_dir=Path(result.checkpoint.path),
         experiment_dir=Path(result.path).parent,
         metrics={metric: lookup(result.metrics, path) for metric, path in METRICS.items()},
+        stopped=graceful.requested,
     )
 
 

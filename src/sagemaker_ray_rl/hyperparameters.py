@@ -12,6 +12,7 @@ Accepted keys (the README's hyperparameter table):
                                 Default ``CartPole-v1``.
 ``env_config``                  JSON object passed to the env creator / ``gymnasium.make``.
 ``num_env_runners``             Remote env runners. Default: CPUs - 1 (at least 1).
+``checkpoint_frequency``        Iterations between checkpoints (and SIGTERM checkpoints). Default 10.
 ``stop.training_iteration``     Stop after this many iterations.
 ``stop.episode_return_mean``    Stop once ``env_runners/episode_return_mean`` reaches this.
 ``stop.timesteps_total``        Stop after this many env steps sampled.
@@ -60,6 +61,7 @@ ALGORITHM = "algorithm"
 ENV = "env"
 ENV_CONFIG = "env_config"
 NUM_ENV_RUNNERS = "num_env_runners"
+CHECKPOINT_FREQUENCY = "checkpoint_frequency"
 RLLIB_CONFIG_PREFIX = "rl.training.config."
 #: The prefix of the cluster's hyperparameters (`sagemaker_ray_rl.cluster.settings.PREFIX`).
 CLUSTER_PREFIX = "ray."
@@ -67,6 +69,7 @@ CLUSTER_PREFIX = "ray."
 DEFAULT_ALGORITHM = "PPO"
 DEFAULT_ENV = "CartPole-v1"
 DEFAULT_TRAINING_ITERATIONS = 100
+DEFAULT_CHECKPOINT_FREQUENCY = 10
 
 #: Stop hyperparameter -> the key of RLlib's result dict that Tune's stopper compares.
 #: Prefixes of stop criteria: ours, and the seed-000 experiment layout's ``rl.training.stop.<name>``.
@@ -133,6 +136,7 @@ class ExperimentSpec:
         stop: Tune stop criteria, RLlib result key -> threshold.
         overrides: builder calls applied after the defaults, in hyperparameter order.
         num_env_runners_set: whether the top-level ``num_env_runners`` key was given.
+        checkpoint_frequency: iterations between checkpoints to ``/opt/ml/checkpoints``.
     """
 
     algorithm: str
@@ -142,6 +146,7 @@ class ExperimentSpec:
     stop: Mapping[str, float]
     overrides: tuple[ConfigOverride, ...] = ()
     num_env_runners_set: bool = False
+    checkpoint_frequency: int = DEFAULT_CHECKPOINT_FREQUENCY
 
     @property
     def num_env_runners_given(self) -> bool:
@@ -195,7 +200,7 @@ def parse_hyperparameters(
             overrides.append(ConfigOverride(key, section, keyword, new_value))
 
     for key, value in hps.items():
-        if key in (ALGORITHM, ENV, ENV_CONFIG, NUM_ENV_RUNNERS):
+        if key in (ALGORITHM, ENV, ENV_CONFIG, NUM_ENV_RUNNERS, CHECKPOINT_FREQUENCY):
             _set_once(top_level, key, value, key)
         elif key in STOP_CRITERIA:
             stop[STOP_CRITERIA[key]] = _positive_number(key, value)
@@ -243,6 +248,12 @@ def parse_hyperparameters(
         raise HyperparameterError(
             f"hyperparameter {NUM_ENV_RUNNERS!r} must be an integer >= 0, got {num_env_runners!r}"
         )
+    checkpoint_frequency = top_level.get(CHECKPOINT_FREQUENCY, DEFAULT_CHECKPOINT_FREQUENCY)
+    if isinstance(checkpoint_frequency, bool) or not isinstance(checkpoint_frequency, int) or checkpoint_frequency < 0:
+        raise HyperparameterError(
+            f"hyperparameter {CHECKPOINT_FREQUENCY!r} must be an integer >= 0 (iterations between checkpoints; "
+            f"0 for only the last), got {checkpoint_frequency!r}"
+        )
     if not stop:
         stop["training_iteration"] = DEFAULT_TRAINING_ITERATIONS
     return ExperimentSpec(
@@ -251,6 +262,7 @@ def parse_hyperparameters(
         env_config=MappingProxyType(dict(env_config)),
         num_env_runners=num_env_runners,
         num_env_runners_set=NUM_ENV_RUNNERS in top_level,
+        checkpoint_frequency=checkpoint_frequency,
         stop=MappingProxyType(stop),
         overrides=tuple(overrides),
     )
@@ -321,7 +333,7 @@ def build_config(
 
 def accepted_keys_text(config_name: str = "the algorithm's config") -> str:
     """One sentence listing the accepted hyperparameter keys, for error messages."""
-    fixed = ", ".join([ALGORITHM, ENV, ENV_CONFIG, NUM_ENV_RUNNERS, *STOP_CRITERIA])
+    fixed = ", ".join([ALGORITHM, ENV, ENV_CONFIG, NUM_ENV_RUNNERS, CHECKPOINT_FREQUENCY, *STOP_CRITERIA])
     return (
         f"Accepted: {fixed}, {RLLIB_CONFIG_PREFIX}<name> and <section>.<name> for any keyword of "
         f"{config_name}'s builder methods ({', '.join(BUILDER_SECTIONS)}), and sagemaker_* keys."

@@ -137,7 +137,16 @@ def train(contract: Environment, plan: Plan, cluster: Cluster) -> None:
         f"{len(cluster.hosts)} host(s), stop at {dict(spec.stop)}",
         flush=True,
     )
-    result = run_experiment(config, stop=spec.stop, storage_dir=contract.checkpoint_dir)
+    result = run_experiment(
+        config, stop=spec.stop, storage_dir=contract.checkpoint_dir, checkpoint_frequency=spec.checkpoint_frequency
+    )
+    if result.stopped:
+        print(
+            f"Stopped by SIGTERM; checkpoint {result.checkpoint_dir} saved. A job restarted on the same "
+            f"{contract.checkpoint_dir} resumes from it (no model exported).",
+            flush=True,
+        )
+        return
     metadata = build_metadata(
         result.checkpoint_dir,
         algorithm=spec.algorithm,

@@ -57,6 +57,9 @@ HEAD_START_TIMEOUT_S = 60.0
 POLL_INTERVAL_S = 1.0
 #: Seconds a worker waits for the head to go away after the job is over, before it stops anyway.
 DONE_GRACE_S = 20.0
+#: Seconds a worker keeps its node up after SIGTERM, while the master checkpoints (SageMaker kills
+#: every host 120 s after SIGTERM).
+STOP_GRACE_S = 100.0
 #: Seconds a worker's ``ray start`` gets to stop its processes before they are killed.
 WORKER_STOP_TIMEOUT_S = 3.0
 #: Seconds a ``ray start`` must stay up on a worker to count as joined (else it is retried).
@@ -262,13 +265,18 @@ def _describe(host: str) -> str:
 def run_worker(contract: Environment, settings: ClusterSettings, *, marker: Path = DONE_MARKER) -> dict[str, Any]:
     """On a worker host: join the master's Ray head and block until the job is over.
 
+    On SIGTERM (the job is being stopped: SageMaker sends it to every host) the node stays up until the
+    master has checkpointed and stopped its head, at most `STOP_GRACE_S` seconds: the master's env
+    runners may be on this host.
+
     Returns:
-        The master's final status (``{"succeeded": bool, ...}``) once it said the job is over.
+        The master's final status (``{"succeeded": bool, ...}``) once it said the job is over;
+        ``{"stopped": True}`` after SIGTERM.
 
     Raises:
         ClusterError: the master did not resolve or answer within ``ray.join_timeout_s``; this host's
-            Ray node could not join or stopped; the head became unreachable for
-            ``ray.head_lost_timeout_s``, or SIGTERM came, before the job was over.
+            Ray node could not join or stopped; or the head became unreachable for
+            ``ray.head_lost_timeout_s`` before the job was over.
     """
     rc = contract.resource_config
     host, master = rc.current_host, rc.master_host
@@ -293,6 +301,7 @@ def run_worker(contract: Environment, settings: ClusterSettings, *, marker: Path
     node = RayNodeProcess(worker_command(spec, head), ray_environment())
     stop = _StopRequest()
     head_seen = time.monotonic()
+    stopped_at: float | None = None
     done_at: float | None = None
     status: dict[str, Any] = {}
     try:
@@ -302,14 +311,17 @@ def run_worker(contract: Environment, settings: ClusterSettings, *, marker: Path
                 if done_at is None and marker.exists():
                     done_at, status = now, json.loads(marker.read_text() or "{}")
                     log(f"worker {host}: the master says the job is over (succeeded: {status.get('succeeded')})")
+                head_up = port_open(master_ip, settings.gcs_port)
                 if done_at is not None and (
-                    stop.requested or not node.running() or now - done_at > DONE_GRACE_S
-                    or not port_open(master_ip, settings.gcs_port)
+                    stop.requested or not node.running() or now - done_at > DONE_GRACE_S or not head_up
                 ):
                     return status
-                if stop.requested:
-                    raise ClusterError(f"worker host {host} was stopped (SIGTERM) before the job was over")
-                if port_open(master_ip, settings.gcs_port):
+                if stop.requested and stopped_at is None:
+                    stopped_at = now
+                    log(f"worker {host}: SIGTERM; serving the master until it has checkpointed and stopped")
+                if stopped_at is not None and (not head_up or now - stopped_at > STOP_GRACE_S):
+                    return {"stopped": True}
+                if head_up:
                     head_seen = now
                 elif now - head_seen > settings.head_lost_timeout_s:
                     raise ClusterError(
