@@ -221,6 +221,12 @@ class Environment:
         return self.output_dir / "failure"
 
     @property
+    def tensorboard_dir(self) -> Path:
+        """``<base>/output/tensorboard``: the default local path of the estimator's
+        ``TensorBoardOutputConfig``; SageMaker uploads it to that config's S3 path."""
+        return self.output_dir / "tensorboard"
+
+    @property
     def intermediate_dir(self) -> Path:
         """``<base>/output/intermediate``: uploaded to S3 while the job runs."""
         return self.output_dir / "intermediate"

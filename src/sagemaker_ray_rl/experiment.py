@@ -7,6 +7,7 @@ are printed by `reporting.MetricLinesCallback` in the driver.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sagemaker_ray_rl.errors import TrainingError
+from sagemaker_ray_rl.outputs import TrialSummary, sort_trials
 from sagemaker_ray_rl.reporting import METRICS, MetricLinesCallback, lookup
 
 #: The experiment's directory under the storage path; a fixed name lets a restarted job find it.
@@ -37,12 +39,17 @@ class ExperimentResult:
         metrics: final metrics by `reporting.METRICS` name; missing values are None.
         stopped: SIGTERM stopped the run before a stop criterion was met; `checkpoint_dir` is the
             checkpoint saved for the restart.
+        trials: every trial (one per grid-search combination).
+        best: the trial `checkpoint_dir` and `metrics` belong to: the highest final mean episode
+            return among the trials that finished with a checkpoint.
     """
 
     checkpoint_dir: Path
     experiment_dir: Path
     metrics: Mapping[str, Any]
     stopped: bool = False
+    trials: tuple[TrialSummary, ...] = ()
+    best: TrialSummary | None = None
 
 
 def run_experiment(
@@ -56,9 +63,10 @@ def run_experiment(
     num_gpus: int | None = None,
     callbacks: Iterable[Callback] = (),
 ) -> ExperimentResult:
-    """Train `config` with one Tune trial until a `stop` criterion is met, resuming an unfinished
-    run found in `storage_dir`; checkpoint every `checkpoint_frequency` iterations, at the end, and on
-    SIGTERM (`graceful_stop`).
+    """Train `config` with Tune until a `stop` criterion is met, resuming an unfinished run found in
+    `storage_dir`; checkpoint every `checkpoint_frequency` iterations, at the end, and on SIGTERM
+    (`graceful_stop`). One trial, or one per combination of ``tune.grid_search`` values in `config`;
+    the best trial's checkpoint is returned.
 
     When Ray is not initialised in this process it connects to the job's cluster (``RAY_ADDRESS``, set
     by the launcher for ``train`` and user entry points), or else starts a local Ray instance with
@@ -121,19 +129,51 @@ def run_experiment(
                 ),
             )
         with graceful:
-            result = tuner.fit()[0]
+            results = list(tuner.fit())
     finally:
         if started_here:
             ray.shutdown()
-    if result.error is not None:
-        raise TrainingError(f"the training trial failed: {_trial_error_summary(result.error)}")
-    if result.checkpoint is None:
+    trials = [_summary(r, results) for r in results]
+    finished = [(t, r) for t, r in zip(trials, results) if r.error is None and r.checkpoint is not None]
+    if not finished:
+        failed = [t for t in trials if t.error]
+        if failed:
+            more = f" ({len(failed)} of {len(trials)} trials failed)" if len(trials) > 1 else ""
+            raise TrainingError(f"the training trial failed: {failed[0].error}{more}")
         raise TrainingError("the training trial ended without a checkpoint")
+    best, result = min(finished, key=lambda pair: sort_trials(trials).index(pair[0]))
+    if len(trials) > 1:
+        print(f"Best of {len(trials)} trials: {best.trial_id} {best.params} "
+              f"(episode_return_mean {best.episode_return_mean})", flush=True)
     return ExperimentResult(
         checkpoint_dir=Path(result.checkpoint.path),
         experiment_dir=Path(result.path).parent,
         metrics={metric: lookup(result.metrics, path) for metric, path in METRICS.items()},
         stopped=graceful.requested,
+        trials=tuple(trials),
+        best=best,
+    )
+
+
+def _summary(result: Any, results: list[Any]) -> TrialSummary:
+    """A `TrialSummary` of one Tune result; `params` are the top-level config values that differ
+    between the trials (what a grid search varied)."""
+    config = result.config or {}
+    varied = {
+        k: v for k, v in config.items()
+        if len({repr((r.config or {}).get(k)) for r in results}) > 1
+    }
+    metrics = result.metrics or {}
+    value = lookup(metrics, METRICS["episode_return_mean"])
+    return TrialSummary(
+        trial_id=str(metrics.get("trial_id") or Path(result.path).name),
+        params=varied,
+        episode_return_mean=float(value) if value is not None else math.nan,
+        training_iteration=int(metrics.get("training_iteration") or 0),
+        timesteps_total=int(lookup(metrics, METRICS["timesteps_total"]) or 0),
+        status="ERROR" if result.error is not None else "TERMINATED",
+        error=_trial_error_summary(result.error) if result.error is not None else "",
+        path=Path(result.path),
     )
 
 

@@ -275,26 +275,81 @@ def build_algorithm_config(spec: ExperimentSpec) -> AlgorithmConfig:
     the env is made and the RLModule built once (`_preflight`), so that settings RLlib refuses fail
     here, with RLlib's own message, before any cluster exists.
 
+    A value ``{"grid_search": [v1, v2, ...]}`` (Ray Tune's own grid search, as JSON) makes one trial per
+    value: every value is validated on its own, and the returned config holds
+    ``tune.grid_search([...])`` for Tune to expand.
+
     Raises:
-        HyperparameterError: RLlib refused an override (wrong type, deprecated name, bad value).
+        HyperparameterError: RLlib refused an override (wrong type, deprecated name, bad value), or a
+            grid search is not a non-empty list.
     """
     config = _algorithm_config_class(spec.algorithm)()
     config.environment(spec.env, env_config=dict(spec.env_config))
     config.env_runners(num_env_runners=spec.num_env_runners)
+    grids = [o for o in spec.overrides if is_grid_search(o.value)]
     for override in spec.overrides:
-        try:
-            getattr(config, override.section)(**{override.name: override.value})
-        except Exception as exc:  # RLlib raises TypeError, ValueError or its own deprecation errors
-            raise HyperparameterError(
-                f"hyperparameter {override.hyperparameter}={override.value!r} was refused by RLlib "
-                f"({type(config).__name__}.{override.section}): {exc}"
-            ) from exc
+        _apply(config, override, grid_values(override)[0] if override in grids else override.value)
+    _validate(config, "")
+    _preflight(config)
+    for override in grids:
+        for value in grid_values(override)[1:]:
+            variant = config.copy(copy_frozen=False)
+            _apply(variant, override, value)
+            _validate(variant, f" with {override.hyperparameter}={value!r} (from its grid_search)")
+    for override in grids:
+        _apply(config, override, {GRID_SEARCH: list(grid_values(override))})
+    return config
+
+
+#: Ray Tune's grid search marker: ``tune.grid_search(values) == {"grid_search": values}``.
+GRID_SEARCH = "grid_search"
+
+
+def is_grid_search(value: Any) -> bool:
+    """Whether a hyperparameter value is a Tune grid search (``{"grid_search": [...]}``)."""
+    return isinstance(value, dict) and set(value) == {GRID_SEARCH}
+
+
+def grid_values(override: ConfigOverride) -> list[Any]:
+    """The values of a grid-search override.
+
+    Raises:
+        HyperparameterError: the grid is not a non-empty JSON list.
+    """
+    values = override.value[GRID_SEARCH]
+    if not isinstance(values, list) or not values:
+        raise HyperparameterError(
+            f"hyperparameter {override.hyperparameter}: grid_search must be a non-empty list of values, "
+            f"e.g. '{{\"grid_search\": [0.001, 0.0001]}}', got {values!r}"
+        )
+    return values
+
+
+def first_variant(config: AlgorithmConfig) -> AlgorithmConfig:
+    """A copy of `config` with every top-level grid search replaced by its first value (what the
+    first trial runs), for code that needs one concrete config (e.g. resource checks)."""
+    variant = config.copy(copy_frozen=False)
+    for name, value in vars(variant).items():
+        if is_grid_search(value) and value[GRID_SEARCH]:
+            setattr(variant, name, value[GRID_SEARCH][0])
+    return variant
+
+
+def _apply(config: AlgorithmConfig, override: ConfigOverride, value: Any) -> None:
+    try:
+        getattr(config, override.section)(**{override.name: value})
+    except Exception as exc:  # RLlib raises TypeError, ValueError or its own deprecation errors
+        raise HyperparameterError(
+            f"hyperparameter {override.hyperparameter}={value!r} was refused by RLlib "
+            f"({type(config).__name__}.{override.section}): {exc}"
+        ) from exc
+
+
+def _validate(config: AlgorithmConfig, where: str) -> None:
     try:
         config.validate()
     except Exception as exc:
-        raise HyperparameterError(f"RLlib refused the configuration: {exc}") from exc
-    _preflight(config)
-    return config
+        raise HyperparameterError(f"RLlib refused the configuration{where}: {exc}") from exc
 
 
 def build_config(

@@ -110,8 +110,9 @@ def prepare(contract: Environment) -> Plan:
 
 
 def train(contract: Environment, plan: Plan, cluster: Cluster) -> None:
-    """The built-in experiment on the running cluster: place the actors, train with Tune, export
-    the checkpoint.
+    """The built-in experiment on the running cluster: place the actors, train with Tune (one trial
+    per grid-search combination), export the best trial's checkpoint, write the trial table, curves
+    and TensorBoard files (`outputs`).
 
     Raises:
         ClusterError: the experiment's actors do not fit in the cluster.
@@ -123,6 +124,8 @@ def train(contract: Environment, plan: Plan, cluster: Cluster) -> None:
     from sagemaker_ray_rl.cluster.placement import check_fits, default_num_env_runners, place_actors
     from sagemaker_ray_rl.experiment import run_experiment
     from sagemaker_ray_rl.export import build_metadata, export_model
+    from sagemaker_ray_rl.hyperparameters import first_variant
+    from sagemaker_ray_rl.outputs import write_outputs
 
     spec, config = plan.spec, plan.config
     master = contract.resource_config.master_host
@@ -131,7 +134,7 @@ def train(contract: Environment, plan: Plan, cluster: Cluster) -> None:
         config.env_runners(
             num_env_runners=default_num_env_runners(ray.nodes(), cluster.settings, master, config.num_learners)
         )
-    check_fits(config, ray.nodes())
+    check_fits(first_variant(config), ray.nodes())
     print(
         f"Training {spec.algorithm} on {spec.env} with {config.num_env_runners} env runner(s) on "
         f"{len(cluster.hosts)} host(s), stop at {dict(spec.stop)}",
@@ -159,6 +162,10 @@ def train(contract: Environment, plan: Plan, cluster: Cluster) -> None:
     )
     path = export_model(result.checkpoint_dir, contract.model_dir, metadata)
     print(f"Exported {result.checkpoint_dir} to {contract.model_dir} ({path.name} written)", flush=True)
+    if result.best is not None:
+        written = write_outputs(result.trials, result.best, contract.output_data_dir, contract.tensorboard_dir)
+        print(f"Wrote {', '.join(sorted({p.name for p in written}))} to the output data and TensorBoard dirs",
+              flush=True)
 
 
 def run_user_entry_point() -> None:
