@@ -33,6 +33,10 @@ METRICS: Mapping[str, str] = MappingProxyType({
     "timesteps_total": "num_env_steps_sampled_lifetime",
     "time_total_s": "time_total_s",
     "learning_rate": "learners/default_policy/default_optimizer_learning_rate",
+    "eval_episode_return_mean": "evaluation/env_runners/episode_return_mean",
+    "eval_episode_return_max": "evaluation/env_runners/episode_return_max",
+    "eval_episode_return_min": "evaluation/env_runners/episode_return_min",
+    "eval_episode_len_mean": "evaluation/env_runners/episode_len_mean",
 })
 
 #: Ready-to-paste ``metric_definitions`` for `sagemaker.estimator.Estimator`. ``:?`` also matches

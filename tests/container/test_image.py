@@ -54,7 +54,7 @@ def test_train_from_hyperparameters_only(container_job):
     assert re.findall(r"^training_iteration: (\d+)$", run.stdout, re.M) == ["1", "2", "3"]
     # The lr reached RLlib: the learner's optimizer reports it, and Tune's params.json holds it.
     assert re.findall(r"^learning_rate: (\S+)$", run.stdout, re.M) == ["0.0003"] * 3
-    params = next((base / "checkpoints").glob("PPO_*/PPO_*/params.json"))
+    params = next((base / "checkpoints").glob("experiment/PPO_*/params.json"))
     assert json.loads(params.read_text())["lr"] == 0.0003
 
     model = base / "model"

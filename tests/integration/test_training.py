@@ -23,10 +23,17 @@ def test_metric_lines_for_every_iteration(trained_job: TrainingRun):
     assert re.search(rf"^episode_return_mean: {FLOAT}$", trained_job.output, re.M)
 
 
+def test_evaluation_episodes_every_k_iterations_print_metric_lines(trained_job: TrainingRun):
+    # evaluation.evaluation_interval=2: RLlib's evaluation ran in iteration 2 only, over 3 episodes.
+    evals = re.findall(rf"^eval_episode_return_mean: {FLOAT}$", trained_job.output, re.M)
+    assert len(evals) == 1
+    assert re.search(rf"^eval_episode_len_mean: {FLOAT}$", trained_job.output, re.M)
+
+
 def test_the_learning_rate_reached_rllib(trained_job: TrainingRun):
     # What the learner's optimizer reported, not what we were given.
     assert re.findall(r"^learning_rate: (\S+)$", trained_job.output, re.M) == ["0.0003", "0.0003"]
-    params = next((trained_job.base / "checkpoints").glob("PPO_*/PPO_*/params.json"))
+    params = next((trained_job.base / "checkpoints").glob("experiment/PPO_*/params.json"))
     assert json.loads(params.read_text())["lr"] == 0.0003
 
 
