@@ -13,6 +13,7 @@ Accepted keys (the README's hyperparameter table):
 ``env_config``                  JSON object passed to the env creator / ``gymnasium.make``.
 ``num_env_runners``             Remote env runners. Default: CPUs - 1 (at least 1).
 ``checkpoint_frequency``        Iterations between checkpoints (and SIGTERM checkpoints). Default 10.
+``evaluation_episodes``         Episodes to evaluate the exported policy on after training. Default 0.
 ``stop.training_iteration``     Stop after this many iterations.
 ``stop.episode_return_mean``    Stop once ``env_runners/episode_return_mean`` reaches this.
 ``stop.timesteps_total``        Stop after this many env steps sampled.
@@ -62,6 +63,7 @@ ENV = "env"
 ENV_CONFIG = "env_config"
 NUM_ENV_RUNNERS = "num_env_runners"
 CHECKPOINT_FREQUENCY = "checkpoint_frequency"
+EVALUATION_EPISODES = "evaluation_episodes"
 RLLIB_CONFIG_PREFIX = "rl.training.config."
 #: The prefix of the cluster's hyperparameters (`sagemaker_ray_rl.cluster.settings.PREFIX`).
 CLUSTER_PREFIX = "ray."
@@ -137,6 +139,7 @@ class ExperimentSpec:
         overrides: builder calls applied after the defaults, in hyperparameter order.
         num_env_runners_set: whether the top-level ``num_env_runners`` key was given.
         checkpoint_frequency: iterations between checkpoints to ``/opt/ml/checkpoints``.
+        evaluation_episodes: episodes the exported policy is evaluated on after training (0: none).
     """
 
     algorithm: str
@@ -147,6 +150,7 @@ class ExperimentSpec:
     overrides: tuple[ConfigOverride, ...] = ()
     num_env_runners_set: bool = False
     checkpoint_frequency: int = DEFAULT_CHECKPOINT_FREQUENCY
+    evaluation_episodes: int = 0
 
     @property
     def num_env_runners_given(self) -> bool:
@@ -200,7 +204,7 @@ def parse_hyperparameters(
             overrides.append(ConfigOverride(key, section, keyword, new_value))
 
     for key, value in hps.items():
-        if key in (ALGORITHM, ENV, ENV_CONFIG, NUM_ENV_RUNNERS, CHECKPOINT_FREQUENCY):
+        if key in (ALGORITHM, ENV, ENV_CONFIG, NUM_ENV_RUNNERS, CHECKPOINT_FREQUENCY, EVALUATION_EPISODES):
             _set_once(top_level, key, value, key)
         elif key in STOP_CRITERIA:
             stop[STOP_CRITERIA[key]] = _positive_number(key, value)
@@ -248,12 +252,10 @@ def parse_hyperparameters(
         raise HyperparameterError(
             f"hyperparameter {NUM_ENV_RUNNERS!r} must be an integer >= 0, got {num_env_runners!r}"
         )
-    checkpoint_frequency = top_level.get(CHECKPOINT_FREQUENCY, DEFAULT_CHECKPOINT_FREQUENCY)
-    if isinstance(checkpoint_frequency, bool) or not isinstance(checkpoint_frequency, int) or checkpoint_frequency < 0:
-        raise HyperparameterError(
-            f"hyperparameter {CHECKPOINT_FREQUENCY!r} must be an integer >= 0 (iterations between checkpoints; "
-            f"0 for only the last), got {checkpoint_frequency!r}"
-        )
+    checkpoint_frequency = _count(
+        top_level, CHECKPOINT_FREQUENCY, DEFAULT_CHECKPOINT_FREQUENCY, "iterations between checkpoints; 0 for only the last"
+    )
+    evaluation_episodes = _count(top_level, EVALUATION_EPISODES, 0, "episodes to evaluate the exported policy on; 0 for none")
     if not stop:
         stop["training_iteration"] = DEFAULT_TRAINING_ITERATIONS
     return ExperimentSpec(
@@ -263,6 +265,7 @@ def parse_hyperparameters(
         num_env_runners=num_env_runners,
         num_env_runners_set=NUM_ENV_RUNNERS in top_level,
         checkpoint_frequency=checkpoint_frequency,
+        evaluation_episodes=evaluation_episodes,
         stop=MappingProxyType(stop),
         overrides=tuple(overrides),
     )
@@ -388,7 +391,9 @@ def build_config(
 
 def accepted_keys_text(config_name: str = "the algorithm's config") -> str:
     """One sentence listing the accepted hyperparameter keys, for error messages."""
-    fixed = ", ".join([ALGORITHM, ENV, ENV_CONFIG, NUM_ENV_RUNNERS, CHECKPOINT_FREQUENCY, *STOP_CRITERIA])
+    fixed = ", ".join(
+        [ALGORITHM, ENV, ENV_CONFIG, NUM_ENV_RUNNERS, CHECKPOINT_FREQUENCY, EVALUATION_EPISODES, *STOP_CRITERIA]
+    )
     return (
         f"Accepted: {fixed}, {RLLIB_CONFIG_PREFIX}<name> and <section>.<name> for any keyword of "
         f"{config_name}'s builder methods ({', '.join(BUILDER_SECTIONS)}), and sagemaker_* keys."
@@ -457,6 +462,13 @@ def _string(hps: Mapping[str, Any], key: str, default: str) -> str:
     value = hps.get(key, default)
     if not isinstance(value, str) or not value:
         raise HyperparameterError(f"hyperparameter {key!r} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _count(values: Mapping[str, Any], key: str, default: int, meaning: str) -> int:
+    value = values.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise HyperparameterError(f"hyperparameter {key!r} must be an integer >= 0 ({meaning}), got {value!r}")
     return value
 
 

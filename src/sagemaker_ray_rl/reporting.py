@@ -33,10 +33,12 @@ METRICS: Mapping[str, str] = MappingProxyType({
     "timesteps_total": "num_env_steps_sampled_lifetime",
     "time_total_s": "time_total_s",
     "learning_rate": "learners/default_policy/default_optimizer_learning_rate",
-    "eval_episode_return_mean": "evaluation/env_runners/episode_return_mean",
-    "eval_episode_return_max": "evaluation/env_runners/episode_return_max",
-    "eval_episode_return_min": "evaluation/env_runners/episode_return_min",
-    "eval_episode_len_mean": "evaluation/env_runners/episode_len_mean",
+    # Evaluation episodes (evaluation.evaluation_interval, evaluation_episodes). No name may end with a
+    # training metric's name: SageMaker's regexes are not anchored.
+    "evaluation_return_mean": "evaluation/env_runners/episode_return_mean",
+    "evaluation_return_max": "evaluation/env_runners/episode_return_max",
+    "evaluation_return_min": "evaluation/env_runners/episode_return_min",
+    "evaluation_len_mean": "evaluation/env_runners/episode_len_mean",
 })
 
 #: Ready-to-paste ``metric_definitions`` for `sagemaker.estimator.Estimator`. ``:?`` also matches

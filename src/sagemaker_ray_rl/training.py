@@ -150,12 +150,21 @@ def train(contract: Environment, plan: Plan, cluster: Cluster) -> None:
             flush=True,
         )
         return
+    metrics = dict(result.metrics)
+    if spec.evaluation_episodes:
+        from sagemaker_ray_rl.evaluation import evaluate_checkpoint
+
+        trained = first_variant(config)
+        for name, value in (result.best.params if result.best else {}).items():
+            if hasattr(trained, name):
+                setattr(trained, name, value)
+        metrics.update(evaluate_checkpoint(trained, result.checkpoint_dir, spec.evaluation_episodes))
     metadata = build_metadata(
         result.checkpoint_dir,
         algorithm=spec.algorithm,
         env=spec.env,
         env_config=spec.env_config,
-        metrics=result.metrics,
+        metrics=metrics,
         hyperparameters=contract.hyperparameters,
         normalize_actions=config.normalize_actions,
         clip_actions=config.clip_actions,

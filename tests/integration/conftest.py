@@ -10,7 +10,7 @@ from helpers import TrainingRun, run_train, write_job
 @pytest.fixture(scope="session")
 def trained_job(tmp_path_factory) -> TrainingRun:
     """PPO on CartPole-v1 for 2 iterations, lr from a seed-style hyperparameter, 3 evaluation
-    episodes every 2 iterations."""
+    episodes every 2 iterations, and 4 evaluation episodes of the exported policy at the end."""
     base = write_job(
         tmp_path_factory.mktemp("job"),
         {
@@ -20,6 +20,7 @@ def trained_job(tmp_path_factory) -> TrainingRun:
             "evaluation.evaluation_interval": "2",
             "evaluation.evaluation_duration": "3",
             "evaluation.evaluation_duration_unit": "episodes",
+            "evaluation_episodes": "4",
         },
     )
     run = run_train(base)

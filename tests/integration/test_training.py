@@ -25,9 +25,19 @@ def test_metric_lines_for_every_iteration(trained_job: TrainingRun):
 
 def test_evaluation_episodes_every_k_iterations_print_metric_lines(trained_job: TrainingRun):
     # evaluation.evaluation_interval=2: RLlib's evaluation ran in iteration 2 only, over 3 episodes.
-    evals = re.findall(rf"^eval_episode_return_mean: {FLOAT}$", trained_job.output, re.M)
+    block = trained_job.output.split("Evaluation of the exported policy")[0]
+    evals = re.findall(rf"^evaluation_return_mean: {FLOAT}$", block, re.M)
     assert len(evals) == 1
-    assert re.search(rf"^eval_episode_len_mean: {FLOAT}$", trained_job.output, re.M)
+    assert re.search(rf"^evaluation_len_mean: {FLOAT}$", trained_job.output, re.M)
+
+
+def test_the_exported_policy_is_evaluated_at_the_end(trained_job: TrainingRun):
+    assert "Evaluation of the exported policy over 4 episode(s):" in trained_job.output
+    evals = re.findall(rf"^evaluation_return_mean: {FLOAT}$", trained_job.output, re.M)
+    assert len(evals) == 2  # iteration 2 (evaluation_interval) and the end
+    metadata = json.loads((trained_job.base / "model" / "metadata.json").read_text())
+    assert metadata["metrics"]["evaluation_return_mean"] == float(evals[-1][0])
+    assert metadata["metrics"]["evaluation_len_mean"] > 0
 
 
 def test_the_learning_rate_reached_rllib(trained_job: TrainingRun):

@@ -16,6 +16,8 @@ RESULT = {
         "episode_len_mean": 123.4,
     },
     "learners": {"default_policy": {"default_optimizer_learning_rate": 0.0003}},
+    "evaluation": {"env_runners": {"episode_return_mean": 480.5, "episode_return_max": 500.0,
+                                   "episode_return_min": 402.0, "episode_len_mean": 480.5}},
 }
 
 
@@ -32,6 +34,10 @@ def test_lines_in_stable_order():
         "timesteps_total: 12000",
         "time_total_s: 25.1235",
         "learning_rate: 0.0003",
+        "evaluation_return_mean: 480.5",
+        "evaluation_return_max: 500",
+        "evaluation_return_min: 402",
+        "evaluation_len_mean: 480.5",
     ]
 
 
@@ -43,8 +49,8 @@ def test_the_issue_and_seed_regexes_match():
     seed = re.search(r"episode_reward_max:\s*(%s)" % FLOAT_REGEX, log)
     assert seed and float(seed.group(1)) == 500
     for definition in METRIC_DEFINITIONS:
-        match = re.search(definition["Regex"], log)
-        assert match, definition["Name"]
+        matches = re.findall(definition["Regex"], log)
+        assert len(matches) == 1, definition["Name"]  # no regex also matches another metric's line
 
 
 def test_missing_and_nan_values_are_left_out():
@@ -55,7 +61,8 @@ def test_missing_and_nan_values_are_left_out():
 def test_small_numbers_keep_their_value():
     lines = metric_lines({"learners": {"default_policy": {"default_optimizer_learning_rate": 5e-07}}})
     assert lines == ["learning_rate: 5e-07"]
-    assert float(re.search(METRIC_DEFINITIONS[-1]["Regex"], lines[0]).group(1)) == 5e-07
+    regex = next(d["Regex"] for d in METRIC_DEFINITIONS if d["Name"] == "learning_rate")
+    assert float(re.search(regex, lines[0]).group(1)) == 5e-07
 
 
 class _Trial:
