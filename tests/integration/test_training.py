@@ -131,3 +131,13 @@ def test_user_entry_point_with_the_public_api(tmp_path: Path):
     assert float(re.search(r"user script episode_return_max (\S+)", run.output).group(1)) <= 20
     metadata = json.loads((base / "model" / "metadata.json").read_text())
     assert metadata["env"] == "short-cartpole" and metadata["env_config"] == {"limit": 20}
+
+
+def test_the_stopped_head_leaves_no_address_for_a_later_ray_init(trained_job: TrainingRun):
+    # `ray start --head` writes its address to Ray's ray_current_cluster file, and a later bare
+    # ray.init() on the machine would try to join that (dead) cluster.
+    from ray._common.utils import get_ray_address_file
+
+    ip = re.search(r"master \S+ \(([\d.]+)\): starting the Ray head", trained_job.output).group(1)
+    path = Path(get_ray_address_file(None))
+    assert not path.exists() or path.read_text().strip() != f"{ip}:6379"

@@ -36,6 +36,7 @@ from typing import Any
 from sagemaker_ray_rl.cluster.network import own_ip, port_open, resolve_host, wait_for_port
 from sagemaker_ray_rl.cluster.node import (
     NodeSpec,
+    RayHeadProcess,
     RayNodeProcess,
     head_command,
     host_object_store,
@@ -100,7 +101,7 @@ class Cluster:
     contract: Environment
     settings: ClusterSettings
     address: str
-    head: RayNodeProcess
+    head: RayHeadProcess
     hosts: tuple[str, ...] = ()
     node_hosts: dict[str, str] = field(default_factory=dict)
     bring_up_s: float = 0.0
@@ -193,8 +194,8 @@ def start_cluster(contract: Environment, settings: ClusterSettings) -> Cluster:
         f"master {rc.current_host} ({ip}): starting the Ray head for {len(rc.hosts)} host(s), "
         f"{spec.num_cpus} CPU(s), {spec.num_gpus} GPU(s), {store.reason}, RAY_AUTH_MODE={env['RAY_AUTH_MODE']}"
     )
-    head = RayNodeProcess(head_command(spec, settings), env)
     address = f"{ip}:{settings.gcs_port}"
+    head = RayHeadProcess(head_command(spec, settings), env, address)
     if not wait_for_port(ip, settings.gcs_port, timeout_s=HEAD_START_TIMEOUT_S) or not head.running():
         head.stop()
         raise ClusterError(

@@ -230,6 +230,29 @@ class RayNodeProcess:
             self.process.wait(timeout=5)
 
 
+class RayHeadProcess(RayNodeProcess):
+    """The head's ``ray start --block``. Stopping it also removes the head's address from Ray's
+    ``<temp dir>/ray_current_cluster`` file, which ``ray start --head`` writes and a later bare
+    ``ray.init()`` on the machine would otherwise try to join (``ray stop`` removes it; SIGTERM to
+    ``ray start`` does not)."""
+
+    def __init__(self, command: list[str], env: dict[str, str], address: str) -> None:
+        super().__init__(command, env)
+        self.address = address
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        """`RayNodeProcess.stop`, then forget the address if it is still ours."""
+        super().stop(timeout_s)
+        from ray._common.utils import get_ray_address_file
+
+        path = Path(get_ray_address_file(None))
+        try:
+            if path.read_text().strip() == self.address:
+                path.unlink()
+        except OSError:
+            pass
+
+
 def _memory_limit() -> int:
     """Bytes of memory this container may use: its cgroup limit when set, else the host's."""
     total = psutil.virtual_memory().total
