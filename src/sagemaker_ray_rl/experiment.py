@@ -104,8 +104,8 @@ def run_experiment(
     started_here = not ray.is_initialized()
     if started_here and os.environ.get("RAY_ADDRESS"):
         ray.init()
-    elif started_here:
-        ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False)
+    elif started_here:  # address="local": a new instance, never a cluster another process runs here
+        ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False)
     try:
         path = storage / name
         if tune.Tuner.can_restore(path):
