@@ -193,7 +193,6 @@ def state_batch(states: list[Any] | None, initial: Any, field: str) -> Any:
             decoded.append(template)
             continue
         try:
-            tree.assert_same_structure(template, state, check_types=False)
             value = tree.map_structure_up_to(template, lambda t, s: np.asarray(s, dtype=np.float32), template, state)
         except (TypeError, ValueError) as exc:
             raise RequestError(f"state does not match the module's state: {exc}", field=where, expected=expected) from None

@@ -64,6 +64,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
+    from sagemaker_ray_rl.connectors import connector_names
     from sagemaker_ray_rl.policy import Policy
     from sagemaker_ray_rl.serving.app import create_app
 
@@ -73,13 +74,15 @@ def main() -> None:
     except SageMakerRayRLError as exc:
         print(f"serve: cannot start: {exc}", file=sys.stderr, flush=True)
         sys.exit(1)
-    print(
-        f"serve: {policy.module_id} from {policy.checkpoint_dir} "
-        f"(observations {policy.observation_space}, actions {policy.action_space}) on port "
-        f"{contract.serving.port} with {contract.serving.workers} worker(s)",
-        file=sys.stderr,
-        flush=True,
-    )
+    for module_id, pipeline in policy.pipelines.items():
+        print(
+            f"serve: module {module_id!r} from {policy.checkpoint_dir}: observations {pipeline.observation_space}, "
+            f"actions {pipeline.action_space}, connectors {connector_names(pipeline.env_to_module)} -> "
+            f"{connector_names(pipeline.module_to_env)} ({'batched' if pipeline.batched else 'per-episode'} path)",
+            file=sys.stderr,
+            flush=True,
+        )
+    print(f"serve: port {contract.serving.port}, {contract.serving.workers} worker(s)", file=sys.stderr, flush=True)
     GunicornServer(create_app(policy, contract.serving), gunicorn_options(contract)).run()
 
 
