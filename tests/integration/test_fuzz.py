@@ -34,7 +34,20 @@ json_values = st.recursive(
     ),
     max_leaves=20,
 )
+small = st.floats(-0.4, 0.4, allow_nan=False)
+valid_observations = st.one_of(
+    st.lists(small, min_size=4, max_size=4),
+    st.fixed_dictionaries(
+        {
+            "x-pos": st.lists(small, min_size=1, max_size=1),
+            "angular-pos": st.fixed_dictionaries({"value": small, "some_random_stuff": st.integers(0, 2)}),
+            "velocs": st.tuples(st.lists(small, min_size=1, max_size=1), small).map(list),
+        }
+    ),
+)
 observations = st.one_of(
+    valid_observations,
+    valid_observations,
     st.lists(numbers, min_size=0, max_size=6),
     st.lists(st.lists(numbers, max_size=4), max_size=3),
     st.fixed_dictionaries(
@@ -110,7 +123,7 @@ headers = st.fixed_dictionaries(
         ),
         "X-Amzn-SageMaker-Custom-Attributes": st.one_of(
             st.sampled_from(["explore=true", "explore=maybe", "outputs=vf_preds,action_prob", "module_id=p0", "=", ";;,"]),
-            st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=30),
+            st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=30).map(str.strip),
         ),
     },
 )

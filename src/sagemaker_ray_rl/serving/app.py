@@ -38,13 +38,7 @@ def create_app(policy: Policy, settings: ServingSettings) -> Flask:
     """
     app = Flask("sagemaker_ray_rl")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_payload_bytes
-    execution_parameters = json.dumps(
-        {
-            "MaxConcurrentTransforms": settings.workers,
-            "BatchStrategy": "MULTI_RECORD",
-            "MaxPayloadInMB": max(1, int(settings.max_payload_mb)),
-        }
-    ).encode()
+    parameters_body = execution_parameters(settings)
 
     @app.get("/ping")
     def ping() -> Response:
@@ -52,16 +46,12 @@ def create_app(policy: Policy, settings: ServingSettings) -> Flask:
 
     @app.get("/execution-parameters")
     def parameters() -> Response:
-        return Response(execution_parameters, status=200, mimetype=codecs.JSON)
+        return Response(parameters_body, status=200, mimetype=codecs.JSON)
 
     @app.post("/invocations")
     def invocations() -> Response:
-        content_type = _content_type(request.headers.get("Content-Type"))
-        accept = _accept(request.headers.get("Accept"), settings.default_accept or content_type)
-        header_options = codecs.parse_custom_attributes(request.headers.get(codecs.CUSTOM_ATTRIBUTES))
-        decoded = codecs.decode(request.get_data(), content_type, header_options)
-        results = invoke(policy, decoded)
-        return Response(codecs.encode(results, accept, decoded), status=200, mimetype=accept)
+        status, mimetype, body = answer_invocation(policy, settings, request.headers, request.get_data())
+        return Response(body, status=status, mimetype=mimetype)
 
     @app.errorhandler(RequestError)
     def request_error(exc: RequestError) -> Response:
@@ -77,6 +67,48 @@ def create_app(policy: Policy, settings: ServingSettings) -> Flask:
         return _json_error(500, {"error": "InternalServerError", "message": f"{type(exc).__name__}: {exc}"})
 
     return app
+
+
+def execution_parameters(settings: ServingSettings) -> bytes:
+    """``GET /execution-parameters`` for batch transform: one concurrent transform per worker,
+    multi-record batches up to the payload limit."""
+    return json.dumps(
+        {
+            "MaxConcurrentTransforms": settings.workers,
+            "BatchStrategy": "MULTI_RECORD",
+            "MaxPayloadInMB": max(1, int(settings.max_payload_mb)),
+        }
+    ).encode()
+
+
+def answer_invocation(policy: Policy, settings: ServingSettings, headers: Any, body: bytes) -> tuple[int, str, bytes]:
+    """``POST /invocations`` without a web framework (shared by the flask app and Ray Serve).
+
+    Args:
+        policy: the loaded policy.
+        settings: payload limit and default Accept.
+        headers: the request headers (a case-insensitive mapping with ``get``).
+        body: the request body.
+
+    Returns:
+        ``(status, content type, body)``: 200 with the answer, or a 4xx with a JSON error naming
+        the field and what was expected.
+    """
+    try:
+        if len(body) > settings.max_payload_bytes:
+            raise RequestError(
+                f"request body is {len(body)} bytes, more than SAGEMAKER_MAX_PAYLOAD_IN_MB allows",
+                status=413,
+                expected=f"at most {settings.max_payload_bytes} bytes",
+            )
+        content_type = _content_type(headers.get("Content-Type"))
+        accept = _accept(headers.get("Accept"), settings.default_accept or content_type)
+        header_options = codecs.parse_custom_attributes(headers.get(codecs.CUSTOM_ATTRIBUTES))
+        decoded = codecs.decode(body, content_type, header_options)
+        results = invoke(policy, decoded)
+        return 200, accept, codecs.encode(results, accept, decoded)
+    except RequestError as exc:
+        return exc.status, codecs.JSON, json.dumps(exc.to_dict()).encode()
 
 
 def invoke(policy: Policy, decoded: codecs.Decoded) -> list[dict[str, Any]]:

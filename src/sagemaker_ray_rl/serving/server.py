@@ -59,9 +59,21 @@ def gunicorn_options(contract: Environment) -> dict[str, Any]:
     }
 
 
-def main() -> None:
-    """Load the model from the model dir and serve it; exit 1 with a message when it cannot."""
+def main(argv: list[str] | None = None) -> None:
+    """Load the model from the model dir and serve it; exit 1 with a message when it cannot.
+
+    ``serve [--backend gunicorn|ray-serve]``: the argument overrides ``SAGEMAKER_RAY_RL_SERVER``.
+    """
+    import argparse
+    import os
+
     import torch
+
+    parser = argparse.ArgumentParser(prog="serve", description="Serve the RLlib checkpoint in the model dir.")
+    parser.add_argument("--backend", choices=("gunicorn", "ray-serve"), help="model server (default: $SAGEMAKER_RAY_RL_SERVER or gunicorn)")
+    args = parser.parse_args(argv)
+    if args.backend:
+        os.environ["SAGEMAKER_RAY_RL_SERVER"] = args.backend
 
     torch.set_num_threads(1)
     from sagemaker_ray_rl.connectors import connector_names
@@ -82,7 +94,12 @@ def main() -> None:
             file=sys.stderr,
             flush=True,
         )
-    print(f"serve: port {contract.serving.port}, {contract.serving.workers} worker(s)", file=sys.stderr, flush=True)
+    if contract.serving.backend == "ray-serve":
+        from sagemaker_ray_rl.serving import ray_serve
+
+        ray_serve.run(contract)
+        return
+    print(f"serve: gunicorn on port {contract.serving.port}, {contract.serving.workers} worker(s)", file=sys.stderr, flush=True)
     GunicornServer(create_app(policy, contract.serving), gunicorn_options(contract)).run()
 
 
