@@ -12,8 +12,8 @@ request crosses Serve's proxy and a replica actor; on few cores the gunicorn bac
 The model is loaded once in the driver first, so a missing or broken model exits before Ray starts.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: FastAPI resolves the handlers' annotations at runtime,
+# and `Request` is imported inside `build_app`.
 import sys
 import time
 from pathlib import Path
@@ -32,7 +32,7 @@ def build_app(model_dir: Path, settings: ServingSettings, replicas: int):
     from fastapi import FastAPI, Request, Response
     from ray import serve
 
-    api = FastAPI()
+    api = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
 
     @serve.deployment(num_replicas=replicas, ray_actor_options={"num_cpus": 0})
     @serve.ingress(api)
