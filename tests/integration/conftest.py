@@ -3,17 +3,15 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import requests
 
-from helpers import BIN, TrainingRun, job_environ, run_train, write_job
+from helpers import BIN, TrainingRun, job_environ, run_train, train_policies, write_job
 
 #: Policy kinds trained by tests/integration/train_policies.py.
 KINDS = ("cartpole", "pendulum", "meanstd", "dict_obs", "multi_agent", "lstm")
@@ -34,15 +32,7 @@ def trained_job(tmp_path_factory) -> TrainingRun:
 @pytest.fixture(scope="session")
 def policy_dirs(tmp_path_factory) -> dict[str, Path]:
     """kind -> a checkpoint saved with ``algo.save()`` (no metadata.json), one subprocess for all."""
-    out = tmp_path_factory.mktemp("policies")
-    script = Path(__file__).with_name("train_policies.py")
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1", "RAY_AUTH_MODE": "disabled"}
-    env.pop("RAY_ADDRESS", None)
-    log = out / "train.log"
-    with log.open("w") as sink:  # a file, not a pipe: Ray's daemons may hold inherited pipes open
-        proc = subprocess.run([sys.executable, str(script), str(out), *KINDS], env=env, stdout=sink, stderr=subprocess.STDOUT, timeout=600)
-    assert proc.returncode == 0, log.read_text()[-4000:]
-    return {kind: out / kind for kind in KINDS}
+    return train_policies(tmp_path_factory.mktemp("policies"), list(KINDS))
 
 
 def free_port() -> int:
@@ -71,7 +61,7 @@ class ServeProcess:
             try:
                 if requests.get(f"{self.url}/ping", timeout=1).status_code == 200:
                     return
-            except requests.ConnectionError:
+            except requests.RequestException:  # not listening yet, or Ray Serve's proxy still waiting for a replica
                 pass
             assert self.proc.poll() is None, self.log.read_text()[-4000:]
             assert time.monotonic() < deadline, f"serve did not answer /ping within {timeout} s"

@@ -19,6 +19,8 @@ import numpy as np
 import pytest
 import requests
 
+from helpers import rllib_reference
+
 pytestmark = pytest.mark.integration
 
 N = 16
@@ -31,37 +33,6 @@ def to_json(value):
     if isinstance(value, tuple):
         return [to_json(v) for v in value]
     return np.asarray(value).tolist()
-
-
-def rllib_reference(checkpoint: Path, observations: list) -> dict[str, np.ndarray]:
-    """Actions (to the env) and distribution inputs as RLlib's env runner computes them."""
-    import torch
-    from ray.rllib.connectors.env_to_module import EnvToModulePipeline
-    from ray.rllib.connectors.module_to_env import ModuleToEnvPipeline
-    from ray.rllib.core.columns import Columns
-    from ray.rllib.core.rl_module.rl_module import RLModule
-    from ray.rllib.env.single_agent_episode import SingleAgentEpisode
-
-    e2m = EnvToModulePipeline.from_checkpoint(str(checkpoint / "env_runner" / "env_to_module_connector"))
-    m2e = ModuleToEnvPipeline.from_checkpoint(str(checkpoint / "env_runner" / "module_to_env_connector"))
-    for connector in e2m.connectors:
-        if type(connector).__name__ == "MeanStdFilter":
-            connector._update_stats = False
-    module = RLModule.from_checkpoint(str(checkpoint / "learner_group" / "learner" / "rl_module" / "default_policy"))
-    module.eval()
-    episodes = [
-        SingleAgentEpisode(observations=[obs], observation_space=e2m.input_observation_space, action_space=m2e.action_space)
-        for obs in observations
-    ]
-    shared: dict = {}
-    batch = e2m(rl_module=module, episodes=episodes, explore=False, shared_data=shared)
-    with torch.no_grad():
-        out = module.forward_inference(batch)
-    out = m2e(rl_module=module, batch=out, episodes=episodes, explore=False, shared_data=shared)
-    return {
-        "action": np.asarray(out.get(Columns.ACTIONS_FOR_ENV, out[Columns.ACTIONS])),
-        "action_dist_inputs": np.stack([np.asarray(x) for x in out[Columns.ACTION_DIST_INPUTS]]),
-    }
 
 
 def samples(space: gym.Space, n: int = N, seed: int = 0) -> list:
@@ -246,3 +217,84 @@ def test_execution_parameters_and_payload_limit(servers):
     response = requests.post(f"{server.url}/invocations", data=big, headers={"Content-Type": "application/json"}, timeout=30)
     assert response.status_code == 413 and response.json()["error"] == "RequestEntityTooLarge"
     assert requests.get(f"{server.url}/ping", timeout=5).status_code == 200
+
+
+def test_corrupt_model_makes_serve_exit_with_the_reason(policy_dirs, tmp_path):
+    import shutil
+    import subprocess
+    import time
+
+    from helpers import BIN, job_environ
+
+    model = tmp_path / "model"
+    shutil.copytree(policy_dirs["cartpole"], model)
+    for state in (model / "learner_group" / "learner" / "rl_module" / "default_policy").glob("*.pkl"):
+        state.write_bytes(state.read_bytes()[:40])
+    start = time.monotonic()
+    proc = subprocess.run(
+        [str(BIN / "serve")], env=job_environ(tmp_path, SM_MODEL_DIR=str(model)), capture_output=True, text=True, timeout=60
+    )
+    print(f"corrupt model: serve exited {proc.returncode} after {time.monotonic() - start:.1f} s")
+    assert proc.returncode == 1
+    assert "serve: cannot start: cannot load RLModule 'default_policy'" in proc.stderr
+
+
+def test_sigterm_lets_the_request_in_flight_finish(policy_dirs, tmp_path):
+    """A request whose body is still arriving when SIGTERM comes is answered, then serve exits 0."""
+    import socket
+    import time
+
+    from integration.conftest import ServeProcess
+
+    server = ServeProcess(policy_dirs["cartpole"], tmp_path)
+    server.wait_until_healthy()
+    body = json.dumps({"instances": [[0.1, 0.2, 0.3, 0.4]] * 64}).encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(
+            b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body[:100]
+        )
+        time.sleep(0.5)
+        server.proc.terminate()
+        time.sleep(0.5)
+        sock.sendall(body[100:])
+        response = b""
+        while chunk := sock.recv(65536):
+            response += chunk
+    assert response.startswith(b"HTTP/1.1 200"), response[:300]
+    assert json.loads(response.split(b"\r\n\r\n", 1)[1])["predictions"][0]["action"] in (0, 1)
+    assert server.stop() == 0
+
+
+def test_ray_serve_backend_answers_like_gunicorn(policy_dirs, servers, tmp_path):
+    from integration.conftest import ServeProcess
+
+    import shutil
+    import tempfile
+
+    ray_tmp = Path(tempfile.mkdtemp(prefix="smrl-rs-", dir="/tmp"))  # Ray's socket paths must stay short
+    server = ServeProcess(
+        policy_dirs["pendulum"], tmp_path, SAGEMAKER_RAY_RL_SERVER="ray-serve", SAGEMAKER_RAY_SERVE_REPLICAS="1",
+        RAY_TMPDIR=str(ray_tmp),
+    )
+    try:
+        server.wait_until_healthy(timeout=180)
+        gunicorn = servers("pendulum").url
+        for body in (
+            {"instances": [[1.0, 0.0, 0.5], [0.0, 1.0, -3.0]], "outputs": ["action_dist_inputs", "vf_preds"]},
+            {"inputs": {"observations": [[1.0, 0.0, 0.5]]}},
+            {"instances": [[1.0, 0.0]]},
+        ):
+            ours = requests.post(f"{server.url}/invocations", json=body, timeout=30)
+            reference = requests.post(f"{gunicorn}/invocations", json=body, timeout=30)
+            assert (ours.status_code, ours.json()) == (reference.status_code, reference.json())
+        lines = requests.post(
+            f"{server.url}/invocations", data="[1, 0, 0.5]\n[0, 1, -3]\n", headers={"Content-Type": "application/jsonlines"}, timeout=30
+        )
+        assert lines.status_code == 200 and len(lines.text.splitlines()) == 2
+        assert requests.get(f"{server.url}/execution-parameters", timeout=5).json()["BatchStrategy"] == "MULTI_RECORD"
+    finally:
+        code = server.stop()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+        assert code == 0, server.log.read_text()[-3000:]

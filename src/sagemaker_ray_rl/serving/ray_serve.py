@@ -78,6 +78,10 @@ def run(contract: Environment) -> None:
 
     serving = contract.serving
     ray.init(address="local", include_dashboard=False, log_to_driver=True, num_cpus=contract.num_cpus)
+    # After ray.init: Ray core installs a fatal-signal handler that aborts on SIGTERM; ours replaces it.
+    stopping: list[bool] = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
     serve.start(http_options={"host": "0.0.0.0", "port": serving.port})
     serve.run(build_app(contract.model_dir, serving, serving.ray_serve_replicas), name="policy", route_prefix="/")
     print(
@@ -85,9 +89,6 @@ def run(contract: Environment) -> None:
         file=sys.stderr,
         flush=True,
     )
-    stopping = []
-    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
-    signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
     while not stopping:
         time.sleep(0.2)
     serve.shutdown()
