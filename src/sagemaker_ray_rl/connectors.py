@@ -140,6 +140,11 @@ class InferencePipeline:
     multi_agent: bool
     batched: bool
 
+    def __post_init__(self) -> None:
+        # RLlib's struct of the action space; Discrete actions pass NormalizeAndClipActions unchanged.
+        discrete = isinstance(self.action_space, gym.spaces.Discrete)
+        self._action_struct = _DISCRETE if discrete else get_base_struct_from_space(self.action_space)
+
     @classmethod
     def build(cls, module: Any, module_id: str, env_to_module: Any, module_to_env: Any) -> InferencePipeline:
         """Wire `module` between the restored pipelines and pick the path.
@@ -206,9 +211,18 @@ class InferencePipeline:
         return self._episodes(observations, explore)
 
     def forward(self, batch: dict[str, Any], explore: bool) -> dict[str, Any]:
-        """`forward_exploration` or `forward_inference` without autograd."""
+        """`forward_exploration` or `forward_inference` without autograd.
+
+        ``TorchRLModule.forward_inference`` is ``self.eval()`` (a walk over every submodule, about
+        a quarter of a single-observation request here) then ``_forward_inference``; the module
+        was put in eval mode once at load and nothing here switches it back, so the walk is
+        skipped while it stays in eval mode.
+        """
+        module = self.module
         with torch.inference_mode():
-            return self.module.forward_exploration(batch) if explore else self.module.forward_inference(batch)
+            if module.training:
+                return module.forward_exploration(batch) if explore else module.forward_inference(batch)
+            return module._forward_exploration(batch) if explore else module._forward_inference(batch)
 
     def _batched(self, observations: Any, explore: bool, state: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         obs = observations
@@ -220,7 +234,7 @@ class InferencePipeline:
                 obs = connector._filters[None](obs, update=False)
             elif name == "FlattenObservations":
                 obs = flatten_inputs_to_1d_tensor(obs, connector._input_obs_base_struct, batch_axis=True)
-        to_module: dict[str, Any] = {Columns.OBS: tree.map_structure(_to_tensor, obs)}
+        to_module: dict[str, Any] = {Columns.OBS: _to_tensor(obs) if isinstance(obs, np.ndarray) else tree.map_structure(_to_tensor, obs)}
         stateful = self.module.is_stateful()
         if stateful:
             batch_size = len(tree.flatten(obs)[0])
@@ -244,13 +258,12 @@ class InferencePipeline:
             from ray.rllib.connectors.module_to_env.get_actions import GetActions
 
             GetActions()._get_actions(out, self.module, explore)
-        out = tree.map_structure(_to_numpy, out)
+        out = {k: v.numpy() if isinstance(v, torch.Tensor) else tree.map_structure(_to_numpy, v) for k, v in out.items()}
         actions = out[Columns.ACTIONS]
-        struct = get_base_struct_from_space(self.action_space)
-        if normalize:
-            out[Columns.ACTIONS_FOR_ENV] = unsquash_action(actions, struct)
-        elif clip:
-            out[Columns.ACTIONS_FOR_ENV] = clip_action(actions, struct)
+        if normalize and self._action_struct is not _DISCRETE:
+            out[Columns.ACTIONS_FOR_ENV] = unsquash_action(actions, self._action_struct)
+        elif clip and self._action_struct is not _DISCRETE:
+            out[Columns.ACTIONS_FOR_ENV] = clip_action(actions, self._action_struct)
         else:
             out[Columns.ACTIONS_FOR_ENV] = actions
         return out, to_module
@@ -279,6 +292,9 @@ class InferencePipeline:
             columns[key] = value
         columns.setdefault(Columns.ACTIONS_FOR_ENV, columns.get(Columns.ACTIONS))
         return columns, to_module
+
+
+_DISCRETE = object()
 
 
 def _to_tensor(x: Any) -> torch.Tensor:
