@@ -298,3 +298,20 @@ def test_ray_serve_backend_answers_like_gunicorn(policy_dirs, servers, tmp_path)
         code = server.stop()
         shutil.rmtree(ray_tmp, ignore_errors=True)
         assert code == 0, server.log.read_text()[-3000:]
+
+
+@pytest.mark.parametrize("kind", ["pendulum", "meanstd", "dict_obs"])
+def test_episode_path_equals_the_batched_path(kind, policy_dirs):
+    """The fallback for pipelines with connectors the batched path does not know (RLlib's
+    per-episode connectors) gives the same answers as the batched path."""
+    from sagemaker_ray_rl.policy import Policy
+    from sagemaker_ray_rl.serving.observations import observation_batch
+
+    pipeline = Policy.load(policy_dirs[kind]).pipeline(None)
+    assert pipeline.batched
+    space = pipeline.observation_space
+    batch = observation_batch([to_json(o) for o in samples(space, seed=5)], space, "instances")
+    batched, _ = pipeline._batched(batch, False, None)
+    episodes, _ = pipeline._episodes(batch, False)
+    for column in ("actions_for_env", "action_dist_inputs"):
+        np.testing.assert_allclose(episodes[column], batched[column], rtol=1e-5, atol=1e-6)

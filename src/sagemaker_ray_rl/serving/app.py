@@ -141,9 +141,19 @@ def invoke(policy: Policy, decoded: codecs.Decoded) -> list[dict[str, Any]]:
             outputs=group.options.outputs,
             state=state,
         )
+        as_lists = {name: _per_record(value, len(group.positions)) for name, value in columns.items()}
         for i, position in enumerate(group.positions):
-            results[position] = {name: tree.map_structure(lambda x: x[i].tolist(), value) for name, value in columns.items()}
+            results[position] = {name: values[i] for name, values in as_lists.items()}
     return results
+
+
+def _per_record(value: Any, count: int) -> list[Any]:
+    """A batch-first column (an array, or a dict/tuple of arrays for structured spaces) as one
+    JSON-ready value per record; one ``tolist`` per array, not per record."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    lists = tree.map_structure(lambda x: np.asarray(x).tolist(), value)
+    return [tree.map_structure_up_to(value, lambda column, i=i: column[i], lists) for i in range(count)]
 
 
 def _array_batch(array: np.ndarray, space: Any, field: str) -> np.ndarray:
