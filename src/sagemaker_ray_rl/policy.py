@@ -32,6 +32,23 @@ CHECKPOINT_MARKER = "rllib_checkpoint.json"
 OPTIONAL_OUTPUTS = ("action_logp", "action_prob", "action_dist_inputs", "vf_preds")
 
 
+def _policy_mapping_fn(checkpoint_dir: Path) -> Any:
+    """The ``policy_mapping_fn`` of the algorithm config pickled in the checkpoint, or None when
+    the config cannot be unpickled here (e.g. it references a custom env class that is absent)."""
+    import logging
+    import pickle
+
+    try:
+        with open(checkpoint_dir / "class_and_ctor_args.pkl", "rb") as f:
+            ctor = pickle.load(f)["ctor_args_and_kwargs"]
+        config = ctor[0][0] if ctor[0] else ctor[1]["config"]
+        fn = config.get("policy_mapping_fn") if isinstance(config, dict) else config.policy_mapping_fn
+    except Exception as exc:  # unpickling runs arbitrary code paths; any failure means "no mapping"
+        logging.getLogger(__name__).warning("no policy_mapping_fn from %s: %s: %s", checkpoint_dir, type(exc).__name__, exc)
+        return None
+    return fn if callable(fn) else None
+
+
 def find_checkpoint(model_dir: Path) -> Path:
     """The algorithm checkpoint directory inside `model_dir`: `model_dir` itself when it holds
     ``rllib_checkpoint.json`` and an RLModule, else the shallowest such directory below it.
@@ -70,6 +87,7 @@ class Policy:
     default_module_id: str | None
     checkpoint_dir: Path | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    policy_mapping_fn: Any = None
 
     @classmethod
     def load(cls, model_dir: Path) -> Policy:
@@ -102,7 +120,36 @@ class Policy:
             pipelines[module_id] = InferencePipeline.build(module, module_id, env_to_module, module_to_env)
         ids = list(pipelines)
         default = ids[0] if len(ids) == 1 else ("default_policy" if "default_policy" in ids else None)
-        return cls(pipelines, default, checkpoint_dir, metadata)
+        mapping = _policy_mapping_fn(checkpoint_dir) if len(ids) > 1 else None
+        return cls(pipelines, default, checkpoint_dir, metadata, mapping)
+
+    def module_for_agent(self, agent_id: str) -> str:
+        """The module acting for `agent_id`: the checkpoint's ``policy_mapping_fn(agent_id, None)``
+        (tried with the id as given, then as an integer: JSON keys are strings, RLlib agent ids
+        often ints); the default module for single-agent checkpoints.
+
+        Raises:
+            RequestError: 400 naming ``agents.<id>`` when no module can be found.
+        """
+        if len(self.pipelines) == 1:
+            return self.module_ids[0]
+        candidates: list[Any] = [agent_id]
+        if agent_id.lstrip("-").isdigit():
+            candidates.append(int(agent_id))
+        if self.policy_mapping_fn is not None:
+            for candidate in candidates:
+                try:
+                    module_id = self.policy_mapping_fn(candidate, None)
+                except Exception:  # a user function: any failure means "cannot map this id"
+                    continue
+                if module_id in self.pipelines:
+                    return module_id
+        raise RequestError(
+            f"cannot map agent id {agent_id!r} to a module"
+            + ("" if self.policy_mapping_fn is not None else " (the checkpoint's policy_mapping_fn could not be restored)"),
+            field=f"agents.{agent_id}",
+            expected=f"an agent id the training's policy_mapping_fn maps to one of {self.module_ids}, or 'module_id'",
+        )
 
     @property
     def module_ids(self) -> list[str]:

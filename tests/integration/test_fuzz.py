@@ -3,8 +3,8 @@ a 5xx or take a worker down, and ``/ping`` stays 200.
 
 Bodies mix valid requests, near-valid ones (wrong shapes, types, keys, options) and junk (random
 bytes, JSON of any shape, CSV and NPY garbage); headers mix every content type, Accept values and
-custom attributes. Run against two servers: CartPole (Box observations) and a Dict-observation
-policy (nested decoding).
+custom attributes. Run against three servers: CartPole (Box observations), a Dict-observation
+policy (nested decoding) and a multi-agent one (module ids, agent mapping).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 pytestmark = pytest.mark.integration
 
-EXAMPLES = 1500
+EXAMPLES = 1000
 
 numbers = st.one_of(
     st.integers(-(2**70), 2**70),
@@ -75,11 +75,13 @@ options = st.fixed_dictionaries(
 
 @st.composite
 def json_bodies(draw) -> bytes:
-    kind = draw(st.sampled_from(["instances", "observation", "inputs", "any"]))
+    kind = draw(st.sampled_from(["instances", "observation", "inputs", "agents", "any"]))
     if kind == "instances":
         payload = {"instances": draw(st.lists(observations, min_size=0, max_size=4)), **draw(options)}
     elif kind == "observation":
         payload = {"observation": draw(observations), **draw(options)}
+    elif kind == "agents":
+        payload = {"agents": draw(st.dictionaries(st.sampled_from(["0", "1", "7", "a"]), observations, max_size=3)), **draw(options)}
     elif kind == "inputs":
         payload = {"inputs": {"observations": draw(st.lists(observations, max_size=3)), "prev_action": [0]}}
     else:
@@ -129,7 +131,7 @@ headers = st.fixed_dictionaries(
 )
 
 
-@pytest.mark.parametrize("kind", ["cartpole", "dict_obs"])
+@pytest.mark.parametrize("kind", ["cartpole", "dict_obs", "multi_agent"])
 def test_no_request_gets_a_5xx(kind, servers):
     url = servers(kind).url
     session = requests.Session()

@@ -117,6 +117,24 @@ def test_multi_agent_requests_name_the_module(policy_dirs, servers):
     assert missing.json()["field"] == "module_id" and "p0" in missing.json()["expected"]
 
 
+def test_multi_agent_requests_map_agent_ids_with_the_policy_mapping_fn(servers):
+    """MultiAgentCartPole's agents 0 and 1 were trained by modules p0 and p1 (mapping fn f"p{id}")."""
+    url = f"{servers('multi_agent').url}/invocations"
+    observations = {"0": [0.01, -0.02, 0.03, 0.04], "1": [0.1, 0.5, -0.1, -0.5]}
+    response = requests.post(url, json={"agents": observations, "outputs": ["action_dist_inputs"]}, timeout=30)
+    assert response.status_code == 200, response.text
+    answer = response.json()["agents"]
+    for agent_id, module_id in (("0", "p0"), ("1", "p1")):
+        alone = requests.post(
+            url, json={"observation": observations[agent_id], "module_id": module_id, "outputs": ["action_dist_inputs"]}, timeout=30
+        ).json()["predictions"][0]
+        assert answer[agent_id] == alone
+    unknown = requests.post(url, json={"agents": {"7": observations["0"]}}, timeout=30)
+    assert unknown.status_code == 400 and unknown.json()["field"] == "agents.7"
+    bad = requests.post(url, json={"agents": {"0": [1, 2]}}, timeout=30)
+    assert bad.status_code == 400 and bad.json()["field"] == "agents.0"
+
+
 def test_lstm_state_goes_in_and_out(policy_dirs, servers):
     import torch
     import tree

@@ -122,14 +122,18 @@ def invoke(policy: Policy, decoded: codecs.Decoded) -> list[dict[str, Any]]:
         RequestError: 400 for observations or states the module's spaces do not hold.
     """
     results: list[dict[str, Any]] = [{}] * decoded.count
-    for group in decoded.groups:
+    groups = decoded.groups if decoded.agents is None else _agent_groups(policy, decoded)
+    for group in groups:
         pipeline = policy.pipeline(group.options.module_id)
         observations = group.observations
         if isinstance(observations, np.ndarray):
             observations = _array_batch(observations, pipeline.observation_space, group.field)
             group.positions = list(range(len(observations)))
             results = [{}] * len(observations)
-        batch = observation_batch(observations, pipeline.observation_space, group.field)
+        if group.field == "agents":  # already validated one by one, with the agent's field name
+            batch = tree.map_structure(lambda *xs: np.concatenate(xs), *observations)
+        else:
+            batch = observation_batch(observations, pipeline.observation_space, group.field)
         state = None
         if pipeline.module.is_stateful():
             field = "state" if group.field == "observation" else "states"
@@ -145,6 +149,30 @@ def invoke(policy: Policy, decoded: codecs.Decoded) -> list[dict[str, Any]]:
         for i, position in enumerate(group.positions):
             results[position] = {name: values[i] for name, values in as_lists.items()}
     return results
+
+
+def _agent_groups(policy: Policy, decoded: codecs.Decoded) -> list[codecs.Group]:
+    """Split an ``agents`` request into one group per module (``module_id`` if the request names
+    one, else the checkpoint's ``policy_mapping_fn``), each observation validated under the field
+    ``agents.<agent_id>``."""
+    (group,) = decoded.groups
+    by_module: dict[str, codecs.Group] = {}
+    for position, (agent_id, observation) in enumerate(zip(decoded.agents or [], group.observations)):
+        module_id = group.options.module_id or policy.module_for_agent(agent_id)
+        pipeline = policy.pipeline(module_id)
+        try:
+            single = observation_batch([observation], pipeline.observation_space, "observation")
+        except RequestError as exc:
+            exc.field = f"agents.{agent_id}" + (exc.field or "")[len("observation"):]
+            raise
+        target = by_module.get(module_id)
+        if target is None:
+            options = codecs.Options(module_id, group.options.explore, group.options.outputs)
+            target = by_module[module_id] = codecs.Group([], "agents", options, [], [])
+        target.observations.append(single)
+        target.positions.append(position)
+        target.states.append(group.states[position] if group.states else None)
+    return list(by_module.values())
 
 
 def _per_record(value: Any, count: int) -> list[Any]:

@@ -7,7 +7,9 @@ Requests (``Content-Type``; a missing one means JSON, per the SageMaker contract
   (``prev_action``, ``prev_reward``, ``is_training``, ``seq_lens`` are accepted and ignored).
   Optional keys: ``module_id`` (multi-agent), ``explore`` (bool), ``outputs`` (list of
   ``action_logp``, ``action_prob``, ``action_dist_inputs``, ``vf_preds``), ``state`` /
-  ``states`` (RNN state-ins for ``observation`` / ``instances``).
+  ``states`` (RNN state-ins for ``observation`` / ``instances``). Multi-agent:
+  ``{"agents": {"agent_id": obs, ...}}`` maps each agent to its module with the checkpoint's
+  ``policy_mapping_fn`` and is answered ``{"agents": {"agent_id": {"action": a, ...}}}``.
 - ``application/jsonlines``: one record per line (batch transform with ``SplitType=Line``): a bare
   observation, or an object ``{"observation": obs, ...}`` with the same optional keys.
 - ``text/csv``: one observation per row, its values flattened (Box observation spaces).
@@ -35,7 +37,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -54,7 +56,10 @@ SUPPORTED = (JSON, JSONLINES, CSV, NPY)
 ALIASES = {"application/x-jsonlines": JSONLINES, "application/jsonl": JSONLINES, "application/x-ndjson": JSONLINES}
 CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
 
-_JSON_SHAPE = '{"instances": [observation, ...]}, {"observation": observation} or {"inputs": {"observations": [...]}}'
+_JSON_SHAPE = (
+    '{"instances": [observation, ...]}, {"observation": observation}, {"agents": {"agent_id": observation}} '
+    'or {"inputs": {"observations": [...]}}'
+)
 
 
 @dataclass(frozen=True)
@@ -93,7 +98,7 @@ class Decoded:
     count: int
     legacy: bool = False
     content_type: str = JSON
-    extra: dict[str, Any] = field(default_factory=dict)
+    agents: list[str] | None = None
 
 
 def media_type(header: str | None) -> str:
@@ -189,10 +194,10 @@ def _decode_json(body: bytes, header_options: dict[str, Any]) -> Decoded:
     payload = _loads(body, None, _JSON_SHAPE)
     if not isinstance(payload, dict):
         raise RequestError(f"request body must be a JSON object, got {type(payload).__name__}", expected=_JSON_SHAPE)
-    keys = [k for k in ("instances", "observation", "inputs") if k in payload]
+    keys = [k for k in ("instances", "observation", "inputs", "agents") if k in payload]
     if len(keys) != 1:
         raise RequestError(
-            "request must have exactly one of 'instances', 'observation' and 'inputs'"
+            "request must have exactly one of 'instances', 'observation', 'inputs' and 'agents'"
             + (f"; it has keys {sorted(payload)}" if payload else ""),
             expected=_JSON_SHAPE,
         )
@@ -201,6 +206,21 @@ def _decode_json(body: bytes, header_options: dict[str, Any]) -> Decoded:
     if key == "observation":
         states = [payload["state"]] if "state" in payload else None
         return Decoded([Group([payload["observation"]], "observation", opts, [0], states)], 1)
+    if key == "agents":
+        agents = payload["agents"]
+        if not isinstance(agents, dict) or not agents:
+            raise RequestError(
+                "'agents' must be a non-empty object mapping agent ids to observations",
+                field="agents",
+                expected='{"agents": {"agent_id": observation, ...}}',
+            )
+        states = payload.get("states")
+        if states is not None and not isinstance(states, dict):
+            raise RequestError("'states' must be an object keyed by agent id", field="states", expected='{"agent_id": state}')
+        group = Group(list(agents.values()), "agents", opts, list(range(len(agents))))
+        if states is not None:
+            group.states = [states.get(agent_id) for agent_id in agents]
+        return Decoded([group], len(agents), agents=list(agents))
     if key == "inputs":
         inputs = payload["inputs"]
         if not isinstance(inputs, dict) or not isinstance(inputs.get("observations"), list) or not inputs["observations"]:
@@ -290,6 +310,12 @@ def _decode_npy(body: bytes, header_options: dict[str, Any]) -> Decoded:
 def encode(results: list[dict[str, Any]], accept: str, decoded: Decoded) -> bytes:
     """The response body for per-observation `results` (each ``{"action": ..., ...}`` with
     JSON-ready values) in `accept`."""
+    if decoded.agents is not None:
+        if accept != JSON:
+            raise RequestError(
+                "'agents' requests are answered in JSON", status=406, field="Accept", expected=JSON
+            )
+        return json.dumps({"agents": dict(zip(decoded.agents, results))}).encode()
     if accept == JSON:
         if decoded.legacy:
             return json.dumps({"outputs": _legacy_outputs(results)}).encode()
