@@ -1,17 +1,18 @@
-"""Benchmark: the `serve` container over HTTP vs the same RLModule's forward_inference in-process.
+"""Benchmark: `serve` over HTTP vs the same RLModule's forward_inference in-process, side by side.
 
-    .venv/bin/python scripts/bench_serving.py [--model build/demo/job/model] [--requests 2000]
+    .venv/bin/python scripts/bench_serving.py --model DIR [--image TAG] [--backend gunicorn|ray-serve|both]
 
-Starts ``docker run --network host IMAGE serve`` on the model (default: the demo's; run
-scripts/demo.sh first) and measures, from this process over loopback:
-- cold start: ``docker run`` -> first 200 on /ping;
-- GET /ping latency (sequential);
-- POST /invocations with one observation: latency at concurrency 1 (sequential), requests/s at
-  concurrency 1 and 4 (client threads), and one 1,024-observation batch request;
-- in-process: `RLModule.forward_inference` on one observation and on 1,024, and our
-  `Policy.compute_actions` (forward + greedy action), in this process with one torch thread.
-The HTTP client (http.client, a new connection per request, as gunicorn's sync workers close
-them) runs on the same 2 cores as the server. Results go to docs/benchmarks.md.
+DIR is an exported checkpoint (scripts/demo.sh leaves one in build/demo/job/model; any
+``algo.save()`` directory works). Measures, in one run on the same cores:
+- in-process, one torch thread: ``forward_inference`` and `Policy.compute` (connectors, forward,
+  greedy action, unsquash) on 1 and on 1,024 observations;
+- per backend: cold start (``serve`` started -> first 200 on /ping), then ``POST /invocations``
+  with one observation at concurrency 1, 8 and 32 (p50/p99 latency, requests/s) and with 1,024
+  observations at concurrency 1.
+The server runs from this venv (``serve``), or from the image with ``--image`` (``docker run
+--network host``). Clients: keep-alive ``http.client`` connections, one per client thread,
+spread over two client processes (so the client is not capped by one GIL); they share the
+machine's cores with the server, as the in-process loop does not. Results go to docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -19,77 +20,157 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import multiprocessing as mp
 import os
-import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
-OBS = [0.01, -0.02, 0.03, 0.04]
+BIN = Path(sys.executable).parent
 
 
 def docker_cli() -> str:
     return os.environ.get("DOCKER") or ("/usr/bin/docker" if os.path.exists("/usr/bin/docker") else "docker")
 
 
-def request(port: int, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
+class Client:
+    """One keep-alive connection; reconnects when the server closes it."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+
+    def request(self, method: str, path: str, body: bytes | None = None) -> int:
         headers = {"Content-Type": "application/json"} if body is not None else {}
-        conn.request(method, path, body=body, headers=headers)
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
+        for attempt in range(2):
+            try:
+                self.conn.request(method, path, body=body, headers=headers)
+                response = self.conn.getresponse()
+                response.read()
+                if response.getheader("Connection", "").lower() == "close":
+                    self.conn.close()
+                return response.status
+            except (http.client.HTTPException, OSError):
+                self.conn.close()
+                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
 
 
-def latencies(fn, n: int) -> list[float]:
-    out = []
-    for _ in range(n):
-        start = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - start)
-    return out
+def _client_process(port: int, body: bytes, threads: int, seconds: float, queue) -> None:
+    import threading
 
-
-def summary(name: str, seconds: list[float]) -> str:
-    ms = np.array(seconds) * 1000
-    return (f"{name:44s} p50 {np.percentile(ms, 50):7.3f} ms  p99 {np.percentile(ms, 99):7.3f} ms  "
-            f"({len(ms)} calls, {len(ms) / sum(seconds):8.0f} calls/s sequential)")
-
-
-def throughput(port: int, body: bytes, threads: int, seconds: float) -> float:
-    count = [0] * threads
+    latencies: list[list[float]] = [[] for _ in range(threads)]
     stop = time.monotonic() + seconds
 
-    def worker(i: int) -> None:
+    def loop(i: int) -> None:
+        client = Client(port)
         while time.monotonic() < stop:
-            status, _ = request(port, "POST", "/invocations", body)
-            assert status == 200
-            count[i] += 1
+            start = time.perf_counter()
+            status = client.request("POST", "/invocations", body)
+            latencies[i].append(time.perf_counter() - start)
+            assert status == 200, status
 
-    pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+    pool = [threading.Thread(target=loop, args=(i,)) for i in range(threads)]
     for t in pool:
         t.start()
     for t in pool:
         t.join()
-    return sum(count) / seconds
+    queue.put([x for per in latencies for x in per])
+
+
+def load(port: int, body: bytes, concurrency: int, seconds: float) -> tuple[np.ndarray, float]:
+    """(latencies in s, requests/s) of `concurrency` keep-alive clients over `seconds`."""
+    processes = min(concurrency, 2)
+    queue = mp.get_context("fork").Queue()
+    procs = [
+        mp.get_context("fork").Process(target=_client_process, args=(port, body, concurrency // processes, seconds, queue))
+        for _ in range(processes)
+    ]
+    for p in procs:
+        p.start()
+    latencies = [x for _ in procs for x in queue.get()]
+    for p in procs:
+        p.join()
+    return np.array(latencies), len(latencies) / seconds
+
+
+def sequential(fn, n: int) -> np.ndarray:
+    out = np.empty(n)
+    for i in range(n):
+        start = time.perf_counter()
+        fn()
+        out[i] = time.perf_counter() - start
+    return out
+
+
+def row(name: str, seconds: np.ndarray, rate: float | None = None) -> str:
+    ms = seconds * 1000
+    rate = rate if rate is not None else len(seconds) / seconds.sum()
+    return f"| {name} | {np.percentile(ms, 50):.3f} ms | {np.percentile(ms, 99):.3f} ms | {rate:,.0f} /s |"
+
+
+def start_server(args, backend: str, port: int):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SM_", "SAGEMAKER_"))}
+    env.update(SAGEMAKER_BIND_TO_PORT=str(port), SAGEMAKER_RAY_RL_SERVER=backend, RAY_USAGE_STATS_ENABLED="0")
+    if args.image:
+        cmd = [docker_cli(), "run", "-d", "--rm", "--network", "host", "--name", f"bench-serving-{port}",
+               "-e", f"SAGEMAKER_BIND_TO_PORT={port}", "-e", f"SAGEMAKER_RAY_RL_SERVER={backend}",
+               "-v", f"{args.model}:/opt/ml/model:ro", args.image, "serve"]
+        container = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip()
+        return lambda: subprocess.run([docker_cli(), "stop", "-t", "30", container], capture_output=True)
+    env["SM_MODEL_DIR"] = str(args.model)
+    proc = subprocess.Popen([str(BIN / "serve")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop() -> None:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+    return stop
+
+
+def bench_backend(args, backend: str, obs: list, port: int) -> list[str]:
+    lines = []
+    start = time.monotonic()
+    stop = start_server(args, backend, port)
+    try:
+        while True:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                conn.request("GET", "/ping")
+                if conn.getresponse().status == 200:
+                    break
+            except OSError:
+                time.sleep(0.02)
+            if time.monotonic() - start > 180:
+                raise SystemExit(f"{backend}: no 200 on /ping within 180 s")
+        lines.append(f"| {backend}: cold start, `serve` -> first 200 on `/ping` | {time.monotonic() - start:.2f} s | | |")
+        single = json.dumps({"observation": obs}).encode()
+        batch = json.dumps({"instances": [obs] * 1024}).encode()
+        load(port, single, 1, 1.0)  # warm up
+        for concurrency in (1, 8, 32):
+            latencies, rate = load(port, single, concurrency, args.seconds)
+            lines.append(row(f"{backend}: HTTP, 1 obs, concurrency {concurrency}", latencies, rate))
+        latencies, rate = load(port, batch, 1, args.seconds)
+        lines.append(row(f"{backend}: HTTP, 1,024 obs, concurrency 1", latencies, rate))
+    finally:
+        stop()
+    return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--image", default="sagemaker-ray-rl:latest-cpu")
     parser.add_argument("--model", type=Path, default=Path("build/demo/job/model"))
-    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--image", help="run the image's serve (docker run --network host) instead of this venv's")
+    parser.add_argument("--backend", choices=("gunicorn", "ray-serve", "both"), default="both")
+    parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--port", type=int, default=8089)
     args = parser.parse_args()
-    model = args.model.resolve()
-    if not (model / "rllib_checkpoint.json").exists():
-        sys.exit(f"no exported model in {model}: run scripts/demo.sh first or pass --model")
+    args.model = args.model.resolve()
 
     import torch
 
@@ -98,41 +179,27 @@ def main() -> None:
 
     from sagemaker_ray_rl.policy import Policy
 
-    policy = Policy.load(model)
-    one = torch.tensor([OBS], dtype=torch.float32)
-    batch = torch.tensor(np.tile(OBS, (1024, 1)), dtype=torch.float32)
+    policy = Policy.load(args.model)
+    pipeline = policy.pipeline(None)
+    pipeline.observation_space.seed(0)
+    obs_array = np.asarray(pipeline.observation_space.sample(), dtype=np.float32)
+    obs_array = np.clip(obs_array, -1, 1)
+    obs = obs_array.tolist()
+    one = torch.from_numpy(obs_array[None])
+    many = torch.from_numpy(np.repeat(obs_array[None], 1024, axis=0))
+    lines = [f"model: {args.model}, spaces {pipeline.observation_space} -> {pipeline.action_space}",
+             "| what | p50 | p99 | rate |", "| --- | --- | --- | --- |"]
     with torch.inference_mode():
-        print(summary("in-process forward_inference, 1 obs", latencies(lambda: policy.module.forward_inference({Columns.OBS: one}), args.requests)))
-        print(summary("in-process forward_inference, 1024 obs", latencies(lambda: policy.module.forward_inference({Columns.OBS: batch}), 200)))
-    print(summary("in-process Policy.compute_actions, 1 obs", latencies(lambda: policy.compute_actions(one.numpy()), args.requests)))
-    print(summary("in-process Policy.compute_actions, 1024 obs", latencies(lambda: policy.compute_actions(batch.numpy()), 200)))
-
-    start = time.monotonic()
-    container = subprocess.run(
-        [docker_cli(), "run", "-d", "--rm", "--network", "host", "-e", f"SAGEMAKER_BIND_TO_PORT={args.port}",
-         "-v", f"{model}:/opt/ml/model:ro", args.image, "serve"],
-        capture_output=True, text=True, check=True,
-    ).stdout.strip()
-    try:
-        while True:
-            try:
-                if request(args.port, "GET", "/ping")[0] == 200:
-                    break
-            except OSError:
-                time.sleep(0.02)
-            if time.monotonic() - start > 120:
-                sys.exit("serve did not answer /ping within 120 s")
-        print(f"{'cold start: docker run -> first 200 on /ping':44s} {time.monotonic() - start:.2f} s")
-        single = json.dumps({"observation": OBS}).encode()
-        big = json.dumps({"instances": [OBS] * 1024}).encode()
-        assert request(args.port, "POST", "/invocations", single)[0] == 200
-        print(summary("HTTP GET /ping", latencies(lambda: request(args.port, "GET", "/ping"), args.requests)))
-        print(summary("HTTP POST /invocations, 1 obs, concurrency 1", latencies(lambda: request(args.port, "POST", "/invocations", single), args.requests)))
-        print(summary("HTTP POST /invocations, 1024 obs", latencies(lambda: request(args.port, "POST", "/invocations", big), 200)))
-        for threads in (1, 4):
-            print(f"{f'HTTP POST /invocations, 1 obs, concurrency {threads}':44s} {throughput(args.port, single, threads, 10):8.0f} requests/s")
-    finally:
-        subprocess.run([docker_cli(), "stop", container], capture_output=True)
+        fwd1 = sequential(lambda: pipeline.module.forward_inference({Columns.OBS: one}), 3000)
+        fwd1024 = sequential(lambda: pipeline.module.forward_inference({Columns.OBS: many}), 200)
+    lines.append(row("in-process `forward_inference`, 1 obs", fwd1))
+    lines.append(row("in-process `forward_inference`, 1,024 obs", fwd1024))
+    lines.append(row("in-process `Policy.compute`, 1 obs", sequential(lambda: policy.compute(one.numpy()), 3000)))
+    lines.append(row("in-process `Policy.compute`, 1,024 obs", sequential(lambda: policy.compute(many.numpy()), 200)))
+    backends = ("gunicorn", "ray-serve") if args.backend == "both" else (args.backend,)
+    for i, backend in enumerate(backends):
+        lines.extend(bench_backend(args, backend, obs, args.port + i))
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -154,14 +154,19 @@ class ServingSettings:
             (``SAGEMAKER_MODEL_SERVER_TIMEOUT``, default 60, SageMaker's own invocation limit).
         max_payload_mb: largest request body in MB (``SAGEMAKER_MAX_PAYLOAD_IN_MB``, default 6).
         default_accept: response type when Accept is absent or ``*/*``
-            (``SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT``, default ``application/json``).
+            (``SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT``); None (unset) answers in the request's own
+            content type (JSON Lines in, JSON Lines out, as batch transform expects).
+        backend: ``gunicorn`` (default) or ``ray-serve`` (``SAGEMAKER_RAY_RL_SERVER``).
+        ray_serve_replicas: replicas of the Ray Serve deployment (``SAGEMAKER_RAY_SERVE_REPLICAS``, 1).
     """
 
     port: int = 8080
     workers: int = 1
     timeout_s: int = 60
     max_payload_mb: float = 6.0
-    default_accept: str = "application/json"
+    default_accept: str | None = None
+    backend: str = "gunicorn"
+    ray_serve_replicas: int = 1
 
     @property
     def max_payload_bytes(self) -> int:
@@ -280,9 +285,21 @@ class Environment:
                 workers=max(1, _number_var(env, p.MODEL_SERVER_WORKERS_ENV, num_cpus)),
                 timeout_s=_number_var(env, p.MODEL_SERVER_TIMEOUT_ENV, 60),
                 max_payload_mb=_number_var(env, p.MAX_PAYLOAD_IN_MB_ENV, 6.0, float),
-                default_accept=env.get(p.DEFAULT_INVOCATIONS_ACCEPT_ENV) or "application/json",
+                default_accept=env.get(p.DEFAULT_INVOCATIONS_ACCEPT_ENV) or None,
+                backend=_backend(env.get(p.SERVER_BACKEND_ENV)),
+                ray_serve_replicas=max(1, _number_var(env, p.RAY_SERVE_REPLICAS_ENV, 1)),
             ),
         )
+
+
+SERVER_BACKENDS = ("gunicorn", "ray-serve")
+
+
+def _backend(value: str | None) -> str:
+    backend = (value or "gunicorn").strip().lower()
+    if backend not in SERVER_BACKENDS:
+        raise ContractError(f"SAGEMAKER_RAY_RL_SERVER must be one of {list(SERVER_BACKENDS)}, got {value!r}")
+    return backend
 
 
 def _read_json(path: Path) -> Any:

@@ -11,7 +11,9 @@ import pytest
 import requests
 
 from container.conftest import docker
-from helpers import write_job
+import numpy as np
+
+from helpers import rllib_reference, train_policies, write_job
 
 pytestmark = pytest.mark.container
 
@@ -127,9 +129,9 @@ def test_serve_answers_recovers_from_bad_requests_and_stops_cleanly(image: str, 
         assert bad.status_code == 400
         assert bad.json()["field"] == "instances[0]" and "shape (4,)" in bad.json()["expected"]
         wrong_type = requests.post(
-            f"{server.url}/invocations", data="1,2,3,4", headers={"Content-Type": "text/csv"}, timeout=10
+            f"{server.url}/invocations", data="1,2,3,4", headers={"Content-Type": "text/plain"}, timeout=10
         )
-        assert wrong_type.status_code == 415 and wrong_type.json()["expected"] == "application/json"
+        assert wrong_type.status_code == 415 and "text/csv" in wrong_type.json()["expected"]
 
         again = requests.post(f"{server.url}/invocations", json={"instances": OBS}, timeout=10)
         assert again.status_code == 200 and again.json() == good.json()
@@ -145,3 +147,43 @@ def test_serve_without_a_model_exits_with_the_reason(image: str, tmp_path: Path)
     run = docker("run", "--rm", "-v", f"{empty}:/opt/ml/model", image, "serve", timeout=60)
     assert run.returncode == 1
     assert "serve: cannot start: no RLlib algorithm checkpoint in /opt/ml/model" in run.stderr
+
+
+@pytest.fixture(scope="module")
+def user_checkpoints(tmp_path_factory):
+    """CartPole and Pendulum policies saved with a bare ``algo.save()`` (trained in the venv)."""
+    return train_policies(tmp_path_factory.mktemp("user_checkpoints"), ["cartpole", "pendulum"])
+
+
+@pytest.mark.parametrize("kind", ["cartpole", "pendulum"])
+def test_image_serves_what_rllibs_pipeline_computes(image: str, user_checkpoints, kind):
+    """A checkpoint with no metadata of ours, served by the image: actions equal RLlib's restored
+    env-to-module -> forward_inference -> module-to-env (unsquashed into [-2, 2] for Pendulum)."""
+    import gymnasium as gym
+
+    space = gym.spaces.Box(-1.0, 1.0, (4,) if kind == "cartpole" else (3,), np.float32)
+    space.seed(3)
+    observations = [space.sample() for _ in range(32)]
+    expected = rllib_reference(user_checkpoints[kind], observations)["action"]
+    server = Server(image, user_checkpoints[kind])
+    try:
+        start = time.monotonic()
+        server.wait_until_healthy()
+        print(f"{kind}: docker run -> first 200 on /ping in {time.monotonic() - start:.1f} s")
+        instances = [o.tolist() for o in observations]
+        response = requests.post(f"{server.url}/invocations", json={"instances": instances}, timeout=30)
+        assert response.status_code == 200, response.text
+        served = np.array([p["action"] for p in response.json()["predictions"]])
+        np.testing.assert_allclose(served, expected, rtol=1e-6, atol=1e-6)
+        lines = requests.post(
+            f"{server.url}/invocations",
+            data="\n".join(json.dumps(o) for o in instances),
+            headers={"Content-Type": "application/jsonlines"},
+            timeout=30,
+        )
+        assert [json.loads(line)["action"] for line in lines.text.splitlines()] == served.tolist()
+        legacy = requests.post(f"{server.url}/invocations", json={"inputs": {"observations": instances[:1]}}, timeout=30)
+        assert legacy.json()["outputs"]["actions_0"] == served.tolist()[:1]
+        assert requests.get(f"{server.url}/execution-parameters", timeout=5).status_code == 200
+    finally:
+        assert server.stop() == 0, server.logs()

@@ -1,10 +1,20 @@
-"""Integration fixtures: one real (short) training job in this Python environment, shared."""
+"""Integration fixtures: real (short) training in this Python environment, shared, and the real
+`serve` command (gunicorn) on a loopback port."""
 
 from __future__ import annotations
 
-import pytest
+import socket
+import subprocess
+import time
+from pathlib import Path
 
-from helpers import TrainingRun, run_train, write_job
+import pytest
+import requests
+
+from helpers import BIN, TrainingRun, job_environ, run_train, train_policies, write_job
+
+#: Policy kinds trained by tests/integration/train_policies.py.
+KINDS = ("cartpole", "pendulum", "meanstd", "dict_obs", "multi_agent", "lstm")
 
 
 @pytest.fixture(scope="session")
@@ -26,3 +36,66 @@ def trained_job(tmp_path_factory) -> TrainingRun:
     run = run_train(base)
     assert run.returncode == 0, run.output[-4000:]
     return run
+
+
+@pytest.fixture(scope="session")
+def policy_dirs(tmp_path_factory) -> dict[str, Path]:
+    """kind -> a checkpoint saved with ``algo.save()`` (no metadata.json), one subprocess for all."""
+    return train_policies(tmp_path_factory.mktemp("policies"), list(KINDS))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServeProcess:
+    """The `serve` console script on a free loopback port, serving `model_dir`."""
+
+    def __init__(self, model_dir: Path, tmp: Path, **env: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        environ = job_environ(
+            tmp, SM_MODEL_DIR=str(model_dir), SAGEMAKER_BIND_TO_PORT=str(self.port), **env
+        )
+        environ.setdefault("SAGEMAKER_MODEL_SERVER_WORKERS", "1")
+        self.log = tmp / f"serve-{self.port}.log"
+        self._log_file = self.log.open("w")
+        self.proc = subprocess.Popen([str(BIN / "serve")], env=environ, stdout=self._log_file, stderr=subprocess.STDOUT)
+
+    def wait_until_healthy(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if requests.get(f"{self.url}/ping", timeout=1).status_code == 200:
+                    return
+            except requests.RequestException:  # not listening yet, or Ray Serve's proxy still waiting for a replica
+                pass
+            assert self.proc.poll() is None, self.log.read_text()[-4000:]
+            assert time.monotonic() < deadline, f"serve did not answer /ping within {timeout} s"
+            time.sleep(0.1)
+
+    def stop(self) -> int:
+        self.proc.terminate()
+        code = self.proc.wait(timeout=30)
+        self._log_file.close()
+        return code
+
+
+@pytest.fixture(scope="module")
+def servers(policy_dirs, tmp_path_factory):
+    """kind -> a running `serve` for that policy, started on first use, stopped (exit 0 checked)
+    at the end of the module."""
+    running: dict[str, ServeProcess] = {}
+
+    def get(kind: str) -> ServeProcess:
+        if kind not in running:
+            server = ServeProcess(policy_dirs[kind], tmp_path_factory.mktemp(f"serve-{kind}"))
+            running[kind] = server
+            server.wait_until_healthy()
+        return running[kind]
+
+    yield get
+    codes = {kind: server.stop() for kind, server in running.items()}
+    assert all(code == 0 for code in codes.values()), codes

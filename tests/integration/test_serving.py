@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import requests
 
+from integration.conftest import free_port
 from helpers import BIN, TrainingRun, job_environ
 
 pytestmark = pytest.mark.integration
@@ -40,8 +38,9 @@ def reference_actions(policy, observations) -> list[int]:
     import torch
     from ray.rllib.core.columns import Columns
 
+    module = policy.pipeline(None).module
     with torch.no_grad():
-        logits = policy.module.forward_inference({Columns.OBS: torch.tensor(observations, dtype=torch.float32)})[
+        logits = module.forward_inference({Columns.OBS: torch.tensor(observations, dtype=torch.float32)})[
             Columns.ACTION_DIST_INPUTS
         ]
     return logits.argmax(dim=-1).tolist()
@@ -70,8 +69,9 @@ def test_single_observation_without_content_type(client, policy):
         ({"data": "{oops", "content_type": "application/json"}, 400, None),
         ({"json": {"instances": [[1, 2, 3]]}}, 400, "instances[0]"),
         ({"json": {"instances": [[1, 2, 3, "4"]]}}, 400, "instances[0]"),
-        ({"data": "1,2,3,4", "content_type": "text/csv"}, 415, "Content-Type"),
-        ({"json": {"observation": OBS[0]}, "headers": {"Accept": "text/csv"}}, 406, "Accept"),
+        ({"data": "1,2,3,4", "content_type": "text/plain"}, 415, "Content-Type"),
+        ({"json": {"observation": OBS[0]}, "headers": {"Accept": "text/html"}}, 406, "Accept"),
+        ({"json": {"observation": OBS[0]}, "headers": {"Accept": "application/json;q=0, text/html"}}, 406, "Accept"),
         ({"json": {"instances": [OBS[0]] * 1000}}, 413, None),
     ],
 )
@@ -88,12 +88,6 @@ def test_bad_requests_are_4xx_json_and_the_app_keeps_serving(client, policy, kwa
 def test_unknown_route_and_method_are_json(client):
     assert client.get("/nope").status_code == 404 and client.get("/nope").json["error"] == "NotFound"
     assert client.get("/invocations").status_code == 405
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_serve_command_over_http(trained_job: TrainingRun, policy):
@@ -128,18 +122,3 @@ def test_serve_without_a_model_exits_with_the_reason(tmp_path: Path):
     )
     assert proc.returncode == 1
     assert f"model directory {tmp_path / 'model'} does not exist" in proc.stderr
-
-
-def test_box_actions_are_unsquashed_into_the_bounds(trained_job: TrainingRun):
-    """RLlib's NormalizeAndClipActions: a module output in [-1, 1] maps onto [low, high]."""
-    import gymnasium as gym
-
-    from sagemaker_ray_rl.policy import Policy
-
-    policy = Policy.load(trained_job.base / "model")
-    policy.action_space = gym.spaces.Box(-2.0, 2.0, (1,), np.float32)
-    assert policy._to_env(np.array([[-1.0], [0.0], [1.0], [3.0]], dtype=np.float32)).tolist() == [
-        [-2.0], [0.0], [2.0], [2.0]
-    ]
-    policy.normalize_actions, policy.clip_actions = False, True
-    assert policy._to_env(np.array([[3.0]], dtype=np.float32)).tolist() == [[2.0]]

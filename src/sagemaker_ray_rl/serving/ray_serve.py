@@ -1,0 +1,95 @@
+"""The Ray Serve backend: the same policy as a Ray Serve deployment behind the same ``/ping``,
+``/invocations`` and ``/execution-parameters`` on the same port.
+
+For users who want replicas of the policy (``SAGEMAKER_RAY_SERVE_REPLICAS``, default 1) or Ray
+Serve's autoscaling and observability. ``serve`` starts it when ``SAGEMAKER_RAY_RL_SERVER=ray-serve``
+(or ``serve --backend ray-serve``): a local Ray instance (no dashboard), Serve's HTTP proxy on
+``SAGEMAKER_BIND_TO_PORT``, and one deployment whose FastAPI ingress answers with the same code as
+the gunicorn backend (`app.answer_invocation`), so bodies, errors and statuses are identical.
+
+Cost (docs/benchmarks.md): Ray's start makes the cold start several seconds longer, and every
+request crosses Serve's proxy and a replica actor; on few cores the gunicorn backend is faster.
+The model is loaded once in the driver first, so a missing or broken model exits before Ray starts.
+"""
+
+# No `from __future__ import annotations`: FastAPI resolves the handlers' annotations at runtime,
+# and `Request` is imported inside `build_app`.
+import sys
+import time
+from pathlib import Path
+
+from sagemaker_ray_rl.environment import Environment, ServingSettings
+
+
+def build_app(model_dir: Path, settings: ServingSettings, replicas: int):
+    """The Serve application: a deployment of `replicas` replicas, each loading the policy once.
+
+    Args:
+        model_dir: where the checkpoint is (``/opt/ml/model``).
+        settings: payload limit, default Accept, workers (reported by ``/execution-parameters``).
+        replicas: ``num_replicas`` of the deployment.
+    """
+    from fastapi import FastAPI, Request, Response
+    from ray import serve
+
+    api = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+
+    @serve.deployment(num_replicas=replicas, ray_actor_options={"num_cpus": 0})
+    @serve.ingress(api)
+    class PolicyDeployment:
+        """One replica: the loaded policy and the shared request code."""
+
+        def __init__(self) -> None:
+            import torch
+
+            torch.set_num_threads(1)
+            from sagemaker_ray_rl.policy import Policy
+            from sagemaker_ray_rl.serving.app import execution_parameters
+
+            self.policy = Policy.load(model_dir)
+            self.parameters = execution_parameters(settings)
+
+        @api.get("/ping")
+        def ping(self) -> Response:
+            return Response(b'{"status": "healthy"}', media_type="application/json")
+
+        @api.get("/execution-parameters")
+        def execution_parameters(self) -> Response:
+            return Response(self.parameters, media_type="application/json")
+
+        @api.post("/invocations")
+        async def invocations(self, request: Request) -> Response:
+            from sagemaker_ray_rl.serving.app import answer_invocation
+
+            body = await request.body()
+            status, mimetype, content = answer_invocation(self.policy, settings, request.headers, body)
+            return Response(content, status_code=status, media_type=mimetype)
+
+    return PolicyDeployment.bind()
+
+
+def run(contract: Environment) -> None:
+    """Start Ray, Serve's proxy on the serving port and the deployment; block until SIGTERM/SIGINT,
+    then shut Serve down (in-flight requests finish: Serve drains replicas on shutdown)."""
+    import signal
+
+    import ray
+    from ray import serve
+
+    serving = contract.serving
+    ray.init(address="local", include_dashboard=False, log_to_driver=True, num_cpus=contract.num_cpus)
+    # After ray.init: Ray core installs a fatal-signal handler that aborts on SIGTERM; ours replaces it.
+    stopping: list[bool] = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
+    serve.start(http_options={"host": "0.0.0.0", "port": serving.port})
+    serve.run(build_app(contract.model_dir, serving, serving.ray_serve_replicas), name="policy", route_prefix="/")
+    print(
+        f"serve: Ray Serve deployment with {serving.ray_serve_replicas} replica(s) on port {serving.port}",
+        file=sys.stderr,
+        flush=True,
+    )
+    while not stopping:
+        time.sleep(0.2)
+    serve.shutdown()
+    ray.shutdown()
