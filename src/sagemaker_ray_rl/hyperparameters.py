@@ -206,8 +206,14 @@ def parse_hyperparameters(
     )
 
 
-def build_algorithm_config(spec: ExperimentSpec) -> AlgorithmConfig:
-    """The RLlib new-stack config for `spec`: the algorithm's defaults, the env, then the overrides.
+def build_algorithm_config(spec: ExperimentSpec, *, num_gpus: int | None = None) -> AlgorithmConfig:
+    """The RLlib new-stack config for `spec`: the algorithm's defaults, the env, the overrides, then
+    learners on GPUs when the job has GPUs (`place_learners_on_gpus`).
+
+    Args:
+        spec: the checked experiment.
+        num_gpus: GPUs of this host for the learners; the job's own (``SM_NUM_GPUS``, else
+            ``nvidia-smi``; see `Environment.from_environ`) when None.
 
     Does not start Ray. The config is validated (`AlgorithmConfig.validate`), and for Gymnasium envs
     the env is made and the RLModule built once (`_preflight`), so that settings RLlib refuses fail
@@ -227,12 +233,45 @@ def build_algorithm_config(spec: ExperimentSpec) -> AlgorithmConfig:
                 f"hyperparameter {override.hyperparameter}={override.value!r} was refused by RLlib "
                 f"({type(config).__name__}.{override.section}): {exc}"
             ) from exc
+    place_learners_on_gpus(config, spec, _job_gpus() if num_gpus is None else num_gpus)
     try:
         config.validate()
     except Exception as exc:
         raise HyperparameterError(f"RLlib refused the configuration: {exc}") from exc
     _preflight(config)
     return config
+
+
+# --- Learners on GPUs ------------------------------------------------------------------------------
+def place_learners_on_gpus(config: AlgorithmConfig, spec: ExperimentSpec, num_gpus: int) -> None:
+    """Put RLlib's learners on the host's GPUs unless the hyperparameters place them.
+
+    With ``num_gpus > 0`` and no ``num_gpus_per_learner`` hyperparameter: one GPU per learner
+    (``config.learners(num_gpus_per_learner=1)``); with more than one GPU and no ``num_learners``
+    hyperparameter, also one learner per GPU (``num_learners=num_gpus``: RLlib's data-parallel
+    learners). Env runners are left on CPU (``num_gpus_per_env_runner`` stays RLlib's default 0):
+    sampling small envs gains nothing from a GPU. Follows RLlib's scaling guide for the new API
+    stack (``AlgorithmConfig.learners``). With ``num_gpus == 0`` the config is not touched.
+
+    Args:
+        config: the config being built; changed in place.
+        spec: its experiment spec (to see which learner settings the user gave).
+        num_gpus: GPUs of this host (``SM_NUM_GPUS``), >= 0.
+    """
+    if num_gpus <= 0:
+        return
+    given = {o.name for o in spec.overrides if o.section == "learners"}
+    if "num_gpus_per_learner" not in given:
+        config.learners(num_gpus_per_learner=1)
+        if num_gpus > 1 and "num_learners" not in given:
+            config.learners(num_learners=num_gpus)
+
+
+def _job_gpus() -> int:
+    from sagemaker_ray_rl.environment import Environment
+
+    return Environment.from_environ().num_gpus
+# --------------------------------------------------------------------------------------------------
 
 
 def build_config(
