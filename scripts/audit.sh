@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Audit a lock with pip-audit: fail on any known vulnerability that has a fixed version.
+#
+#   scripts/audit.sh LOCK [--if-reachable]
+#
+# Every pinned package of LOCK (docker/requirements-<variant>.txt) is looked up in PyPI's
+# vulnerability data (pip-audit's default service, https://pypi.org/pypi/NAME/VERSION/json).
+#   - a vulnerability with a fix version     -> exit 1 (upgrade it: edit requirements.in, scripts/lock.sh)
+#   - a vulnerability without a fix version  -> listed as a warning
+#   - the service does not answer, or a pinned package could not be audited
+#                                            -> exit 1, or with --if-reachable a WARNING that the
+#                                               lock was NOT audited and exit 0 (machines whose
+#                                               package index is a mirror without that API)
+# Local version labels (torch's +cpu) are audited as their public version.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+lock=${1:?usage: scripts/audit.sh LOCK [--if-reachable]}
+if_reachable=false
+[ "${2:-}" = --if-reachable ] && if_reachable=true
+service=${PIP_AUDIT_SERVICE_URL:-https://pypi.org/pypi}
+
+unaudited() {
+    if $if_reachable; then
+        log "WARNING: $lock was NOT audited for vulnerabilities: $*"
+        exit 0
+    fi
+    log "$lock cannot be audited: $* (--if-reachable turns this into a warning)"
+    exit 1
+}
+
+scripts/ensure-tools.sh audit
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+sed -n 's/^\([A-Za-z0-9_.-]*\)==\([^ +]*\).*/\1==\2/p' "$lock" > "$work/pins.txt"
+probe=$(head -n 1 "$work/pins.txt" | sed 's|==|/|')
+if ! .venv-tools/bin/python -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=20)" \
+        "$service/$probe/json" 2>/dev/null; then
+    unaudited "the vulnerability service does not answer ($service/$probe/json)"
+fi
+status=0
+.venv-tools/bin/pip-audit --requirement "$work/pins.txt" --no-deps --disable-pip --progress-spinner off \
+    --format json --output "$work/report.json" 2>"$work/stderr" || status=$?
+if [ ! -s "$work/report.json" ]; then
+    cat "$work/stderr" >&2
+    unaudited "pip-audit failed (exit $status)"
+fi
+.venv-tools/bin/python - "$work/report.json" "$lock" "$if_reachable" <<'PY'
+import json
+import sys
+
+report, lock, if_reachable = json.load(open(sys.argv[1])), sys.argv[2], sys.argv[3] == "true"
+deps = report["dependencies"]
+skipped = [f"{d['name']}=={d.get('version', '?')} ({d['skip_reason']})" for d in deps if d.get("skip_reason")]
+fixable, unfixed = [], []
+for dep in deps:
+    for vuln in dep.get("vulns", []):
+        line = f"{dep['name']}=={dep['version']}: {vuln['id']} {' '.join(vuln.get('aliases', []))}".strip()
+        if vuln.get("fix_versions"):
+            fixable.append(f"{line} (fixed in {', '.join(vuln['fix_versions'])})")
+        else:
+            unfixed.append(line)
+for line in unfixed:
+    print(f"[audit.sh] warning, no fix released: {line}", file=sys.stderr)
+if fixable:
+    print(f"[audit.sh] {lock}: {len(fixable)} known vulnerabilities with a fix:", file=sys.stderr)
+    for line in fixable:
+        print(f"  {line}", file=sys.stderr)
+    sys.exit(1)
+if skipped:
+    where = "WARNING: not audited" if if_reachable else "cannot be audited"
+    print(f"[audit.sh] {where}: {', '.join(skipped)}", file=sys.stderr)
+    sys.exit(0 if if_reachable else 1)
+print(f"[audit.sh] {lock}: {len(deps)} packages, no known vulnerability with a fix", file=sys.stderr)
+PY
