@@ -72,8 +72,10 @@ def main(image: str, work: Path, instance_count: int, serving_port: int) -> dict
         accept="application/json",
         output_path=f"file://{work / 'transform-out'}",
     )
-    transformer.transform(f"file://{inputs}", content_type="application/json", split_type="Line")
-    transformer.wait()
+    # logs=False: LocalSession does not override logs_for_transform_job, which reads CloudWatch.
+    transformer.transform(
+        f"file://{inputs}", content_type="application/json", split_type="Line", wait=True, logs=False
+    )
     out = (work / "transform-out" / "observations.jsonl.out").read_text()
     result["transform_input_lines"] = len(lines)
     result["transform_output"] = [json.loads(line) for line in out.splitlines() if line.strip()]
