@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import tarfile
 from pathlib import Path
 
 import pytest
+
+from container.conftest import docker
 
 pytestmark = pytest.mark.container
 
@@ -31,6 +34,8 @@ OBS = [[0.01, -0.02, 0.03, 0.04], [0.1, 0.5, -0.1, -0.5]]
 #: Hosts of the SDK v2 training job. 2 once `train` brings up one Ray cluster over SM_HOSTS
 #: (the multi-host launcher); 1 until then.
 SDK2_INSTANCE_COUNTS = [1]
+#: Hosts of the SDK v3 ModelTrainer local-container job (the same switch).
+SDK3_INSTANCE_COUNTS = [1]
 
 
 def sdk_python(venv: str) -> str:
@@ -49,7 +54,33 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_driver(python: str, script: str, *args: str, timeout: float = 1200) -> tuple[dict, str]:
+@pytest.fixture
+def sdk_label(tmp_path: Path):
+    """A docker label for the containers an SDK starts; they are removed afterwards."""
+    label = f"smrl-release-test={tmp_path.name}"
+    yield label
+    ids = docker("ps", "-aq", "--filter", f"label={label}").stdout.split()
+    if ids:
+        docker("rm", "-f", *ids)
+
+
+@pytest.fixture
+def compose_project(tmp_path: Path):
+    """A docker-compose project name for an SDK run (COMPOSE_PROJECT_NAME); its containers and
+    networks are removed afterwards (the SDKs leave them behind)."""
+    name = f"smrl-release-{tmp_path.name.lower()}".replace("_", "-")
+    yield name
+    ids = docker("ps", "-aq", "--filter", f"label=com.docker.compose.project={name}").stdout.split()
+    if ids:
+        docker("rm", "-f", *ids)
+    networks = docker("network", "ls", "-q", "--filter", f"label=com.docker.compose.project={name}").stdout.split()
+    if networks:
+        docker("network", "rm", *networks)
+
+
+def run_driver(
+    python: str, script: str, *args: str, timeout: float = 1200, **extra_env: str
+) -> tuple[dict, str]:
     """Run an SDK driver script; return its RESULT and its whole output."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SM_", "SAGEMAKER_"))}
     env.update(
@@ -58,6 +89,7 @@ def run_driver(python: str, script: str, *args: str, timeout: float = 1200) -> t
         AWS_SECRET_ACCESS_KEY="testing",
         # Debian's docker client first: the SDK runs `docker compose`, then `docker-compose`.
         PATH=f"/usr/bin:{env.get('PATH', '')}",
+        **extra_env,
     )
     proc = subprocess.run(
         [python, str(SDK_DIR / script), *args],
@@ -73,9 +105,14 @@ def run_driver(python: str, script: str, *args: str, timeout: float = 1200) -> t
 
 
 @pytest.mark.parametrize("instance_count", SDK2_INSTANCE_COUNTS)
-def test_sdk_v2_local_train_deploy_predict_and_batch_transform(image: str, tmp_path: Path, instance_count: int):
+def test_sdk_v2_local_train_deploy_predict_and_batch_transform(
+    image: str, tmp_path: Path, sdk_label: str, instance_count: int
+):
     python = sdk_python(".venv-sdk2")
-    result, output = run_driver(python, "sdk2_local.py", image, str(tmp_path), str(instance_count), str(free_port()))
+    result, output = run_driver(
+        python, "sdk2_local.py", image, str(tmp_path), str(instance_count), str(free_port()), sdk_label
+    )
+    assert len(docker("ps", "-aq", "--filter", f"label={sdk_label}").stdout.split()) == instance_count + 2
 
     # Training: our `train` ran from the Estimator's hyperparameters, on every host.
     assert "training_iteration: 2" in output
@@ -94,3 +131,21 @@ def test_sdk_v2_local_train_deploy_predict_and_batch_transform(image: str, tmp_p
     output_lines = result["transform_output"]
     assert len(output_lines) == result["transform_input_lines"] == 3 * len(OBS)
     assert [line["predictions"][0]["action"] for line in output_lines] == actions * 3
+
+
+@pytest.mark.parametrize("instance_count", SDK3_INSTANCE_COUNTS)
+def test_sdk_v3_model_trainer_local_container_trains(
+    image: str, tmp_path: Path, compose_project: str, instance_count: int
+):
+    """No source_code: the SDK runs the image with no command, and the image trains (see sdk3_local.py)."""
+    python = sdk_python(".venv-sdk3")
+    result, output = run_driver(
+        python, "sdk3_local.py", image, str(tmp_path), str(instance_count), COMPOSE_PROJECT_NAME=compose_project
+    )
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", output)  # docker-compose colours its host prefixes
+    assert re.findall(r"\| training_iteration: (\d+)\s*$", plain, re.M) == ["1", "2"]
+    assert "Reporting training SUCCESS" in output
+    with tarfile.open(result["model_tar"]) as tar:
+        metadata = json.load(tar.extractfile(next(m for m in tar.getmembers() if m.name.removeprefix("./") == "metadata.json")))
+    assert metadata["algorithm"] == "PPO" and metadata["metrics"]["training_iteration"] == 2
+    assert metadata["hyperparameters"]["rl.training.config.lr"] == 0.0003

@@ -6,7 +6,10 @@ own boto3/numpy. Driven by ``tests/container/test_sagemaker_local.py``; prints o
 docker-compose file and runs our image with ``train`` and ``serve``. No AWS call is made: local
 code, file:// output and model paths, a role ARN given explicitly.
 
-    python sdk2_local.py IMAGE WORK_DIR INSTANCE_COUNT SERVING_PORT
+    python sdk2_local.py IMAGE WORK_DIR INSTANCE_COUNT SERVING_PORT LABEL
+
+Every container the SDK starts carries the docker label LABEL (``key=value``, through the SDK's
+``local.container_config``), so that the caller can remove them: the SDK leaves them exited.
 """
 
 from __future__ import annotations
@@ -25,10 +28,16 @@ ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"  # never assumed in local 
 OBS = [[0.01, -0.02, 0.03, 0.04], [0.1, 0.5, -0.1, -0.5]]
 
 
-def main(image: str, work: Path, instance_count: int, serving_port: int) -> dict:
+def main(image: str, work: Path, instance_count: int, serving_port: int, label: str) -> dict:
     session = LocalSession(boto_session=boto3.Session(region_name="us-east-1"))
+    key, _, value = label.partition("=")
     session.config = {
-        "local": {"local_code": True, "serving_port": serving_port, "container_root": str(work / "containers")}
+        "local": {
+            "local_code": True,
+            "serving_port": serving_port,
+            "container_root": str(work / "containers"),
+            "container_config": {"labels": {key: value}},
+        }
     }
     (work / "containers").mkdir(parents=True, exist_ok=True)
     result: dict = {}
@@ -83,5 +92,5 @@ def main(image: str, work: Path, instance_count: int, serving_port: int) -> dict
 
 
 if __name__ == "__main__":
-    image, work, count, port = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-    print("RESULT " + json.dumps(main(image, work, count, port)), flush=True)
+    image, work, count, port, label = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+    print("RESULT " + json.dumps(main(image, work, count, port, label)), flush=True)
