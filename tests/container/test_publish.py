@@ -161,3 +161,4 @@ def test_publish_creates_the_repository_and_pushes_every_tag(image: str, registr
     finally:
         if pushed_refs:
             docker("rmi", *pushed_refs)
+        docker("logout", registry)  # publish.sh's login left the stand-in's token in ~/.docker
