@@ -46,31 +46,4 @@ if [ ! -s "$work/report.json" ]; then
     cat "$work/stderr" >&2
     unaudited "pip-audit failed (exit $status)"
 fi
-.venv-tools/bin/python - "$work/report.json" "$lock" "$if_reachable" <<'PY'
-import json
-import sys
-
-report, lock, if_reachable = json.load(open(sys.argv[1])), sys.argv[2], sys.argv[3] == "true"
-deps = report["dependencies"]
-skipped = [f"{d['name']}=={d.get('version', '?')} ({d['skip_reason']})" for d in deps if d.get("skip_reason")]
-fixable, unfixed = [], []
-for dep in deps:
-    for vuln in dep.get("vulns", []):
-        line = f"{dep['name']}=={dep['version']}: {vuln['id']} {' '.join(vuln.get('aliases', []))}".strip()
-        if vuln.get("fix_versions"):
-            fixable.append(f"{line} (fixed in {', '.join(vuln['fix_versions'])})")
-        else:
-            unfixed.append(line)
-for line in unfixed:
-    print(f"[audit.sh] warning, no fix released: {line}", file=sys.stderr)
-if fixable:
-    print(f"[audit.sh] {lock}: {len(fixable)} known vulnerabilities with a fix:", file=sys.stderr)
-    for line in fixable:
-        print(f"  {line}", file=sys.stderr)
-    sys.exit(1)
-if skipped:
-    where = "WARNING: not audited" if if_reachable else "cannot be audited"
-    print(f"[audit.sh] {where}: {', '.join(skipped)}", file=sys.stderr)
-    sys.exit(0 if if_reachable else 1)
-print(f"[audit.sh] {lock}: {len(deps)} packages, no known vulnerability with a fix", file=sys.stderr)
-PY
+.venv-tools/bin/python scripts/audit_report.py "$work/report.json" "$lock" "$if_reachable"
