@@ -210,14 +210,14 @@ def build_algorithm_config(spec: ExperimentSpec, *, num_gpus: int | None = None)
     """The RLlib new-stack config for `spec`: the algorithm's defaults, the env, the overrides, then
     learners on GPUs when the job has GPUs (`place_learners_on_gpus`).
 
+    Does not start Ray. The config is validated (`AlgorithmConfig.validate`), and for Gymnasium envs
+    the env is made and the RLModule built once (`_preflight`), so that settings RLlib refuses fail
+    here, with RLlib's own message, before any cluster exists.
+
     Args:
         spec: the checked experiment.
         num_gpus: GPUs of this host for the learners; the job's own (``SM_NUM_GPUS``, else
             ``nvidia-smi``; see `Environment.from_environ`) when None.
-
-    Does not start Ray. The config is validated (`AlgorithmConfig.validate`), and for Gymnasium envs
-    the env is made and the RLModule built once (`_preflight`), so that settings RLlib refuses fail
-    here, with RLlib's own message, before any cluster exists.
 
     Raises:
         HyperparameterError: RLlib refused an override (wrong type, deprecated name, bad value).
