@@ -3,7 +3,14 @@
 #   train  -> the SageMaker training toolkit's `train` (SAGEMAKER_TRAINING_MODULE points it at us)
 #   serve  -> the model server (gunicorn + flask on SAGEMAKER_BIND_TO_PORT)
 #   other  -> executed as given (`docker run IMAGE python my_script.py`)
+#   none   -> `train` inside a SageMaker training job layout (resourceconfig.json present: the SDK
+#             v3 ModelTrainer's local container gives no command), else the usage
 set -e
+
+config_dir="${SAGEMAKER_BASE_DIR:-/opt/ml}/input/config"
+if [ $# -eq 0 ] && [ -f "$config_dir/resourceconfig.json" ]; then
+    set -- train
+fi
 
 usage() {
     cat <<USAGE

@@ -1,7 +1,17 @@
 #!/usr/bin/env bash
-# Build the image: sagemaker-ray-rl:<VERSION>-cpu-py311 and :latest-cpu.
+# Build the image, one variant: prints the version tag on stdout (the only thing it prints there).
+#   cpu   sagemaker-ray-rl:<VERSION>-cpu-py311 and :latest-cpu     (docker/requirements-cpu.txt)
+#   cuda  sagemaker-ray-rl:<VERSION>-cu<XYZ>-py311 and :latest-cuda (docker/requirements-cuda.txt;
+#         XYZ from the lock's CUDA runtime, e.g. cu130)
 #
-#   scripts/build.sh [--variant cpu] [--base-image IMAGE]
+#   scripts/build.sh [--variant cpu|cuda] [--base-image IMAGE] [--cache-from IMAGE]...
+#                    [--audit required|if-reachable|off]
+#
+# First the variant's lock is audited (scripts/audit.sh): the build fails when the lock has a known
+# vulnerability with a fix. Where the vulnerability service cannot be reached, `if-reachable` (the
+# default; AUDIT overrides) logs a WARNING that the lock was not audited and goes on; `required`
+# (buildspec.yml) fails. --cache-from: images built by this script before (they carry BuildKit's
+# inline cache), e.g. the registry's :latest-<variant>.
 #
 # Environment:
 #   PIP_CERT         CA bundle passed to pip inside the build as a BuildKit secret (when set)
@@ -15,23 +25,44 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 variant=cpu
+audit=${AUDIT:-if-reachable}
+cache_from=()
 base_image=${BASE_IMAGE:-debian:bookworm-slim}
 while [ $# -gt 0 ]; do
     case "$1" in
         --variant) variant=$2; shift 2 ;;
         --base-image) base_image=$2; shift 2 ;;
-        -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
+        --cache-from) cache_from+=(--cache-from "$2"); shift 2 ;;
+        --audit) audit=$2; shift 2 ;;
+        -h | --help) sed -n '2,24p' "$0"; exit 0 ;;
         *) log "unknown argument: $1 (see --help)"; exit 2 ;;
     esac
 done
-[ "$variant" = cpu ] || { log "unknown variant '$variant': this Dockerfile has the 'cpu' target"; exit 2; }
+case "$variant" in cpu | cuda) ;; *) log "unknown variant '$variant': cpu or cuda"; exit 2 ;; esac
+case "$audit" in required | if-reachable | off) ;; *) log "--audit: required, if-reachable or off"; exit 2 ;; esac
 require_docker_engine
 
 name=${IMAGE_NAME:-sagemaker-ray-rl}
 version=$(image_version)
-pin() { sed -n "s/^$1==//p" docker/requirements-cpu.txt; }
+lock=docker/requirements-$variant.txt
+pin() { sed -n "s/^$1==\([^ +]*\).*/\1/p" "$lock"; }
 ray_version=$(pin ray)
 torch_version=$(pin torch)
+cuda_version=none
+variant_tag=$variant
+if [ "$variant" = cuda ]; then
+    runtime=$(pin nvidia-cuda-runtime)    # e.g. 13.0.96 -> CUDA 13.0 -> cu130
+    [ -n "$runtime" ] || { log "$lock pins no nvidia-cuda-runtime: cannot tell the CUDA version"; exit 2; }
+    cuda_version=$(echo "$runtime" | cut -d. -f1,2)
+    variant_tag=cu$(echo "$cuda_version" | tr -d .)
+fi
+
+# 0. The lock's vulnerabilities.
+case "$audit" in
+    off) log "WARNING: --audit off: $lock was NOT audited for vulnerabilities" ;;
+    if-reachable) scripts/audit.sh "$lock" --if-reachable ;;
+    required) scripts/audit.sh "$lock" ;;
+esac
 
 # 1. The base image: local, pulled, or made here.
 if ! "$DOCKER" image inspect "$base_image" >/dev/null 2>&1; then
@@ -59,7 +90,7 @@ fi
 
 # 2. torch's CPU wheel: a local one when pip here can fetch it (no outside index needed then).
 torch_index=${TORCH_INDEX_URL-https://download.pytorch.org/whl/cpu}
-if ! ls docker/wheels/torch-"$torch_version"+cpu-*.whl >/dev/null 2>&1; then
+if [ "$variant" = cpu ] && ! ls docker/wheels/torch-"$torch_version"+cpu-*.whl >/dev/null 2>&1; then
     tmp=$(mktemp -d)
     if python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.11 \
             --platform manylinux_2_28_x86_64 -d "$tmp" "torch==$torch_version" >/dev/null 2>&1 \
@@ -68,7 +99,7 @@ if ! ls docker/wheels/torch-"$torch_version"+cpu-*.whl >/dev/null 2>&1; then
     fi
     rm -rf "$tmp"
 fi
-if ls docker/wheels/torch-"$torch_version"+cpu-*.whl >/dev/null 2>&1; then
+if [ "$variant" = cpu ] && ls docker/wheels/torch-"$torch_version"+cpu-*.whl >/dev/null 2>&1; then
     log "using the local torch wheel $(basename docker/wheels/torch-*+cpu-*.whl)"
     torch_index=
 fi
@@ -76,18 +107,22 @@ fi
 # 3. Build.
 secret=()
 if [ -n "${PIP_CERT:-}" ] && [ -s "$PIP_CERT" ]; then secret=(--secret "id=pip_cert,src=$PIP_CERT"); fi
-tag="$name:$version-$variant-py311"
-log "building $tag (base $base_image, ray $ray_version, torch $torch_version)"
+tag="$name:$version-$variant_tag-py311"
+log "building $tag (base $base_image, ray $ray_version, torch $torch_version, CUDA $cuda_version)"
 start=$(date +%s)
 "$DOCKER" build -f docker/Dockerfile --target "$variant" \
+    --build-arg "VARIANT=$variant" \
+    --build-arg BUILDKIT_INLINE_CACHE=1 \
+    "${cache_from[@]}" \
     --build-arg "BASE_IMAGE=$base_image" \
     --build-arg "TORCH_INDEX_URL=$torch_index" \
     --build-arg "VERSION=$version" \
     --build-arg "RAY_VERSION=$ray_version" \
     --build-arg "TORCH_VERSION=$torch_version" \
+    --build-arg "CUDA_VERSION=$cuda_version" \
     --build-arg "PYTHON_VERSION=3.11" \
     "${secret[@]}" \
-    -t "$tag" -t "$name:latest-$variant" .
+    -t "$tag" -t "$name:latest-$variant" . >&2
 size=$("$DOCKER" image inspect -f '{{.Size}}' "$tag")
 log "built $tag and $name:latest-$variant in $(( $(date +%s) - start )) s, $(( size / 1000000 )) MB"
 echo "$tag"

@@ -4,8 +4,11 @@
 #   scripts/test.sh [pytest arguments]     (default: all of tests/)
 #
 # Creates .venv (Python 3.11) with torch's CPU build, the locked dependencies and this package,
-# makes sure a Docker engine answers (scripts/ensure-docker.sh: starts Debian's as root), builds the
-# image once (scripts/build.sh) for the whole run, and runs pytest. Without an engine the container
+# and runs pytest. For the whole suite (no arguments) it also makes sure a Docker engine answers
+# (scripts/ensure-docker.sh: starts Debian's as root), installs the release tools once
+# (scripts/ensure-tools.sh: the SageMaker SDK v2/v3 venvs, docker-compose, docker-registry, the AWS
+# CLI and moto) and builds the CPU image once (scripts/build.sh) for the whole run; the CUDA image
+# is not built here (buildspec.yml builds it). Without an engine the container
 # tests are skipped, except under CI (CI=true), where that fails the run. TORCH_INDEX_URL: an index with torch's CPU wheels (e.g.
 # https://download.pytorch.org/whl/cpu) where the default index would give the CUDA build.
 set -euo pipefail
@@ -17,21 +20,25 @@ if [ ! -x .venv/bin/python ]; then
     log "creating .venv with $python"
     "$python" -m venv .venv
 fi
-torch_version=$(sed -n 's/^torch==//p' docker/requirements-cpu.txt)
+torch_version=$(sed -n 's/^torch==\([^ +]*\).*/\1/p' docker/requirements-cpu.txt)
 if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
     log "installing torch $torch_version"
     .venv/bin/pip install --quiet --disable-pip-version-check "torch==$torch_version" \
         ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"}
 fi
 log "installing the package and test dependencies (versions from docker/requirements-cpu.txt)"
-.venv/bin/pip install --quiet --disable-pip-version-check -c docker/requirements-cpu.txt -e '.[test]'
+constraints=$(mktemp)
+sed -n 's/^\([A-Za-z0-9_.-]*==[^ ]*\).*/\1/p' docker/requirements-cpu.txt > "$constraints"  # the pins, no hashes
+.venv/bin/pip install --quiet --disable-pip-version-check -c "$constraints" -e '.[test]'
+rm -f "$constraints"
 
 if [ $# -eq 0 ]; then
     scripts/ensure-docker.sh || true
     unset DOCKER
     source scripts/lib.sh
     if "$DOCKER" info >/dev/null 2>&1; then
-        SAGEMAKER_RAY_RL_IMAGE=$(scripts/build.sh | tail -n 1)
+        scripts/ensure-tools.sh publish sdk
+        SAGEMAKER_RAY_RL_IMAGE=$(scripts/build.sh --variant cpu)
         export SAGEMAKER_RAY_RL_IMAGE
     elif [ "${CI:-}" = true ]; then
         log "CI=true and no Docker engine answers: the container tests must run (see scripts/ensure-docker.sh)"

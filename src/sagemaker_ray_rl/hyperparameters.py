@@ -271,8 +271,9 @@ def parse_hyperparameters(
     )
 
 
-def build_algorithm_config(spec: ExperimentSpec) -> AlgorithmConfig:
-    """The RLlib new-stack config for `spec`: the algorithm's defaults, the env, then the overrides.
+def build_algorithm_config(spec: ExperimentSpec, *, num_gpus: int | None = None) -> AlgorithmConfig:
+    """The RLlib new-stack config for `spec`: the algorithm's defaults, the env, the overrides, then
+    learners on GPUs when the job has GPUs (`place_learners_on_gpus`).
 
     Does not start Ray. The config is validated (`AlgorithmConfig.validate`), and for Gymnasium envs
     the env is made and the RLModule built once (`_preflight`), so that settings RLlib refuses fail
@@ -281,6 +282,11 @@ def build_algorithm_config(spec: ExperimentSpec) -> AlgorithmConfig:
     A value ``{"grid_search": [v1, v2, ...]}`` (Ray Tune's own grid search, as JSON) makes one trial per
     value: every value is validated on its own, and the returned config holds
     ``tune.grid_search([...])`` for Tune to expand.
+
+    Args:
+        spec: the checked experiment.
+        num_gpus: GPUs of this host for the learners; the job's own (``SM_NUM_GPUS``, else
+            ``nvidia-smi``; see `Environment.from_environ`) when None.
 
     Raises:
         HyperparameterError: RLlib refused an override (wrong type, deprecated name, bad value), or a
@@ -292,6 +298,7 @@ def build_algorithm_config(spec: ExperimentSpec) -> AlgorithmConfig:
     grids = [o for o in spec.overrides if is_grid_search(o.value)]
     for override in spec.overrides:
         _apply(config, override, grid_values(override)[0] if override in grids else override.value)
+    place_learners_on_gpus(config, spec, _job_gpus() if num_gpus is None else num_gpus)
     _validate(config, "")
     _preflight(config)
     for override in grids:
@@ -353,6 +360,36 @@ def _validate(config: AlgorithmConfig, where: str) -> None:
         config.validate()
     except Exception as exc:
         raise HyperparameterError(f"RLlib refused the configuration{where}: {exc}") from exc
+
+
+def place_learners_on_gpus(config: AlgorithmConfig, spec: ExperimentSpec, num_gpus: int) -> None:
+    """Put RLlib's learners on the host's GPUs unless the hyperparameters place them.
+
+    With ``num_gpus > 0`` and no ``num_gpus_per_learner`` hyperparameter: one GPU per learner
+    (``config.learners(num_gpus_per_learner=1)``); with more than one GPU and no ``num_learners``
+    hyperparameter, also one learner per GPU (``num_learners=num_gpus``: RLlib's data-parallel
+    learners). Env runners are left on CPU (``num_gpus_per_env_runner`` stays RLlib's default 0):
+    sampling small envs gains nothing from a GPU. Follows RLlib's scaling guide for the new API
+    stack (``AlgorithmConfig.learners``). With ``num_gpus == 0`` the config is not touched.
+
+    Args:
+        config: the config being built; changed in place.
+        spec: its experiment spec (to see which learner settings the user gave).
+        num_gpus: GPUs of this host (``SM_NUM_GPUS``), >= 0.
+    """
+    if num_gpus <= 0:
+        return
+    given = {o.name for o in spec.overrides if o.section == "learners"}
+    if "num_gpus_per_learner" not in given:
+        config.learners(num_gpus_per_learner=1)
+        if num_gpus > 1 and "num_learners" not in given:
+            config.learners(num_learners=num_gpus)
+
+
+def _job_gpus() -> int:
+    from sagemaker_ray_rl.environment import Environment
+
+    return Environment.from_environ().num_gpus
 
 
 def build_config(

@@ -106,7 +106,7 @@ def prepare(contract: Environment) -> Plan:
     from sagemaker_ray_rl.hyperparameters import build_algorithm_config, parse_hyperparameters
 
     spec = parse_hyperparameters(contract.hyperparameters, num_cpus=contract.num_cpus)
-    return Plan(spec, build_algorithm_config(spec))
+    return Plan(spec, build_algorithm_config(spec, num_gpus=contract.num_gpus))
 
 
 def train(contract: Environment, plan: Plan, cluster: Cluster) -> None:

@@ -204,3 +204,43 @@ def test_old_stop_key_stops_on_the_episode_return(key, caplog):
 def test_old_stack_values_without_a_new_stack_meaning_are_refused(hps, message):
     with pytest.raises(HyperparameterError, match=message):
         build_algorithm_config(parse_hyperparameters(hps, num_cpus=2))
+
+
+def gpu_config(hps: dict, num_gpus: int):
+    return build_algorithm_config(parse_hyperparameters(hps, num_cpus=4), num_gpus=num_gpus)
+
+
+def test_no_gpus_leaves_learners_on_cpu():
+    config = gpu_config({}, num_gpus=0)
+    assert config.num_gpus_per_learner == 0 and config.num_learners == 0
+
+
+def test_one_gpu_puts_the_learner_on_it_and_env_runners_on_cpu():
+    config = gpu_config({}, num_gpus=1)
+    assert config.num_gpus_per_learner == 1 and config.num_learners == 0  # the local learner
+    assert config.num_gpus_per_env_runner == 0 and config.num_env_runners == 3
+
+
+def test_several_gpus_get_one_learner_each():
+    config = gpu_config({}, num_gpus=4)
+    assert (config.num_learners, config.num_gpus_per_learner) == (4, 1)
+
+
+@pytest.mark.parametrize(
+    "hps, expected",
+    [
+        ({"learners.num_gpus_per_learner": 0}, (0, 0)),
+        ({"rl.training.config.num_gpus_per_learner": 0.5, "learners.num_learners": 2}, (2, 0.5)),
+        ({"learners.num_learners": 1}, (1, 1)),
+    ],
+)
+def test_learner_placement_from_hyperparameters_wins(hps, expected):
+    config = gpu_config(hps, num_gpus=4)
+    assert (config.num_learners, config.num_gpus_per_learner) == expected
+
+
+def test_the_jobs_gpu_count_comes_from_sm_num_gpus(monkeypatch):
+    monkeypatch.setenv("SM_NUM_GPUS", "1")
+    assert config_for({}).num_gpus_per_learner == 1
+    monkeypatch.setenv("SM_NUM_GPUS", "0")
+    assert config_for({}).num_gpus_per_learner == 0
