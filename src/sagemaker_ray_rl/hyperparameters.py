@@ -22,6 +22,7 @@ Accepted keys (the README's hyperparameter table):
 ``<section>.<name>``            The same, naming the builder method (``training.lr``,
                                 ``env_runners.num_envs_per_env_runner``).
 ``ray.*``                       The Ray cluster over the job's hosts (`cluster.settings`); ignored here.
+``mode``, ``offline.*``         Collect and offline jobs (`offline.settings`); ignored here.
 ``sagemaker_*``                 The toolkit's and the SDK's own; ignored here.
 ==============================  ===============================================================
 
@@ -45,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from sagemaker_ray_rl import parameters as p
 from sagemaker_ray_rl.errors import HyperparameterError
+from sagemaker_ray_rl.offline.settings import is_offline_key
 
 if TYPE_CHECKING:
     from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
@@ -161,7 +163,9 @@ def parse_hyperparameters(
     hps = {
         k: v
         for k, v in hyperparameters.items()
-        if k not in skipped and not k.startswith((p.SAGEMAKER_HYPERPARAMETER_PREFIX, CLUSTER_PREFIX))
+        if k not in skipped
+        and not k.startswith((p.SAGEMAKER_HYPERPARAMETER_PREFIX, CLUSTER_PREFIX))
+        and not is_offline_key(k)
     }
     algorithm = _string(hps, ALGORITHM, DEFAULT_ALGORITHM)
     config_cls = _algorithm_config_class(algorithm)
