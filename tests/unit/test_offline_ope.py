@@ -44,7 +44,7 @@ def _true_value(p_left: float, episodes: int, seed: int) -> float:
 @pytest.fixture(scope="module")
 def random_data(tmp_path_factory) -> Transitions:
     path = tmp_path_factory.mktemp("random")
-    collect(path, env="CartPole-v1", env_config=ENV_CONFIG, num_episodes=1500, num_envs=50, seed=1)
+    collect(path, env="CartPole-v1", env_config=ENV_CONFIG, num_episodes=1000, num_envs=50, seed=1)
     return read_dataset(path)
 
 
@@ -53,14 +53,14 @@ def test_behaviour_policy_evaluated_on_its_own_data_gives_the_logged_mean_return
     logged = random_data.episode_returns().mean()
     assert estimates == pytest.approx({"is": logged, "wis": logged, "pdis": logged}, rel=1e-9)
     # and the logged mean is the random policy's true value (22-23 on this task), within 5%
-    assert logged == pytest.approx(_true_value(0.5, 1500, seed=10_000), rel=0.05)
+    assert logged == pytest.approx(_true_value(0.5, 1000, seed=10_000), rel=0.05)
 
 
 def test_estimators_recover_another_policys_true_value(random_data):
     """Target π(left)=0.7 from uniform-random data: every estimator within a stated tolerance of the
     Monte-Carlo value (IS 15%, the others 10%)."""
-    truth = _true_value(0.7, 3000, seed=20_000)
-    est = evaluate_policy(random_data, _constant_policy(0.7), gamma=1.0, fqe=FQESettings(updates=1500))
+    truth = _true_value(0.7, 2000, seed=20_000)
+    est = evaluate_policy(random_data, _constant_policy(0.7), gamma=1.0, fqe=FQESettings(updates=2000))
     assert est["is"] == pytest.approx(truth, rel=0.15)
     for name in ("wis", "pdis", "dm", "dr"):
         assert est[name] == pytest.approx(truth, rel=0.10), (name, est, truth)

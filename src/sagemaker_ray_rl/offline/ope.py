@@ -47,7 +47,7 @@ class FQESettings:
     updates: int = 2000
     batch_size: int = 256
     lr: float = 1e-3
-    target_update_freq: int = 100
+    target_update_freq: int = 50
     hidden: tuple[int, ...] = (64, 64)
     seed: int = 0
 

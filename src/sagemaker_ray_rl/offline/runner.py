@@ -39,7 +39,8 @@ class OfflineResult:
 
     Attributes:
         rows: one dict per checkpoint (``checkpoint``, ``offline_updates``, ``ope_*``,
-            ``eval_return_mean`` when evaluated, ``time_total_s``).
+            ``eval_return_mean``/``eval_return_std`` when evaluated, ``learn_time_s``: seconds in
+            ``algo.train()`` so far, ``time_total_s``: including checkpointing and evaluation).
         selected: the row of the exported checkpoint.
         rank_correlations: estimator -> Spearman ρ against the real return (NaN without it).
         model_dir: where the selected checkpoint was exported.
@@ -167,20 +168,27 @@ def train_offline(
     rows: list[dict[str, Any]] = []
     algo = config.build_algo()
     start = time.perf_counter()
+    learn_time = 0.0
     try:
         updates = 0
         while updates < settings.num_updates:
+            tick = time.perf_counter()
             algo.train()
+            learn_time += time.perf_counter() - tick
             updates += settings.evaluate_every
             path = Path(algo.save_to_path(str(checkpoint_root / f"checkpoint_{updates:07d}")))
-            train_time = time.perf_counter() - start
             policy = Policy.load(path)
             num_actions = int(policy.action_space.n)
 
             def target(obs: np.ndarray, _policy=policy, _n=num_actions) -> np.ndarray:
                 return greedy_probabilities(_policy.compute_actions(obs.astype(np.float32)), _n)
 
-            row: dict[str, Any] = {"checkpoint": str(path), "offline_updates": updates, "time_total_s": round(train_time, 1)}
+            row: dict[str, Any] = {
+                "checkpoint": str(path),
+                "offline_updates": updates,
+                "learn_time_s": round(learn_time, 1),
+                "time_total_s": round(time.perf_counter() - start, 1),
+            }
             row.update({f"ope_{k}": v for k, v in evaluate_policy(data, target, settings.gamma, fqe).items()})
             if eval_env is not None:
                 returns = evaluate_in_env(policy, eval_env, settings.eval_episodes, seed=10_000 + settings.seed)
