@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -43,13 +44,24 @@ class BehaviourPolicy:
     """Action probabilities of the behaviour policy for a batch of observations.
 
     ``random``: uniform over a `gym.spaces.Discrete` space. ``epsilon_greedy``: the exported model's
-    greedy action with probability ``1 - epsilon + epsilon / n``, any other with ``epsilon / n``.
+    greedy action with probability ``1 - epsilon + epsilon / n``, any other with ``epsilon / n``; the
+    greedy actions come from `model_dir` (loaded with `Policy.load`) or from `greedy`, a callable
+    mapping float32 observations ``(batch, *obs_shape)`` to int actions ``(batch,)`` (e.g. a client
+    of a deployed endpoint: ``scripts/collect_http.py``).
 
     Raises:
         DatasetError: a non-Discrete action space, an unknown name, or a missing model.
     """
 
-    def __init__(self, name: str, action_space: gym.Space, *, epsilon: float = 0.1, model_dir: Path | None = None):
+    def __init__(
+        self,
+        name: str,
+        action_space: gym.Space,
+        *,
+        epsilon: float = 0.1,
+        model_dir: Path | None = None,
+        greedy: Callable[[np.ndarray], np.ndarray] | None = None,
+    ):
         if not isinstance(action_space, gym.spaces.Discrete):
             raise DatasetError(f"collect records Discrete action spaces; the env has {action_space}")
         if name not in BEHAVIOUR_POLICIES:
@@ -58,27 +70,31 @@ class BehaviourPolicy:
             raise DatasetError(f"epsilon must be in [0, 1], got {epsilon}")
         self.name, self.n, self.epsilon = name, int(action_space.n), float(epsilon)
         self.policy = None
-        if name == EPSILON_GREEDY:
+        self.greedy = greedy
+        self.source = "callable" if greedy is not None else None
+        if name == EPSILON_GREEDY and greedy is None:
             if model_dir is None:
-                raise DatasetError("behaviour policy 'epsilon_greedy' needs a model dir (an exported checkpoint)")
+                raise DatasetError("behaviour policy 'epsilon_greedy' needs a model dir (an exported checkpoint) or a greedy callable")
             from sagemaker_ray_rl.policy import Policy
 
             self.policy = Policy.load(Path(model_dir))
+            self.greedy = self.policy.compute_actions
+            self.source = str(self.policy.checkpoint_dir)
 
     def probabilities(self, observations: np.ndarray) -> np.ndarray:
         """float64, shape ``(batch, n)``: each row a distribution over the actions."""
         batch = observations.shape[0]
-        if self.policy is None:
+        if self.name == RANDOM:
             return np.full((batch, self.n), 1.0 / self.n)
-        greedy = self.policy.compute_actions(observations.astype(np.float32)).astype(np.int64)
+        greedy = np.asarray(self.greedy(observations.astype(np.float32))).astype(np.int64)
         probs = np.full((batch, self.n), self.epsilon / self.n)
         probs[np.arange(batch), greedy] += 1.0 - self.epsilon
         return probs
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name}
-        if self.policy is not None:
-            out.update(epsilon=self.epsilon, checkpoint=str(self.policy.checkpoint_dir))
+        if self.name == EPSILON_GREEDY:
+            out.update(epsilon=self.epsilon, greedy=self.source)
         return out
 
 
@@ -102,6 +118,7 @@ def collect(
     epsilon: float = 0.1,
     model_dir: Path | None = None,
     seed: int | None = None,
+    greedy: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> CollectResult:
     """Run the behaviour policy on `num_envs` envs, stepped in lockstep with one batched policy call
     per step, until exactly `num_episodes` episodes have finished; write them with `write_dataset`.
@@ -116,6 +133,7 @@ def collect(
         behaviour: ``random`` or ``epsilon_greedy``.
         epsilon: exploration of ``epsilon_greedy``.
         model_dir: the exported model ``epsilon_greedy`` acts greedily with.
+        greedy: instead of `model_dir`, a callable giving the greedy actions (see `BehaviourPolicy`).
         seed: seeds env ``i`` with ``seed + i`` at its first reset and the action sampler with `seed`.
 
     Raises:
@@ -127,7 +145,7 @@ def collect(
         raise DatasetError(f"num_episodes and num_envs must be > 0, got {num_episodes} and {num_envs}")
     env_config = dict(env_config or {})
     envs = [make_env(env, env_config) for _ in range(min(num_envs, num_episodes))]
-    policy = BehaviourPolicy(behaviour, envs[0].action_space, epsilon=epsilon, model_dir=model_dir)
+    policy = BehaviourPolicy(behaviour, envs[0].action_space, epsilon=epsilon, model_dir=model_dir, greedy=greedy)
     rng = np.random.default_rng(seed)
     obs = [e.reset(seed=None if seed is None else seed + i)[0] for i, e in enumerate(envs)]
     buffers: list[dict[str, list]] = [_empty() for _ in envs]
