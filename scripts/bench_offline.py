@@ -9,7 +9,8 @@ with the best chosen estimate, and evaluate it over 100 greedy episodes in the r
 Prints, per seed, one line per checkpoint (OPE estimates and real returns over
 ``--checkpoint-episodes``), the Spearman rank correlation of each estimator with the real return,
 the exported checkpoint's 100-episode mean return, and the seconds spent in ``algo.train()``
-(the acceptance budget: 10 minutes on 2 cores). Writes ``results.json`` to ``--out``.
+(the acceptance budget: 10 minutes on 2 cores). Writes ``results.json`` to ``--out``, and each seed's
+dataset as ``seed<N>/dataset.npz`` for ``scripts/crosscheck_d3rlpy.py``.
 Acceptance (issue 6): mean return >= 195 for 3 of 3 seeds.
 """
 
@@ -30,7 +31,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--num-updates", type=int, default=6000)
     parser.add_argument("--evaluate-every", type=int, default=500)
-    parser.add_argument("--select", default="dr")
+    parser.add_argument("--select", default="dm")
     parser.add_argument("--cql-alpha", type=float, default=1.0)
     parser.add_argument("--fqe-updates", type=int, default=2000)
     parser.add_argument("--checkpoint-episodes", type=int, default=20)
@@ -53,6 +54,7 @@ def main() -> None:
         root = out / f"seed{seed}"
         collected = collect(root / "dataset", env="CartPole-v1", env_config=env_config, num_episodes=500,
                             num_envs=100, seed=seed)
+        write_npz(root / "dataset", root / "dataset.npz")  # for scripts/crosscheck_d3rlpy.py
         settings = OfflineSettings.from_hyperparameters({
             "mode": "offline", "env": "CartPole-v1", "env_config": env_config,
             "offline.seed": seed, "offline.num_updates": args.num_updates,
@@ -99,6 +101,15 @@ def main() -> None:
     passed = sum(r["final_return_mean"] >= 195 for r in results)
     print(f"\n{passed} of {len(results)} seeds reached a mean return >= 195; results in {out / 'results.json'}")
     ray.shutdown()
+
+
+def write_npz(dataset_dir: Path, path: Path) -> None:
+    """The dataset as d3rlpy's MDPDataset arrays (observations, actions, rewards, terminals, timeouts)."""
+    from sagemaker_ray_rl.offline.dataset import read_dataset
+
+    data = read_dataset(dataset_dir)
+    np.savez(path, observations=data.obs, actions=data.actions, rewards=data.rewards,
+             terminals=data.terminateds.astype(np.float32), timeouts=data.truncateds.astype(np.float32))
 
 
 if __name__ == "__main__":

@@ -24,8 +24,12 @@ them, before Ray starts, and fails with `HyperparameterError` naming the key.
 ``offline.num_updates``         offline: gradient updates in all (default 6000).
 ``offline.evaluate_every``      offline: updates between checkpoints + OPE (default 500).
 ``offline.gamma``               discount for learning and OPE (default 0.99).
-``offline.select``              OPE estimate that picks the exported checkpoint: ``dr``
-                                (default), ``dm``, ``wis``, ``pdis``, ``is``, or ``last``.
+``offline.select``              OPE estimate that picks the exported checkpoint: ``dm``
+                                (default), ``dr``, ``wis``, ``pdis``, ``is``, or ``last``. DM by
+                                default: the learned policies are greedy, so on data from a
+                                stochastic behaviour policy the importance weights are 0 or
+                                ``(1/μ)^k`` for an episode's first k steps, and IS, WIS, PDIS and
+                                DR swing by hundreds between close checkpoints (docs/benchmarks.md).
 ``offline.fqe_updates``         fitted-Q evaluation updates per checkpoint (default 2000).
 ``offline.eval_episodes``       real-env greedy episodes per checkpoint, 0 = none (default 0).
 ``offline.hidden``              JSON list: hidden layer sizes of the Q network (default [64, 64]).
@@ -63,7 +67,7 @@ _DEFAULTS: dict[str, Any] = {
     "num_updates": 6000,
     "evaluate_every": 500,
     "gamma": 0.99,
-    "select": "dr",
+    "select": "dm",
     "fqe_updates": 2000,
     "eval_episodes": 0,
     "hidden": [64, 64],
@@ -107,7 +111,7 @@ class OfflineSettings:
     num_updates: int = 6000
     evaluate_every: int = 500
     gamma: float = 0.99
-    select: str = "dr"
+    select: str = "dm"
     fqe_updates: int = 2000
     eval_episodes: int = 0
     hidden: tuple[int, ...] = (64, 64)
