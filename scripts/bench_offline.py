@@ -33,6 +33,7 @@ def main() -> None:
     parser.add_argument("--evaluate-every", type=int, default=500)
     parser.add_argument("--select", default="dm")
     parser.add_argument("--cql-alpha", type=float, default=1.0)
+    parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--fqe-updates", type=int, default=2000)
     parser.add_argument("--checkpoint-episodes", type=int, default=20)
     parser.add_argument("--final-episodes", type=int, default=100)
@@ -59,7 +60,7 @@ def main() -> None:
             "mode": "offline", "env": "CartPole-v1", "env_config": env_config,
             "offline.seed": seed, "offline.num_updates": args.num_updates,
             "offline.evaluate_every": args.evaluate_every, "offline.select": args.select,
-            "offline.cql_alpha": args.cql_alpha, "offline.fqe_updates": args.fqe_updates,
+            "offline.cql_alpha": args.cql_alpha, "offline.lr": args.lr, "offline.fqe_updates": args.fqe_updates,
             "offline.eval_episodes": args.checkpoint_episodes,
         })
         start = time.perf_counter()
