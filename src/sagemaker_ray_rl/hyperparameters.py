@@ -30,6 +30,7 @@ old-stack names               ``num_workers``, ``num_sgd_iter``, ``sgd_minibatch
                                 ``observation_filter``, ``framework``, top level or after
                                 ``rl.training.config.``: translated with a warning (`legacy`).
 ``ray.*``                       The Ray cluster over the job's hosts (`cluster.settings`); ignored here.
+``mode``, ``offline.*``         Collect and offline jobs (`offline.settings`); ignored here.
 ``sagemaker_*``                 The toolkit's and the SDK's own; ignored here.
 ==============================  ===============================================================
 
@@ -54,6 +55,7 @@ from typing import TYPE_CHECKING, Any
 from sagemaker_ray_rl import legacy
 from sagemaker_ray_rl import parameters as p
 from sagemaker_ray_rl.errors import HyperparameterError
+from sagemaker_ray_rl.offline.settings import is_offline_key
 
 if TYPE_CHECKING:
     from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
@@ -180,7 +182,9 @@ def parse_hyperparameters(
     hps = {
         k: v
         for k, v in hyperparameters.items()
-        if k not in skipped and not k.startswith((p.SAGEMAKER_HYPERPARAMETER_PREFIX, CLUSTER_PREFIX))
+        if k not in skipped
+        and not k.startswith((p.SAGEMAKER_HYPERPARAMETER_PREFIX, CLUSTER_PREFIX))
+        and not is_offline_key(k)
     }
     algorithm = _string(hps, ALGORITHM, DEFAULT_ALGORITHM)
     config_cls = _algorithm_config_class(algorithm)

@@ -10,7 +10,8 @@ this module and calls `main`. Every host of the job runs it; the cluster launche
   the toolkit's own `sagemaker_training.entry_point.run` exactly as it would without us
   (hyperparameters as command-line arguments, ``SM_*`` variables, ``requirements.txt``) and with
   ``RAY_ADDRESS`` set, or the built-in experiment: hyperparameters -> checked spec -> RLlib config
-  (all before Ray starts) -> Tune -> export to the model dir.
+  (all before Ray starts) -> Tune -> export to the model dir, or, with hyperparameter
+  ``mode=collect|offline``, a batch-RL job (`sagemaker_ray_rl.offline.runner`).
 
 Failures write the failure file (``/opt/ml/output/failure``) with a one-paragraph reason and raise
 `sagemaker_training.errors.ClientError`, which makes the toolkit exit 1 without overwriting it.
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING
 from sagemaker_ray_rl.environment import Environment
 from sagemaker_ray_rl.errors import SageMakerRayRLError
 from sagemaker_ray_rl.failure import write_failure
+from sagemaker_ray_rl.offline.settings import OfflineSettings
 
 if TYPE_CHECKING:
     from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
@@ -61,14 +63,16 @@ def main() -> None:
 
             run_worker(contract, settings)
             return
-        plan = None if contract.user_entry_point else prepare(contract)
+        offline = None if contract.user_entry_point else OfflineSettings.from_hyperparameters(contract.hyperparameters)
+        plan = None if contract.user_entry_point or offline else prepare(contract)
     except SageMakerRayRLError as exc:
         write_failure(contract, f"{type(exc).__name__}: {exc}")
         raise ClientError(str(exc)) from exc
 
     from sagemaker_ray_rl.cluster import ray_cluster
+    from sagemaker_ray_rl.offline import runner as offline_runner
 
-    if plan is None:
+    if plan is None and offline is None:
         try:
             with ray_cluster(contract, settings):
                 run_user_entry_point()
@@ -78,7 +82,10 @@ def main() -> None:
         return
     try:
         with ray_cluster(contract, settings) as cluster:
-            train(contract, plan, cluster)
+            if offline is not None:  # mode=collect|offline: sagemaker_ray_rl.offline
+                offline_runner.run(contract, offline)
+            else:
+                train(contract, plan, cluster)
     except SageMakerRayRLError as exc:
         write_failure(contract, f"{type(exc).__name__}: {exc}")
         raise ClientError(str(exc)) from exc

@@ -1,0 +1,253 @@
+"""The offline dataset format: RLlib's column format in Parquet, plus what off-policy evaluation needs.
+
+One row per transition, with RLlib's column names (`ray.rllib.core.columns.Columns`), so RLlib's own
+offline reader (``config.offline_data(input_=DIR)`` with ``input_read_episodes=False``, i.e.
+`ray.data.read_parquet` + `OfflinePreLearner`) reads it unchanged:
+
+==================  =========================  ===============================================
+column              type                       meaning
+==================  =========================  ===============================================
+``eps_id``          string                     episode id (rows of one episode are contiguous)
+``t``               int64                      step index inside the episode, from 0
+``obs``             list<float32>              observation before the action (flattened Box)
+``actions``         int64                      the action taken (Discrete)
+``rewards``         float32                    reward received
+``new_obs``         list<float32>              observation after the action
+``terminateds``     bool                       the episode ended in a terminal state
+``truncateds``      bool                       the episode was cut by a time limit
+``action_prob``     float32                    behaviour policy's probability of ``actions``
+``action_logp``     float32                    its natural log (RLlib's ``Columns.ACTION_LOGP``)
+==================  =========================  ===============================================
+
+Observations are stored unpacked (RLlib's *writer* LZ4-packs ``obs``/``new_obs`` by default; its
+reader only unpacks the columns named in ``input_compress_columns``, empty by default).
+
+Beside the Parquet files, ``dataset_info.json`` records the spaces (RLlib's
+`gym_space_to_dict`), the env id/config when known, and the behaviour policy, so that offline
+training needs no env to know the spaces.
+
+Why our own writer instead of RLlib's ``OfflineSingleAgentEnvRunner`` (``output=...``): its
+episode format needs ``msgpack_numpy`` (not installed by ``ray[rllib]``), and neither of its formats
+records the behaviour policy's action *probability* for uniform-random or externally deployed
+policies (``shared/notes/offline-rl.md``). pyarrow (a Ray dependency) writes the same columns.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from sagemaker_ray_rl.errors import SageMakerRayRLError
+
+INFO_FILE = "dataset_info.json"
+PARQUET_GLOB = "*.parquet"
+COLUMNS = (
+    "eps_id", "t", "obs", "actions", "rewards", "new_obs", "terminateds", "truncateds",
+    "action_prob", "action_logp",
+)
+
+
+class DatasetError(SageMakerRayRLError):
+    """An offline dataset is missing, malformed, or does not fit the policy's spaces."""
+
+
+@dataclass(frozen=True)
+class Transitions:
+    """A whole offline dataset in memory, one row per transition, episodes contiguous and in step order.
+
+    Attributes:
+        obs: float32, shape ``(n, obs_dim)``.
+        actions: int64, shape ``(n,)``.
+        rewards: float32, shape ``(n,)``.
+        next_obs: float32, shape ``(n, obs_dim)``.
+        terminateds: bool, shape ``(n,)``.
+        truncateds: bool, shape ``(n,)``.
+        action_prob: float32, shape ``(n,)``: behaviour probability of ``actions``.
+        episode_starts: int64, shape ``(num_episodes + 1,)``: row offsets; episode ``i`` is rows
+            ``episode_starts[i]:episode_starts[i+1]``.
+        eps_ids: the episode ids, in order.
+    """
+
+    obs: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    next_obs: np.ndarray
+    terminateds: np.ndarray
+    truncateds: np.ndarray
+    action_prob: np.ndarray
+    episode_starts: np.ndarray
+    eps_ids: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return int(self.actions.shape[0])
+
+    @property
+    def num_episodes(self) -> int:
+        return len(self.eps_ids)
+
+    @property
+    def episode_index(self) -> np.ndarray:
+        """int64, shape ``(n,)``: which episode each row belongs to."""
+        return np.repeat(np.arange(self.num_episodes), np.diff(self.episode_starts))
+
+    @property
+    def step_index(self) -> np.ndarray:
+        """int64, shape ``(n,)``: each row's step inside its episode."""
+        return np.arange(len(self)) - np.repeat(self.episode_starts[:-1], np.diff(self.episode_starts))
+
+    def episode_returns(self, gamma: float = 1.0) -> np.ndarray:
+        """float64, shape ``(num_episodes,)``: each episode's (discounted) return."""
+        discounted = self.rewards.astype(np.float64) * gamma ** self.step_index
+        return np.add.reduceat(discounted, self.episode_starts[:-1]) if len(self) else np.zeros(0)
+
+
+def episode_rows(
+    eps_id: str,
+    obs: Iterable[Any],
+    actions: Iterable[int],
+    rewards: Iterable[float],
+    next_obs: Iterable[Any],
+    terminated: bool,
+    truncated: bool,
+    action_prob: Iterable[float],
+) -> list[dict[str, Any]]:
+    """The rows of one finished episode; only its last row carries ``terminated``/``truncated``.
+
+    Raises:
+        DatasetError: the sequences differ in length, or a probability is not in (0, 1].
+    """
+    obs, actions, rewards, next_obs, action_prob = map(list, (obs, actions, rewards, next_obs, action_prob))
+    n = len(actions)
+    if n == 0 or not all(len(x) == n for x in (obs, rewards, next_obs, action_prob)):
+        raise DatasetError(f"episode {eps_id}: obs/actions/rewards/new_obs/action_prob must have one entry per step (got {n} actions)")
+    rows = []
+    for t in range(n):
+        prob = float(action_prob[t])
+        if not 0.0 < prob <= 1.0:
+            raise DatasetError(f"episode {eps_id} step {t}: action_prob must be in (0, 1], got {prob}")
+        rows.append({
+            "eps_id": str(eps_id),
+            "t": t,
+            "obs": np.asarray(obs[t], dtype=np.float32).ravel().tolist(),
+            "actions": int(actions[t]),
+            "rewards": float(rewards[t]),
+            "new_obs": np.asarray(next_obs[t], dtype=np.float32).ravel().tolist(),
+            "terminateds": bool(terminated and t == n - 1),
+            "truncateds": bool(truncated and t == n - 1),
+            "action_prob": prob,
+            "action_logp": float(np.log(prob)),
+        })
+    return rows
+
+
+def write_dataset(
+    path: Path,
+    rows: list[dict[str, Any]],
+    info: Mapping[str, Any],
+    *,
+    rows_per_file: int = 50_000,
+) -> list[Path]:
+    """Write transition rows (see `episode_rows`) as Parquet files plus ``dataset_info.json`` in `path`.
+
+    Args:
+        path: output directory (created); existing ``part-*.parquet`` files there are replaced.
+        rows: the transitions, episodes contiguous.
+        info: metadata; must hold ``observation_space`` and ``action_space`` as
+            `gym_space_to_dict` dicts.
+        rows_per_file: rows per Parquet file.
+
+    Returns:
+        The Parquet files written.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    for old in path.glob("part-*.parquet"):
+        old.unlink()
+    schema = pa.schema([
+        ("eps_id", pa.string()), ("t", pa.int64()), ("obs", pa.list_(pa.float32())),
+        ("actions", pa.int64()), ("rewards", pa.float32()), ("new_obs", pa.list_(pa.float32())),
+        ("terminateds", pa.bool_()), ("truncateds", pa.bool_()), ("action_prob", pa.float32()),
+        ("action_logp", pa.float32()),
+    ])
+    files = []
+    for i, start in enumerate(range(0, len(rows), rows_per_file)):
+        table = pa.Table.from_pylist(rows[start:start + rows_per_file], schema=schema)
+        file = path / f"part-{i:05d}.parquet"
+        pq.write_table(table, file)
+        files.append(file)
+    (path / INFO_FILE).write_text(json.dumps(dict(info), indent=2) + "\n")
+    return files
+
+
+def read_info(path: Path) -> dict[str, Any]:
+    """``dataset_info.json`` of a dataset directory, or {} when there is none."""
+    file = Path(path) / INFO_FILE
+    return json.loads(file.read_text()) if file.is_file() else {}
+
+
+def dataset_spaces(path: Path) -> tuple[gym.Space, gym.Space] | None:
+    """(observation_space, action_space) from ``dataset_info.json``, or None when not recorded."""
+    from ray.rllib.utils.serialization import gym_space_from_dict
+
+    info = read_info(path)
+    if "observation_space" in info and "action_space" in info:
+        return gym_space_from_dict(info["observation_space"]), gym_space_from_dict(info["action_space"])
+    return None
+
+
+def read_dataset(path: Path) -> Transitions:
+    """Read every Parquet file under `path` (a directory, searched recursively, or one file).
+
+    Rows are grouped by ``eps_id`` and ordered by ``t``; episodes keep their first-seen order.
+
+    Raises:
+        DatasetError: no Parquet files, or a required column is missing.
+    """
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(path.rglob(PARQUET_GLOB))
+    if not files:
+        raise DatasetError(f"no Parquet files in {path}: expected the output of collect mode (part-*.parquet)")
+    tables = [pq.read_table(f) for f in files]
+    missing = [c for c in COLUMNS if c != "action_logp" and c not in tables[0].column_names]
+    if missing:
+        raise DatasetError(f"{files[0]} lacks the columns {missing}; an offline dataset needs {list(COLUMNS)}")
+    import pyarrow as pa
+
+    table = pa.concat_tables([t.select([c for c in COLUMNS if c in t.column_names]) for t in tables])
+    eps = np.asarray(table.column("eps_id").to_pylist(), dtype=object)
+    steps = table.column("t").to_numpy()
+    _, first_seen, inverse = np.unique(eps, return_index=True, return_inverse=True)
+    episode_order = np.argsort(np.argsort(first_seen))[inverse]
+    order = np.lexsort((steps, episode_order))
+    ids_sorted = eps[order]
+    boundaries = np.flatnonzero(ids_sorted[1:] != ids_sorted[:-1]) + 1
+    starts = np.concatenate([[0], boundaries, [len(order)]]).astype(np.int64)
+
+    def col(name: str, dtype: Any) -> np.ndarray:
+        return table.column(name).to_numpy().astype(dtype)[order]
+
+    def vec(name: str) -> np.ndarray:
+        return np.asarray(table.column(name).to_pylist(), dtype=np.float32)[order]
+
+    return Transitions(
+        obs=vec("obs"),
+        actions=col("actions", np.int64),
+        rewards=col("rewards", np.float32),
+        next_obs=vec("new_obs"),
+        terminateds=col("terminateds", bool),
+        truncateds=col("truncateds", bool),
+        action_prob=col("action_prob", np.float32),
+        episode_starts=starts,
+        eps_ids=tuple(str(e) for e in ids_sorted[starts[:-1]]),
+    )

@@ -1,0 +1,196 @@
+"""Off-policy evaluation (OPE): estimate a target policy's value from data logged by a behaviour policy.
+
+Estimators (all per-episode, discount ``gamma``; ``ρ_t = π(a_t|s_t) / μ(a_t|s_t)``,
+``w_{0:t} = Π_{k<=t} ρ_k``, ``G = Σ_t γ^t r_t``):
+
+- ``is``: ordinary importance sampling, mean over episodes of ``w_{0:T} G`` (Precup, Sutton and
+  Singh 2000, "Eligibility Traces for Off-Policy Policy Evaluation", ICML).
+- ``wis``: weighted IS, ``Σ_i w^i_{0:T} G^i / Σ_i w^i_{0:T}`` (ibid.; biased, consistent, low variance).
+- ``pdis``: per-decision IS, mean of ``Σ_t γ^t w_{0:t} r_t`` (ibid.).
+- ``dm``: direct method, mean of ``V̂(s_0) = Σ_a π(a|s_0) Q̂(s_0, a)`` with Q̂ from fitted-Q evaluation.
+- ``dr``: doubly robust, mean of ``Σ_t γ^t [w_{0:t} (r_t − Q̂(s_t, a_t)) + w_{0:t−1} V̂(s_t)]``
+  (Jiang and Li 2016, "Doubly Robust Off-policy Value Evaluation for Reinforcement Learning", ICML,
+  Eq. 10 unrolled; Thomas and Brunskill 2016).
+
+Fitted-Q evaluation (Le, Voloshin and Yue 2019, "Batch Policy Learning under Constraints", ICML,
+Algorithm 3): regress ``Q̂(s, a)`` on ``r + γ (1 − terminated) Σ_a' π(a'|s') Q̄(s', a')`` with a
+periodically copied target network Q̄; time-limit truncation bootstraps like any non-terminal step.
+
+Why our own code: RLlib's new-stack ``OfflinePolicyEvaluationRunner`` scores 1-step episodes from
+column data, raises ``KeyError: 'action_logp'`` on episode data, takes the target probability of a
+*sampled* action instead of the logged one, and uses per-step instead of cumulative ratios for PDIS;
+its old-stack estimators need an old-stack ``Policy`` (``shared/notes/offline-rl.md``). The formulas
+above are a few NumPy lines; the tests check them against known answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sagemaker_ray_rl.offline.dataset import Transitions
+
+#: Estimator names, in report order.
+ESTIMATORS = ("is", "wis", "pdis", "dm", "dr")
+#: obs float32 (n, obs_dim) -> action probabilities float64 (n, num_actions).
+TargetPolicy = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class FQESettings:
+    """Fitted-Q evaluation settings: ``updates`` Adam steps (``lr``) on minibatches of ``batch_size``,
+    target network copied every ``target_update_freq`` steps, an MLP of ``hidden`` units (ReLU)."""
+
+    updates: int = 2000
+    batch_size: int = 256
+    lr: float = 1e-3
+    target_update_freq: int = 50
+    hidden: tuple[int, ...] = (64, 64)
+    seed: int = 0
+
+
+def importance_estimates(data: Transitions, target_probs: np.ndarray, gamma: float) -> dict[str, float]:
+    """IS, WIS and PDIS estimates of the target policy's expected discounted return.
+
+    Args:
+        data: the logged episodes (behaviour probabilities in ``data.action_prob``).
+        target_probs: float, shape ``(len(data), num_actions)``: π(·|s_t) for every row.
+        gamma: discount in [0, 1].
+
+    Returns:
+        ``{"is", "wis", "pdis"}`` -> estimate; ``wis`` is NaN when every episode weight is 0.
+    """
+    rho = _ratios(data, target_probs)
+    cum = _cumulative_products(data, rho)
+    disc = gamma ** data.step_index
+    starts = data.episode_starts[:-1]
+    ends = data.episode_starts[1:] - 1
+    returns = np.add.reduceat(disc * data.rewards, starts)
+    weights = cum[ends]
+    wsum = weights.sum()
+    return {
+        "is": float(np.mean(weights * returns)),
+        "wis": float((weights * returns).sum() / wsum) if wsum > 0 else float("nan"),
+        "pdis": float(np.mean(np.add.reduceat(disc * cum * data.rewards, starts))),
+    }
+
+
+def model_estimates(
+    data: Transitions, target_probs: np.ndarray, q_values: np.ndarray, gamma: float
+) -> dict[str, float]:
+    """DM and DR estimates from a Q-model of the target policy.
+
+    Args:
+        q_values: float, shape ``(len(data), num_actions)``: Q̂(s_t, ·) for every row.
+        target_probs, gamma: as in `importance_estimates`.
+    """
+    rho = _ratios(data, target_probs)
+    cum = _cumulative_products(data, rho)
+    prev = np.where(data.step_index == 0, 1.0, np.roll(cum, 1))
+    v = (target_probs * q_values).sum(axis=1)
+    q_logged = q_values[np.arange(len(data)), data.actions]
+    disc = gamma ** data.step_index
+    starts = data.episode_starts[:-1]
+    terms = disc * (cum * (data.rewards - q_logged) + prev * v)
+    return {"dm": float(np.mean(v[starts])), "dr": float(np.mean(np.add.reduceat(terms, starts)))}
+
+
+def fitted_q_evaluation(
+    data: Transitions, target_policy: TargetPolicy, gamma: float, settings: FQESettings = FQESettings()
+) -> np.ndarray:
+    """Fit Q̂^π on the dataset (see the module docstring) and return it for every row.
+
+    Returns:
+        float64, shape ``(len(data), num_actions)``.
+    """
+    import torch
+
+    gen = torch.Generator().manual_seed(settings.seed)
+    torch.manual_seed(settings.seed)
+    next_probs = torch.as_tensor(target_policy(data.next_obs), dtype=torch.float32)
+    num_actions = next_probs.shape[1]
+    obs = torch.as_tensor(data.obs)
+    next_obs = torch.as_tensor(data.next_obs)
+    actions = torch.as_tensor(data.actions)
+    rewards = torch.as_tensor(data.rewards, dtype=torch.float32)
+    not_done = 1.0 - torch.as_tensor(data.terminateds, dtype=torch.float32)
+    q = _mlp(obs.shape[1], num_actions, settings.hidden)
+    q_target = _mlp(obs.shape[1], num_actions, settings.hidden)
+    q_target.load_state_dict(q.state_dict())
+    opt = torch.optim.Adam(q.parameters(), lr=settings.lr)
+    for step in range(settings.updates):
+        if step % settings.target_update_freq == 0:
+            q_target.load_state_dict(q.state_dict())
+        idx = torch.randint(0, len(data), (settings.batch_size,), generator=gen)
+        with torch.no_grad():
+            y = rewards[idx] + gamma * not_done[idx] * (next_probs[idx] * q_target(next_obs[idx])).sum(-1)
+        pred = q(obs[idx]).gather(1, actions[idx, None]).squeeze(1)
+        loss = torch.nn.functional.mse_loss(pred, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        return q(obs).double().numpy()
+
+
+def evaluate_policy(
+    data: Transitions,
+    target_policy: TargetPolicy,
+    gamma: float,
+    fqe: FQESettings | None = FQESettings(),
+) -> dict[str, float]:
+    """All estimators (`ESTIMATORS`) of the target policy on `data`; ``dm``/``dr`` only when `fqe`."""
+    target_probs = target_policy(data.obs)
+    out = importance_estimates(data, target_probs, gamma)
+    if fqe is not None:
+        out.update(model_estimates(data, target_probs, fitted_q_evaluation(data, target_policy, gamma, fqe), gamma))
+    return out
+
+
+def greedy_probabilities(actions: np.ndarray, num_actions: int, epsilon: float = 0.0) -> np.ndarray:
+    """One-hot (``epsilon`` = 0) or epsilon-greedy probabilities, float64 ``(n, num_actions)``, for
+    greedy actions int ``(n,)``."""
+    probs = np.full((actions.shape[0], num_actions), epsilon / num_actions)
+    probs[np.arange(actions.shape[0]), actions.astype(np.int64)] += 1.0 - epsilon
+    return probs
+
+
+def _ratios(data: Transitions, target_probs: np.ndarray) -> np.ndarray:
+    if target_probs.shape[0] != len(data):
+        raise ValueError(f"target_probs has {target_probs.shape[0]} rows, the dataset {len(data)}")
+    return target_probs[np.arange(len(data)), data.actions] / data.action_prob.astype(np.float64)
+
+
+def _cumulative_products(data: Transitions, rho: np.ndarray) -> np.ndarray:
+    """w_{0:t} for every row (products restart at each episode): exp of per-episode cumulative log
+    ratios, and 0 from the first zero ratio on."""
+    with np.errstate(divide="ignore"):
+        logs = np.log(rho)
+    zeros = np.isneginf(logs)
+    first_zero = _first_zero_per_row(data, zeros)
+    finite_logs = np.where(zeros, 0.0, logs)
+    fcsum = np.cumsum(finite_logs)
+    foffsets = np.concatenate([[0.0], fcsum])[data.episode_starts[:-1]]
+    w = np.exp(fcsum - np.repeat(foffsets, np.diff(data.episode_starts)))
+    return np.where(first_zero, 0.0, w)
+
+
+def _first_zero_per_row(data: Transitions, zeros: np.ndarray) -> np.ndarray:
+    """bool (n,): whether any ratio at or before this step of its episode is 0."""
+    counts = np.cumsum(zeros.astype(np.int64))
+    offsets = np.concatenate([[0], counts])[data.episode_starts[:-1]]
+    return (counts - np.repeat(offsets, np.diff(data.episode_starts))) > 0
+
+
+def _mlp(inputs: int, outputs: int, hidden: tuple[int, ...]) -> Any:
+    import torch
+
+    layers: list[Any] = []
+    for width in hidden:
+        layers += [torch.nn.Linear(inputs, width), torch.nn.ReLU()]
+        inputs = width
+    layers.append(torch.nn.Linear(inputs, outputs))
+    return torch.nn.Sequential(*layers)

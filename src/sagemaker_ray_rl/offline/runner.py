@@ -1,0 +1,253 @@
+"""Collect and offline jobs (``mode=collect`` / ``mode=offline``), run by `sagemaker_ray_rl.training`
+inside its ``ray_cluster(...)`` block on the master host.
+
+Offline job: read the dataset of the input channel -> train `DiscreteCQL` for ``num_updates``
+gradient updates -> every ``evaluate_every`` updates save a checkpoint, estimate its value off-policy
+(IS, WIS, PDIS, DM and DR with fitted-Q evaluation) and, when asked, its real return in the env ->
+export the checkpoint with the best chosen estimate to the model dir (``metadata.json`` by
+`export.build_metadata`) and write ``ope.csv``, ``ope.png``, ``selection.json`` to the output data dir.
+"""
+
+from __future__ import annotations
+
+import math
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sagemaker_ray_rl.environment import Environment
+from sagemaker_ray_rl.errors import HyperparameterError, TrainingError
+from sagemaker_ray_rl.offline import report
+from sagemaker_ray_rl.offline.collect import CollectResult, collect, make_env
+from sagemaker_ray_rl.offline.dataset import DatasetError, dataset_spaces, read_dataset
+from sagemaker_ray_rl.offline.ope import ESTIMATORS, FQESettings, evaluate_policy, greedy_probabilities
+from sagemaker_ray_rl.offline.selection import rank_correlations, select_checkpoint
+from sagemaker_ray_rl.offline.settings import COLLECT, OfflineSettings
+
+ALGORITHM_NAME = "DiscreteCQL"
+DATASET_SUBDIR = "dataset"
+
+
+@dataclass(frozen=True)
+class OfflineResult:
+    """What an offline job produced.
+
+    Attributes:
+        rows: one dict per checkpoint (``checkpoint``, ``offline_updates``, ``ope_*``,
+            ``eval_return_mean``/``eval_return_std`` when evaluated, ``learn_time_s``: seconds in
+            ``algo.train()`` so far, ``time_total_s``: including checkpointing and evaluation).
+        selected: the row of the exported checkpoint.
+        rank_correlations: estimator -> Spearman ρ against the real return (NaN without it).
+        model_dir: where the selected checkpoint was exported.
+    """
+
+    rows: list[dict[str, Any]]
+    selected: dict[str, Any]
+    rank_correlations: dict[str, float]
+    model_dir: Path
+
+
+def run(contract: Environment, settings: OfflineSettings) -> None:
+    """Run the job `settings.mode` names. Raises what `run_collect` / `run_offline` raise."""
+    if settings.mode == COLLECT:
+        run_collect(contract, settings)
+    else:
+        run_offline(contract, settings)
+
+
+def run_collect(contract: Environment, settings: OfflineSettings) -> CollectResult:
+    """Collect ``num_episodes`` episodes into ``<output_data_dir>/dataset`` (or the model dir).
+
+    Raises:
+        HyperparameterError: ``epsilon_greedy`` without its model channel.
+        DatasetError: see `collect.collect`.
+    """
+    out = contract.model_dir if settings.output == "model" else contract.output_data_dir / DATASET_SUBDIR
+    model_dir = None
+    if settings.behaviour != "random":
+        if settings.behaviour_channel not in contract.channels:
+            raise HyperparameterError(
+                f"offline.behaviour={settings.behaviour} acts with the model in input channel "
+                f"{settings.behaviour_channel!r}, which this job does not have (channels: {sorted(contract.channels)})"
+            )
+        model_dir = _unpacked(contract.channels[settings.behaviour_channel])
+    start = time.perf_counter()
+    result = collect(
+        out, env=settings.env, env_config=settings.env_config, num_episodes=settings.num_episodes,
+        num_envs=settings.num_envs, behaviour=settings.behaviour, epsilon=settings.epsilon,
+        model_dir=model_dir, seed=settings.seed,
+    )
+    print(f"Collected {result.num_episodes} episodes ({result.num_transitions} transitions) with the "
+          f"{settings.behaviour} policy into {out} in {time.perf_counter() - start:.1f} s", flush=True)
+    print(f"episode_return_mean: {result.episode_return_mean:.6g}", flush=True)
+    return result
+
+
+def run_offline(contract: Environment, settings: OfflineSettings) -> OfflineResult:
+    """Train from the input channel, evaluate checkpoints off-policy, export the selected one.
+
+    Raises:
+        HyperparameterError: the input channel is missing.
+        DatasetError: the channel holds no readable dataset.
+        TrainingError: RLlib failed to build or train the algorithm.
+    """
+    if settings.input_channel not in contract.channels:
+        raise HyperparameterError(
+            f"offline training reads input channel {settings.input_channel!r} (offline.input_channel), "
+            f"which this job does not have (channels: {sorted(contract.channels)})"
+        )
+    return train_offline(
+        _unpacked(contract.channels[settings.input_channel]),
+        settings,
+        checkpoint_root=contract.checkpoint_dir / "offline",
+        output_data_dir=contract.output_data_dir,
+        model_dir=contract.model_dir,
+    )
+
+
+def build_config(dataset_dir: Path, settings: OfflineSettings):
+    """The `DiscreteCQLConfig` for `settings` reading `dataset_dir`; spaces from
+    ``dataset_info.json`` or, without it, from the env.
+
+    Raises:
+        TrainingError: RLlib refused the config.
+    """
+    from sagemaker_ray_rl.offline.algorithm import DiscreteCQLConfig
+
+    spaces = dataset_spaces(dataset_dir)
+    if spaces is None:
+        env = make_env(settings.env, settings.env_config)
+        spaces = (env.observation_space, env.action_space)
+        env.close()
+    config = (
+        DiscreteCQLConfig()
+        .environment(observation_space=spaces[0], action_space=spaces[1])
+        .offline_data(input_=[str(dataset_dir)])
+        .training(
+            cql_alpha=settings.cql_alpha,
+            lr=settings.lr,
+            gamma=settings.gamma,
+            num_updates_per_iteration=settings.evaluate_every,
+        )
+        .rl_module(model_config={"fcnet_hiddens": list(settings.hidden), "head_fcnet_hiddens": [settings.hidden[-1]]})
+        .debugging(seed=settings.seed)
+    )
+    try:
+        config.validate()
+    except Exception as exc:
+        raise TrainingError(f"RLlib refused the offline configuration: {exc}") from exc
+    return config
+
+
+def train_offline(
+    dataset_dir: Path,
+    settings: OfflineSettings,
+    *,
+    checkpoint_root: Path,
+    output_data_dir: Path,
+    model_dir: Path,
+) -> OfflineResult:
+    """The offline job on a running Ray (see the module docstring). Needs ``ray.init()`` done."""
+    from sagemaker_ray_rl.export import build_metadata, export_model
+    from sagemaker_ray_rl.policy import Policy
+
+    data = read_dataset(dataset_dir)
+    config = build_config(dataset_dir, settings)
+    print(f"Offline training {ALGORITHM_NAME} on {data.num_episodes} episodes ({len(data)} transitions, "
+          f"logged mean return {data.episode_returns().mean():.2f}) for {settings.num_updates} updates", flush=True)
+    eval_env = make_env(settings.env, settings.env_config) if settings.eval_episodes else None
+    output_data_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint_root.mkdir(parents=True, exist_ok=True)
+    fqe = FQESettings(updates=settings.fqe_updates, seed=settings.seed) if settings.fqe_updates else None
+    estimators = ESTIMATORS if fqe else tuple(e for e in ESTIMATORS if e not in ("dm", "dr"))
+    rows: list[dict[str, Any]] = []
+    algo = config.build_algo()
+    start = time.perf_counter()
+    learn_time = 0.0
+    try:
+        updates = 0
+        while updates < settings.num_updates:
+            tick = time.perf_counter()
+            algo.train()
+            learn_time += time.perf_counter() - tick
+            updates += settings.evaluate_every
+            path = Path(algo.save_to_path(str(checkpoint_root / f"checkpoint_{updates:07d}")))
+            policy = Policy.load(path)
+            num_actions = int(policy.action_space.n)
+
+            def target(obs: np.ndarray, _policy=policy, _n=num_actions) -> np.ndarray:
+                return greedy_probabilities(_policy.compute_actions(obs.astype(np.float32)), _n)
+
+            row: dict[str, Any] = {
+                "checkpoint": str(path),
+                "offline_updates": updates,
+                "learn_time_s": round(learn_time, 1),
+                "time_total_s": round(time.perf_counter() - start, 1),
+            }
+            row.update({f"ope_{k}": v for k, v in evaluate_policy(data, target, settings.gamma, fqe).items()})
+            if eval_env is not None:
+                returns = evaluate_in_env(policy, eval_env, settings.eval_episodes, seed=10_000 + settings.seed)
+                row["eval_return_mean"] = float(np.mean(returns))
+                row["eval_return_std"] = float(np.std(returns))
+            rows.append(row)
+            print("\n".join(report.metric_lines(row)), flush=True)
+    except (DatasetError, HyperparameterError):
+        raise
+    except Exception as exc:
+        raise TrainingError(f"offline training failed: {type(exc).__name__}: {exc}") from exc
+    finally:
+        algo.stop()
+    selected = dict(select_checkpoint(rows, settings.select))
+    correlations = rank_correlations(rows, estimators, "eval_return_mean") if eval_env is not None else {}
+    report.write_csv(output_data_dir / report.CSV_FILE, rows)
+    report.write_plot(output_data_dir / report.PLOT_FILE, rows, estimators)
+    report.write_selection(output_data_dir / report.SELECTION_FILE, {
+        "select": settings.select, "selected": selected, "rank_correlations": correlations,
+    })
+    metrics = {k: v for k, v in selected.items() if isinstance(v, (int, float))}
+    metadata = build_metadata(
+        Path(selected["checkpoint"]), algorithm=ALGORITHM_NAME, env=settings.env, env_config=settings.env_config,
+        metrics=metrics, hyperparameters=settings.hyperparameters,
+    )
+    metadata["offline"] = {"select": settings.select, "rank_correlations": correlations,
+                           "dataset": {"episodes": data.num_episodes, "transitions": len(data)}}
+    export_model(Path(selected["checkpoint"]), model_dir, metadata)
+    print(f"Exported {selected['checkpoint']} (selected by {settings.select}) to {model_dir}", flush=True)
+    for name, rho in correlations.items():
+        if math.isfinite(rho):
+            print(f"ope_rank_correlation_{name}: {rho:.4g}", flush=True)
+    return OfflineResult(rows, selected, correlations, model_dir)
+
+
+def evaluate_in_env(policy: Any, env: Any, episodes: int, seed: int) -> list[float]:
+    """Undiscounted returns of `episodes` greedy episodes (env seeded ``seed + i``)."""
+    returns = []
+    for i in range(episodes):
+        obs, _ = env.reset(seed=seed + i)
+        done, total = False, 0.0
+        while not done:
+            action = policy.compute_actions(np.asarray(obs, dtype=np.float32)[None])[0]
+            obs, reward, terminated, truncated, _ = env.step(int(action))
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+    return returns
+
+
+def _unpacked(channel: Path) -> Path:
+    """The channel itself, or, when it holds a ``*.tar.gz`` (a previous job's ``output.tar.gz`` or
+    ``model.tar.gz``), a temporary directory it was extracted to."""
+    channel = Path(channel)
+    archives = sorted(channel.glob("*.tar.gz"))
+    if not archives or any(channel.rglob("*.parquet")) or any(channel.rglob("rllib_checkpoint.json")):
+        return channel
+    target = Path(tempfile.mkdtemp(prefix="smrl-channel-"))
+    for archive in archives:
+        with tarfile.open(archive) as tar:
+            tar.extractall(target, filter="data")
+    return target

@@ -1,0 +1,185 @@
+"""The ``mode`` hyperparameter and the ``offline.*`` hyperparameters of collect and offline jobs.
+
+`sagemaker_ray_rl.hyperparameters` skips these keys (as it skips ``ray.*``); this module checks
+them, before Ray starts, and fails with `HyperparameterError` naming the key.
+
+==============================  =============================================================
+``mode``                        ``train`` (default: online RLlib training), ``collect`` or
+                                ``offline``.
+``env``, ``env_config``         As for ``train``; collect needs the env, offline uses it only for
+                                the optional real-env evaluation (and the spaces when the dataset
+                                has no ``dataset_info.json``).
+``offline.num_episodes``        collect: episodes to record (default 500).
+``offline.num_envs``            collect: envs stepped side by side (default 100).
+``offline.behaviour``           collect: ``random`` (default) or ``epsilon_greedy``.
+``offline.epsilon``             collect, ``epsilon_greedy``: exploration (default 0.1).
+``offline.behaviour_channel``   collect, ``epsilon_greedy``: input channel with the exported
+                                model to act with (default ``model``).
+``offline.output``              collect: ``output_data`` (default, ``/opt/ml/output/data/dataset``)
+                                or ``model`` (the model dir, i.e. ``model.tar.gz``).
+``offline.seed``                seeds collection, training and FQE (default 0).
+``offline.input_channel``       offline: the channel holding the dataset (default ``train``).
+``offline.cql_alpha``           offline: CQL weight α (default 1.0; 0 = offline double DQN).
+``offline.lr``                  offline: Adam learning rate (default 5e-4).
+``offline.num_updates``         offline: gradient updates in all (default 6000).
+``offline.evaluate_every``      offline: updates between checkpoints + OPE (default 500).
+``offline.gamma``               discount for learning and OPE (default 0.99).
+``offline.select``              OPE estimate that picks the exported checkpoint: ``dm``
+                                (default), ``dr``, ``wis``, ``pdis``, ``is``, or ``last``. DM by
+                                default: the learned policies are greedy, so on data from a
+                                stochastic behaviour policy the importance weights are 0 or
+                                ``(1/μ)^k`` for an episode's first k steps, and IS, WIS, PDIS and
+                                DR swing by hundreds between close checkpoints (docs/benchmarks.md).
+``offline.fqe_updates``         fitted-Q evaluation updates per checkpoint (default 2000).
+``offline.eval_episodes``       real-env greedy episodes per checkpoint, 0 = none (default 0).
+``offline.hidden``              JSON list: hidden layer sizes of the Q network (default [64, 64]).
+==============================  =============================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sagemaker_ray_rl.errors import HyperparameterError
+from sagemaker_ray_rl.offline.collect import BEHAVIOUR_POLICIES
+from sagemaker_ray_rl.offline.ope import ESTIMATORS
+
+MODE = "mode"
+TRAIN, COLLECT, OFFLINE = "train", "collect", "offline"
+MODES = (TRAIN, COLLECT, OFFLINE)
+PREFIX = "offline."
+OUTPUTS = ("output_data", "model")
+SELECTIONS = (*ESTIMATORS, "last")
+
+_DEFAULTS: dict[str, Any] = {
+    "num_episodes": 500,
+    "num_envs": 100,
+    "behaviour": "random",
+    "epsilon": 0.1,
+    "behaviour_channel": "model",
+    "output": "output_data",
+    "seed": 0,
+    "input_channel": "train",
+    "cql_alpha": 1.0,
+    "lr": 5e-4,
+    "num_updates": 6000,
+    "evaluate_every": 500,
+    "gamma": 0.99,
+    "select": "dm",
+    "fqe_updates": 2000,
+    "eval_episodes": 0,
+    "hidden": [64, 64],
+}
+
+
+def is_offline_key(key: str) -> bool:
+    """Whether `hyperparameters.parse_hyperparameters` must leave `key` to this module."""
+    return key == MODE or key.startswith(PREFIX)
+
+
+def requested_mode(hyperparameters: Mapping[str, Any]) -> str:
+    """The ``mode`` hyperparameter (``train`` when absent).
+
+    Raises:
+        HyperparameterError: not one of `MODES`.
+    """
+    mode = hyperparameters.get(MODE, TRAIN)
+    if mode not in MODES:
+        raise HyperparameterError(f"hyperparameter {MODE!r} must be one of {list(MODES)}, got {mode!r}")
+    return mode
+
+
+@dataclass(frozen=True)
+class OfflineSettings:
+    """A checked collect or offline job (see the module docstring for each field)."""
+
+    mode: str
+    env: str
+    env_config: Mapping[str, Any]
+    num_episodes: int = 500
+    num_envs: int = 100
+    behaviour: str = "random"
+    epsilon: float = 0.1
+    behaviour_channel: str = "model"
+    output: str = "output_data"
+    seed: int = 0
+    input_channel: str = "train"
+    cql_alpha: float = 1.0
+    lr: float = 5e-4
+    num_updates: int = 6000
+    evaluate_every: int = 500
+    gamma: float = 0.99
+    select: str = "dm"
+    fqe_updates: int = 2000
+    eval_episodes: int = 0
+    hidden: tuple[int, ...] = (64, 64)
+    hyperparameters: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_hyperparameters(cls, hyperparameters: Mapping[str, Any]) -> OfflineSettings | None:
+        """The settings of a collect/offline job, or None for ``mode=train``.
+
+        Raises:
+            HyperparameterError: an unknown ``offline.*`` key or a bad value.
+        """
+        mode = requested_mode(hyperparameters)
+        if mode == TRAIN:
+            return None
+        values = dict(_DEFAULTS)
+        for key, value in hyperparameters.items():
+            if not key.startswith(PREFIX):
+                continue
+            name = key[len(PREFIX):]
+            if name not in _DEFAULTS:
+                raise HyperparameterError(f"unknown hyperparameter {key!r}; offline.* accepts {sorted(_DEFAULTS)}")
+            values[name] = _check(key, value, _DEFAULTS[name])
+        _choice("offline.behaviour", values["behaviour"], BEHAVIOUR_POLICIES)
+        _choice("offline.output", values["output"], OUTPUTS)
+        _choice("offline.select", values["select"], SELECTIONS)
+        for name in ("num_episodes", "num_envs", "num_updates", "evaluate_every"):
+            if values[name] <= 0:
+                raise HyperparameterError(f"hyperparameter offline.{name} must be > 0, got {values[name]}")
+        for name in ("fqe_updates", "eval_episodes", "cql_alpha"):
+            if values[name] < 0:
+                raise HyperparameterError(f"hyperparameter offline.{name} must be >= 0, got {values[name]}")
+        if not 0.0 <= values["gamma"] <= 1.0 or not 0.0 <= values["epsilon"] <= 1.0:
+            raise HyperparameterError("hyperparameters offline.gamma and offline.epsilon must be in [0, 1]")
+        if values["select"] in ("dm", "dr") and values["fqe_updates"] == 0:
+            raise HyperparameterError(f"offline.select={values['select']} needs fitted-Q evaluation: offline.fqe_updates > 0")
+        hidden = values.pop("hidden")
+        if not isinstance(hidden, list) or not hidden or not all(isinstance(h, int) and h > 0 for h in hidden):
+            raise HyperparameterError(f"hyperparameter offline.hidden must be a JSON list of positive integers, got {hidden!r}")
+        env_config = hyperparameters.get("env_config", {})
+        if not isinstance(env_config, dict):
+            raise HyperparameterError(f"hyperparameter 'env_config' must be a JSON object, got {env_config!r}")
+        return cls(
+            mode=mode,
+            env=str(hyperparameters.get("env", "CartPole-v1")),
+            env_config=dict(env_config),
+            hidden=tuple(hidden),
+            hyperparameters=dict(hyperparameters),
+            **values,
+        )
+
+
+def _check(key: str, value: Any, default: Any) -> Any:
+    if isinstance(default, bool) or isinstance(default, str):
+        if not isinstance(value, str):
+            raise HyperparameterError(f"hyperparameter {key} must be a string, got {value!r}")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise HyperparameterError(f"hyperparameter {key} must be an integer, got {value!r}")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise HyperparameterError(f"hyperparameter {key} must be a number, got {value!r}")
+        return float(value)
+    return value
+
+
+def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise HyperparameterError(f"hyperparameter {key} must be one of {list(allowed)}, got {value!r}")

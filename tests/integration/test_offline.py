@@ -1,0 +1,133 @@
+"""Batch RL through `train`: a collect job, then an offline job reading its output as a channel
+(real RLlib, real env, short settings), plus the dataset read back by RLlib's own offline reader."""
+
+from __future__ import annotations
+
+import collections
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import TrainingRun, run_train, write_job
+from sagemaker_ray_rl.offline.dataset import dataset_spaces, read_dataset
+
+pytestmark = pytest.mark.integration
+
+ENV_CONFIG = {"max_episode_steps": 200}
+#: Ray's dashboard needs ray[default] packages that this venv's ray[rllib] lacks; the jobs do not need it.
+NO_DASHBOARD = {"ray.include_dashboard": "false"}
+
+
+@pytest.fixture(scope="module")
+def collect_job(tmp_path_factory) -> TrainingRun:
+    base = write_job(tmp_path_factory.mktemp("collect"), {
+        "mode": "collect", "env": "CartPole-v1", "env_config": ENV_CONFIG,
+        "offline.num_episodes": 120, "offline.num_envs": 20, "offline.seed": 3, **NO_DASHBOARD,
+    })
+    run = run_train(base)
+    assert run.returncode == 0, run.output[-4000:]
+    return run
+
+
+@pytest.fixture(scope="module")
+def offline_job(collect_job, tmp_path_factory) -> TrainingRun:
+    base = write_job(tmp_path_factory.mktemp("offline"), {
+        "mode": "offline", "env": "CartPole-v1", "env_config": ENV_CONFIG,
+        "offline.num_updates": 600, "offline.evaluate_every": 200, "offline.fqe_updates": 200,
+        "offline.eval_episodes": 3, "offline.select": "dr", **NO_DASHBOARD,
+    }, inputdataconfig={"train": {}})
+    shutil.copytree(collect_job.base / "output" / "data" / "dataset", base / "input" / "data" / "train")
+    run = run_train(base)
+    assert run.returncode == 0, run.output[-4000:]
+    return run
+
+
+def test_collect_writes_exactly_the_episodes_asked_for(collect_job: TrainingRun):
+    data = read_dataset(collect_job.base / "output" / "data" / "dataset")
+    assert data.num_episodes == 120
+    assert np.all(data.action_prob == 0.5)
+    assert data.terminateds.sum() + data.truncateds.sum() == 120
+    assert "episode_return_mean: " in collect_job.output
+
+
+def test_dataset_round_trips_through_rllibs_offline_reader(collect_job: TrainingRun):
+    """ray.data.read_parquet (what RLlib's OfflineData runs) + OfflinePreLearner._map_to_episodes:
+    the same episodes, transitions and returns as were collected."""
+    import ray
+    from ray.rllib.algorithms.bc import BCConfig
+    from ray.rllib.offline.offline_prelearner import OfflinePreLearner
+
+    path = collect_job.base / "output" / "data" / "dataset"
+    obs_space, act_space = dataset_spaces(path)
+    config = BCConfig().environment(observation_space=obs_space, action_space=act_space).offline_data(input_=[str(path)])
+    spec = config.get_multi_rl_module_spec(spaces={"__env__": (obs_space, act_space), "default_policy": (obs_space, act_space)})
+    ray.init(address="local", num_cpus=1, include_dashboard=False)
+    try:
+        prelearner = OfflinePreLearner(config=config, spaces=(obs_space, act_space), module_spec=spec)
+        returns: dict[str, float] = collections.defaultdict(float)
+        steps = 0
+        for batch in ray.data.read_parquet(str(path)).iter_batches(batch_size=1024, batch_format="numpy"):
+            for episode in prelearner._map_to_episodes(batch)["episodes"]:
+                returns[episode.id_] += float(sum(episode.get_rewards()))
+                steps += len(episode)
+    finally:
+        ray.shutdown()
+    data = read_dataset(path)
+    assert len(returns) == data.num_episodes == 120
+    assert steps == len(data)
+    expected = dict(zip(data.eps_ids, data.episode_returns()))
+    assert returns == pytest.approx(expected)
+
+
+def test_offline_job_prints_ope_metric_lines_per_checkpoint(offline_job: TrainingRun):
+    for name in ("offline_updates", "ope_is", "ope_pdis", "ope_dm", "ope_dr", "eval_return_mean"):
+        assert offline_job.output.count(f"\n{name}: ") == 3, name
+    # WIS is undefined (NaN, not printed) when no episode of the data follows the greedy policy
+    assert offline_job.output.count("\nope_wis: ") <= 3
+
+
+def test_offline_job_exports_the_checkpoint_with_the_best_dr_estimate(offline_job: TrainingRun):
+    from sagemaker_ray_rl.policy import Policy
+
+    out = offline_job.base / "output" / "data"
+    with open(out / "ope.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["offline_updates"]) for r in rows] == [200, 400, 600]
+    best = max(rows, key=lambda r: float(r["ope_dr"]))
+    selection = json.loads((out / "selection.json").read_text())
+    assert selection["selected"]["checkpoint"] == best["checkpoint"]
+    assert set(selection["rank_correlations"]) == {"is", "wis", "pdis", "dm", "dr"}
+
+    model_dir = offline_job.base / "model"
+    metadata = json.loads((model_dir / "metadata.json").read_text())
+    assert metadata["algorithm"] == "DiscreteCQL"
+    assert metadata["metrics"]["offline_updates"] == int(best["offline_updates"])
+    policy = Policy.load(model_dir)
+    actions = policy.compute_actions(np.zeros((4, 4), np.float32))
+    assert actions.shape == (4,) and set(actions.tolist()) <= {0, 1}
+    # the exported module is the selected checkpoint's, not the last one's
+    module = Path("learner_group") / "learner" / "rl_module" / "default_policy"
+    assert _files(model_dir / module) == _files(Path(best["checkpoint"]) / module)
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_offline_job_without_its_channel_fails_with_a_clear_reason(tmp_path: Path):
+    base = write_job(tmp_path, {"mode": "offline", "offline.num_updates": 10, **NO_DASHBOARD})
+    run = run_train(base)
+    assert run.returncode != 0
+    failure = (base / "output" / "failure").read_text()
+    assert "input channel 'train'" in failure
+
+
+def test_unknown_offline_hyperparameter_fails_before_ray_starts(tmp_path: Path):
+    base = write_job(tmp_path, {"mode": "collect", "offline.num_episode": 10})
+    run = run_train(base)
+    assert run.returncode != 0
+    assert "offline.num_episode" in (base / "output" / "failure").read_text()
