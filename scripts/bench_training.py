@@ -43,6 +43,7 @@ config = (
     PPOConfig().environment("CartPole-v1").env_runners(num_env_runners=1)
     .training(lr=0.0003, num_epochs=6).debugging(seed=0)
 )
+ray.init(address="local")  # a new local instance, never a cluster that another process left here
 algo = config.build_algo()
 iterations, mean = 0, float("nan")
 while True:

@@ -199,3 +199,11 @@ class TestNetwork:
             server.close()
         assert not port_open("127.0.0.1", port)
         assert not wait_for_port("127.0.0.1", port, timeout_s=0.5, interval_s=0.1)
+
+
+def test_the_dashboard_starts_by_default_only_on_several_hosts():
+    assert not ClusterSettings.from_hyperparameters({}, ResourceConfig.single_host("algo-1")).include_dashboard
+    assert ClusterSettings.from_hyperparameters(
+        {"ray.include_dashboard": "true"}, ResourceConfig.single_host("algo-1")
+    ).include_dashboard
+    assert settings().include_dashboard

@@ -137,7 +137,7 @@ class Cluster:
             "master_host": self.contract.resource_config.master_host,
             "bring_up_s": round(self.bring_up_s, 3),
             "all_alive_at": self.all_alive_at,
-            "actors": actor_hosts(self.node_hosts),
+            "actors": actor_hosts(self.node_hosts) if self.settings.include_dashboard else {},
         }
 
     def finish(self, status: dict[str, Any]) -> None:

@@ -12,8 +12,9 @@ bad value fails on every host before any Ray process starts.
 ``ray.head_lost_timeout_s``     Seconds a worker waits for an unreachable head before it gives up.
                                 Default 15.
 ``ray.gcs_port``                The head's GCS port. Default 6379.
-``ray.include_dashboard``       Start Ray's dashboard on the master, bound to 127.0.0.1. Default
-                                true (the actor placement summary needs its state API).
+``ray.include_dashboard``       Start Ray's dashboard on the master, bound to 127.0.0.1. Default:
+                                true on several hosts (its state API says which host ran which
+                                actor), false on one (it costs about 3 s of start-up).
 ``ray.object_store_memory_mb``  Object store size per host. Default: 30% of memory, in /dev/shm when
                                 it fits there, else in /tmp (SageMaker local mode's 64 MB shm).
 ``ray.learner_group``           Instance group whose hosts run the learner(s) (and the algorithm's
@@ -134,7 +135,7 @@ class ClusterSettings:
                 HEAD_LOST_TIMEOUT_S, values.get(HEAD_LOST_TIMEOUT_S, cls.head_lost_timeout_s)
             ),
             gcs_port=_integer(GCS_PORT, values.get(GCS_PORT, cls.gcs_port), low=1024, high=65535),
-            include_dashboard=_boolean(INCLUDE_DASHBOARD, values.get(INCLUDE_DASHBOARD, True)),
+            include_dashboard=_boolean(INCLUDE_DASHBOARD, values.get(INCLUDE_DASHBOARD, hosts > 1)),
             object_store_bytes=None
             if memory_mb is None
             else _integer(OBJECT_STORE_MEMORY_MB, memory_mb, low=76) * 1024 * 1024,
