@@ -39,18 +39,10 @@ log "OPE per checkpoint ($root/job2/output/data/ope.csv):"
 cut -d, -f2- "$root/job2/output/data/ope.csv"
 
 port=${DEMO_PORT:-8080}
-server=$("$DOCKER" run -d --rm --network host -e SAGEMAKER_BIND_TO_PORT="$port" \
-    -v "$root/job2/model:/opt/ml/model:ro" "$image" serve)
+server=$(start_server "$root/job2/model" "$port" "$image")
 trap '"$DOCKER" stop -t 30 "$server" >/dev/null 2>&1 || true' EXIT
 log "3. serving the exported model on http://127.0.0.1:$port (container ${server:0:12})"
-for _ in $(seq 120); do
-    if "$DOCKER" exec "$server" python -c \
-        "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:$port/ping').status != 200)" \
-        >/dev/null 2>&1; then
-        break
-    fi
-    sleep 0.5
-done
+wait_for_ping "$server" "$port"
 
 log "4. the next dataset through POST /invocations -> $root/job3/dataset"
 "$DOCKER" run --rm --network host -v "$PWD/scripts:/scripts:ro" -v "$root/job3:/out" "$image" \

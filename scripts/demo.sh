@@ -34,18 +34,10 @@ log "training: docker run --rm -v $job:/opt/ml $image train"
 log "exported model: $(ls "$job/model" | tr '\n' ' ')"
 
 port=${DEMO_PORT:-8080}
-server=$("$DOCKER" run -d --rm --network host -e SAGEMAKER_BIND_TO_PORT="$port" \
-    -v "$job/model:/opt/ml/model:ro" "$image" serve)
+server=$(start_server "$job/model" "$port" "$image")
 trap '"$DOCKER" stop -t 30 "$server" >/dev/null 2>&1 || true' EXIT
 log "serving on http://127.0.0.1:$port (container ${server:0:12})"
-for _ in $(seq 120); do
-    if "$DOCKER" exec "$server" python -c \
-        "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:$port/ping').status != 200)" \
-        >/dev/null 2>&1; then
-        break
-    fi
-    sleep 0.5
-done
+wait_for_ping "$server" "$port"
 
 log "playing 10 episodes of CartPole-v1 through POST /invocations"
 "$DOCKER" run --rm --network host -v "$PWD/scripts:/scripts:ro" "$image" \

@@ -23,3 +23,26 @@ require_docker_engine() {
 }
 
 image_version() { tr -d '[:space:]' < "$(dirname "${BASH_SOURCE[0]}")/../VERSION"; }
+
+# Start `IMAGE serve` for the model dir MODEL on PORT (host network, read-only mount); prints the
+# container id. The caller sets its cleanup trap, then calls wait_for_ping.
+start_server() {
+    local model=$1 port=$2 image=$3
+    "$DOCKER" run -d --rm --network host -e SAGEMAKER_BIND_TO_PORT="$port" \
+        -v "$model:/opt/ml/model:ro" "$image" serve
+}
+
+# Wait up to 60 s until the server in container ID answers 200 on http://127.0.0.1:PORT/ping.
+wait_for_ping() {
+    local id=$1 port=$2
+    for _ in $(seq 120); do
+        if "$DOCKER" exec "$id" python -c \
+            "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:$port/ping').status != 200)" \
+            >/dev/null 2>&1; then
+            return 0
+        fi
+        sleep 0.5
+    done
+    log "the server in container ${id:0:12} did not answer /ping within 60 s"
+    return 1
+}
