@@ -107,7 +107,7 @@ def test_offline_job_exports_the_checkpoint_with_the_best_dr_estimate(offline_jo
     assert metadata["algorithm"] == "DiscreteCQL"
     assert metadata["metrics"]["offline_updates"] == int(best["offline_updates"])
     policy = Policy.load(model_dir)
-    actions = policy.compute_actions(np.zeros((4, 4), np.float32))
+    actions = policy.compute(np.zeros((4, 4), np.float32))["action"]
     assert actions.shape == (4,) and set(actions.tolist()) <= {0, 1}
     # the exported module is the selected checkpoint's, not the last one's
     module = Path("learner_group") / "learner" / "rl_module" / "default_policy"

@@ -78,7 +78,7 @@ class BehaviourPolicy:
             from sagemaker_ray_rl.policy import Policy
 
             self.policy = Policy.load(Path(model_dir))
-            self.greedy = self.policy.compute_actions
+            self.greedy = lambda observations: self.policy.compute(observations)["action"]
             self.source = str(self.policy.checkpoint_dir)
 
     def probabilities(self, observations: np.ndarray) -> np.ndarray:

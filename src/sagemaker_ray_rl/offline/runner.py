@@ -178,10 +178,10 @@ def train_offline(
             updates += settings.evaluate_every
             path = Path(algo.save_to_path(str(checkpoint_root / f"checkpoint_{updates:07d}")))
             policy = Policy.load(path)
-            num_actions = int(policy.action_space.n)
+            num_actions = int(policy.pipeline(None).action_space.n)
 
             def target(obs: np.ndarray, _policy=policy, _n=num_actions) -> np.ndarray:
-                return greedy_probabilities(_policy.compute_actions(obs.astype(np.float32)), _n)
+                return greedy_probabilities(_policy.compute(obs.astype(np.float32))["action"], _n)
 
             row: dict[str, Any] = {
                 "checkpoint": str(path),
@@ -231,7 +231,7 @@ def evaluate_in_env(policy: Any, env: Any, episodes: int, seed: int) -> list[flo
         obs, _ = env.reset(seed=seed + i)
         done, total = False, 0.0
         while not done:
-            action = policy.compute_actions(np.asarray(obs, dtype=np.float32)[None])[0]
+            action = policy.compute(np.asarray(obs, dtype=np.float32)[None])["action"][0]
             obs, reward, terminated, truncated, _ = env.step(int(action))
             total += float(reward)
             done = terminated or truncated
