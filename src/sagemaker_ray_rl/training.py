@@ -54,6 +54,7 @@ def main() -> None:
     from sagemaker_training.errors import ClientError
 
     contract = Environment.from_environ()
+    user_code = False
     try:
         settings = _cluster_settings(contract)
         if not contract.resource_config.is_master:
@@ -65,24 +66,16 @@ def main() -> None:
             return
         offline = None if contract.user_entry_point else OfflineSettings.from_hyperparameters(contract.hyperparameters)
         plan = None if contract.user_entry_point or offline else prepare(contract)
-    except SageMakerRayRLError as exc:
-        write_failure(contract, f"{type(exc).__name__}: {exc}")
-        raise ClientError(str(exc)) from exc
+        user_code = plan is None and offline is None
 
-    from sagemaker_ray_rl.cluster import ray_cluster
-    from sagemaker_ray_rl.offline import runner as offline_runner
+        from sagemaker_ray_rl.cluster import ray_cluster
 
-    if plan is None and offline is None:
-        try:
-            with ray_cluster(contract, settings):
-                run_user_entry_point()
-        except SageMakerRayRLError as exc:
-            write_failure(contract, f"{type(exc).__name__}: {exc}")
-            raise ClientError(str(exc)) from exc
-        return
-    try:
         with ray_cluster(contract, settings) as cluster:
-            if offline is not None:  # mode=collect|offline: sagemaker_ray_rl.offline
+            if user_code:
+                run_user_entry_point()
+            elif offline is not None:  # mode=collect|offline: sagemaker_ray_rl.offline
+                from sagemaker_ray_rl.offline import runner as offline_runner
+
                 offline_runner.run(contract, offline)
             else:
                 train(contract, plan, cluster)
@@ -90,6 +83,8 @@ def main() -> None:
         write_failure(contract, f"{type(exc).__name__}: {exc}")
         raise ClientError(str(exc)) from exc
     except Exception as exc:
+        if user_code:  # the toolkit reports the user's own errors, failure file included
+            raise
         write_failure(
             contract,
             f"Unexpected {type(exc).__name__} in sagemaker_ray_rl training: {exc}. "
