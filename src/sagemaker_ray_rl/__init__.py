@@ -3,7 +3,8 @@
 The public API for user entry points (imported lazily, so ``import sagemaker_ray_rl`` stays cheap):
 
 - `register_env` (Ray Tune's): make a custom env creator known by name;
-- `build_config`: an RLlib `AlgorithmConfig` from the job's hyperparameters;
+- `build_experiment`: the job's experiment (RLlib config, stop criteria) from the script's defaults
+  and the job's hyperparameters; `build_config`: its RLlib `AlgorithmConfig` only;
 - `run_experiment`: train it with Tune until the stop criteria, checkpoint at the end;
 - `build_metadata` and `export_model`: put the checkpoint in the model dir with ``metadata.json``;
 - `Environment`: the read-only snapshot of the SageMaker contract (paths, hosts, channels);
@@ -21,6 +22,7 @@ except PackageNotFoundError:  # running from a source tree that was not installe
 _LAZY = {
     "register_env": "ray.tune.registry",
     "build_config": "sagemaker_ray_rl.hyperparameters",
+    "build_experiment": "sagemaker_ray_rl.hyperparameters",
     "run_experiment": "sagemaker_ray_rl.experiment",
     "build_metadata": "sagemaker_ray_rl.export",
     "export_model": "sagemaker_ray_rl.export",

@@ -244,3 +244,22 @@ def test_the_jobs_gpu_count_comes_from_sm_num_gpus(monkeypatch):
     assert config_for({}).num_gpus_per_learner == 1
     monkeypatch.setenv("SM_NUM_GPUS", "0")
     assert config_for({}).num_gpus_per_learner == 0
+
+
+def test_a_scripts_defaults_lie_beneath_the_jobs_hyperparameters():
+    from sagemaker_ray_rl.hyperparameters import build_experiment
+
+    defaults = {
+        "rl.training.config.lr": 0.0001,
+        "rl.training.config.num_epochs": 30,
+        "rl.training.stop.training_iteration": 300,
+        "rl.training.stop.episode_return_mean": 500,
+        "checkpoint_frequency": 5,
+    }
+    job = {"training.lr": 0.0005, "rl.training.stop.training_iteration": 2, "my_flag": 1}
+    experiment = build_experiment(defaults, hyperparameters=job, env="CartPole-v1", num_cpus=2, ignore=["my_flag"])
+    assert experiment.config.lr == 0.0005 and experiment.config.num_epochs == 30
+    assert dict(experiment.stop) == {"training_iteration": 2, "env_runners/episode_return_mean": 500}
+    assert (experiment.checkpoint_frequency, experiment.evaluation_episodes) == (5, 0)
+    with pytest.raises(HyperparameterError, match="'rl.training.config.lrr'"):
+        build_experiment({"rl.training.config.lrr": 0.1}, hyperparameters={}, num_cpus=2)
