@@ -122,7 +122,7 @@ def run_experiment(
                     storage_path=str(storage),
                     stop=dict(stop),
                     verbose=0,
-                    callbacks=[MetricLinesCallback(), graceful.tune_callback, *callbacks],
+                    callbacks=[MetricLinesCallback(stop=stop), graceful.tune_callback, *callbacks],
                     checkpoint_config=tune.CheckpointConfig(
                         checkpoint_frequency=checkpoint_frequency, checkpoint_at_end=True, num_to_keep=3
                     ),

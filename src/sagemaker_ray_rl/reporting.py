@@ -79,17 +79,57 @@ def metric_lines(result: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def progress_line(result: Mapping[str, Any], stop: Mapping[str, float] | None = None) -> str:
+    """One line a person reads at a glance, e.g.
+    ``[progress] iter 7/40 | return 212.4 (min 31, max 500; stop at 450) | 28,000 env steps | 61 s``.
+
+    Written so that no `METRIC_DEFINITIONS` regex matches it (no metric name appears in it), so
+    SageMaker's charts see only the metric lines.
+
+    Args:
+        result: one RLlib training result.
+        stop: the run's stop criteria (result key -> threshold), for the ``/40`` and ``stop at``.
+    """
+    stop = stop or {}
+
+    def number(path: str) -> str:
+        value = lookup(result, path)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return "-"
+        return f"{value:,.0f}" if abs(value) >= 1000 or float(value).is_integer() else f"{value:.1f}"
+
+    iteration = number("training_iteration")
+    if "training_iteration" in stop:
+        iteration += f"/{stop['training_iteration']:g}"
+    target = METRICS["episode_return_mean"]
+    goal = f"; stop at {stop[target]:g}" if target in stop else ""
+    returns = (
+        f"return {number(target)} (min {number(METRICS['episode_return_min'])}, "
+        f"max {number(METRICS['episode_return_max'])}{goal})"
+    )
+    return (
+        f"[progress] iter {iteration} | {returns} | {number(METRICS['timesteps_total'])} env steps | "
+        f"{number('time_total_s')} s"
+    )
+
+
 class MetricLinesCallback(tune.Callback):
-    """A Tune callback printing `metric_lines` for every result of every trial.
+    """A Tune callback printing, for every result of every trial, `metric_lines` and then one
+    `progress_line`.
 
     With several trials each block starts with ``trial: <trial id>``.
+
+    Args:
+        stream: where to write; stdout when None.
+        stop: the run's stop criteria, shown in the progress line.
     """
 
-    def __init__(self, stream: TextIO | None = None) -> None:
+    def __init__(self, stream: TextIO | None = None, stop: Mapping[str, float] | None = None) -> None:
         self._stream = stream
+        self._stop = dict(stop or {})
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         stream = self._stream or sys.stdout
         header = [f"trial: {trial.trial_id}"] if len(trials) > 1 else []
-        stream.write("\n".join(header + metric_lines(result)) + "\n")
+        stream.write("\n".join([*header, *metric_lines(result), progress_line(result, self._stop)]) + "\n")
         stream.flush()

@@ -3,7 +3,7 @@ from __future__ import annotations
 import io
 import re
 
-from sagemaker_ray_rl.reporting import FLOAT_REGEX, METRIC_DEFINITIONS, MetricLinesCallback, metric_lines
+from sagemaker_ray_rl.reporting import FLOAT_REGEX, METRIC_DEFINITIONS, MetricLinesCallback, metric_lines, progress_line
 
 RESULT = {
     "training_iteration": 3,
@@ -73,4 +73,23 @@ def test_callback_prints_a_trial_header_only_with_several_trials():
     out = io.StringIO()
     MetricLinesCallback(out).on_trial_result(1, [_Trial()], _Trial(), {"training_iteration": 2})
     MetricLinesCallback(out).on_trial_result(1, [_Trial(), _Trial()], _Trial(), {"training_iteration": 2})
-    assert out.getvalue() == "training_iteration: 2\ntrial: abc_00001\ntraining_iteration: 2\n"
+    progress = "[progress] iter 2 | return - (min -, max -) | - env steps | - s"
+    assert out.getvalue() == f"training_iteration: 2\n{progress}\ntrial: abc_00001\ntraining_iteration: 2\n{progress}\n"
+
+
+def test_progress_line_shows_the_stop_criteria_and_no_metric_regex_matches_it():
+    stop = {"training_iteration": 40, "env_runners/episode_return_mean": 450}
+    line = progress_line(RESULT, stop)
+    assert line == "[progress] iter 3/40 | return 123.4 (min 9, max 500; stop at 450) | 12,000 env steps | 25.1 s"
+    for definition in METRIC_DEFINITIONS:
+        assert re.search(definition["Regex"], line) is None, definition["Name"]
+
+
+def test_the_readme_metric_definitions_name_every_metric():
+    from pathlib import Path
+
+    from sagemaker_ray_rl.reporting import METRICS
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    listed = re.search(r"for name in \[(.*?)\]\n", readme, re.S).group(1)
+    assert re.findall(r'"(\w+)"', listed) == list(METRICS)
