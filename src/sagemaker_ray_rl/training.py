@@ -5,7 +5,8 @@ this module and calls `main`. Every host of the job runs it; the cluster launche
 (`sagemaker_ray_rl.cluster`) makes one Ray cluster of them before any training code runs:
 
 - worker hosts join the master's Ray head and block until the master says the job is over; they
-  never run training or user code;
+  never run training or user code, but with a user entry point they fetch and install its source
+  dir as the master does (`install_user_code`), so the modules it imports load in their env runners;
 - the master runs either a user entry point (``sagemaker_program`` / ``SAGEMAKER_PROGRAM``), through
   the toolkit's own `sagemaker_training.entry_point.run` exactly as it would without us
   (hyperparameters as command-line arguments, ``SM_*`` variables, ``requirements.txt``) and with
@@ -62,6 +63,8 @@ def main() -> None:
             # starts, and SageMaker (or local mode's docker compose) ends every host when one fails.
             from sagemaker_ray_rl.cluster.launcher import run_worker
 
+            if contract.user_entry_point:
+                install_user_code()
             run_worker(contract, settings)
             return
         offline = None if contract.user_entry_point else OfflineSettings.from_hyperparameters(contract.hyperparameters)
@@ -177,6 +180,24 @@ def train(contract: Environment, plan: Plan, cluster: Cluster) -> None:
         written = write_outputs(result.trials, result.best, contract.output_data_dir, contract.tensorboard_dir)
         print(f"Wrote {', '.join(sorted({p.name for p in written}))} to the output data and TensorBoard dirs",
               flush=True)
+
+
+def install_user_code() -> None:
+    """On a worker host: put the user's source dir (``sagemaker_submit_directory``) in the code dir
+    and install its ``requirements.txt``, with the training toolkit's own functions, as
+    `run_user_entry_point` does on the master, without running the script.
+
+    Why: the script runs on the master only, but Ray runs its env runners (and learners) on every
+    host and imports the script's modules there (a custom env, an RLModule class). Ray adds the
+    driver's script directory to every worker's ``sys.path``; the code dir is the same path on each
+    host, so after this those imports work on worker hosts too.
+    """
+    from sagemaker_training import entry_point, files
+    from sagemaker_training import environment as toolkit_environment
+
+    env = toolkit_environment.Environment()
+    files.download_and_extract(uri=env.module_dir, path=toolkit_environment.code_dir)
+    entry_point.install(env.user_entry_point, toolkit_environment.code_dir, capture_error=True)
 
 
 def run_user_entry_point() -> None:

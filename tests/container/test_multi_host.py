@@ -157,3 +157,34 @@ def test_launch_runs_a_users_own_driver_once_on_the_cluster(make_job):
     ran = json.loads((master.base / "model" / f"driver_ran_on_{master.name}.json").read_text())
     assert ran == {"alive_nodes": 2, "argv": ["--x", "1"]}
     assert not list((worker.base / "model").glob("driver_ran_on_*")), "the driver ran on a worker"
+
+
+def test_a_user_entry_points_own_modules_load_on_every_host(make_job):
+    """examples/newsvendor.py on 2 hosts: its env class lives in the source dir's newsvendor_env.py,
+    which env runners on the worker host import too (the worker fetches the source dir as the master
+    does). The source dir is a local path here, an S3 tarball on SageMaker."""
+    import shutil
+
+    from container.conftest import REPO
+
+    job = make_job(
+        {
+            "sagemaker_program": "newsvendor.py",
+            "sagemaker_submit_directory": "/opt/ml/source",
+            "stop.training_iteration": "1",
+            "num_env_runners": "3",
+            "evaluation_episodes": "2",
+        },
+        ["homogeneousCluster"] * 2,
+    )
+    for host in job.hosts:
+        shutil.copytree(REPO / "examples", host.base / "source", ignore=shutil.ignore_patterns("__pycache__"))
+    job.start_all()
+    codes = job.wait_all(timeout=420)
+    assert codes == {h.name: 0 for h in job.hosts}, job.all_logs()[-6000:]
+    master, worker = job.hosts
+    runners = master.summary["actors"]["SingleAgentEnvRunner"]
+    assert runners.get(worker.name, 0) >= 1, f"no env runner on the worker host: {runners}"
+    assert (worker.base / "code" / "newsvendor_env.py").is_file()
+    assert (master.base / "output" / "data" / "newsvendor_evaluation.json").is_file()
+    assert not (worker.base / "model" / "rllib_checkpoint.json").exists()
