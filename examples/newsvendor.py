@@ -1,0 +1,106 @@
+"""Seed 002's basketball store: PPO learns how many balls to order each day, and is compared with the
+classic base-stock (order-up-to) heuristic on the same 100 evaluation episodes.
+
+The env is `newsvendor_env.NewsvendorEnv` (Poisson demand, 5-day lead time, holding and lost-sale
+costs, profit reward); `env_config` hyperparameters change the store's numbers. Observations are in
+raw units (dollars, balls), so RLlib's ``MeanStdFilter`` env-to-module connector normalises them; it
+is saved in the checkpoint and the server applies it unchanged.
+
+After training, the exported model is loaded exactly as ``serve`` loads it (`Policy.load`) and plays
+``evaluation_episodes`` (default 100) greedy episodes. Two baselines play the same episodes (same
+seeds, so the same demand): the base-stock policy at the critical-fractile level (the textbook
+heuristic, `newsvendor_env.base_stock_level`) and at the level that did best in simulation on other
+seeds (`newsvendor_env.tuned_base_stock_level`). Metric lines (``newsvendor_ppo_profit_mean``,
+``newsvendor_base_stock_profit_mean``, ``newsvendor_tuned_base_stock_profit_mean``, ...) and
+``/opt/ml/output/data/newsvendor_evaluation.json`` report them.
+"""
+
+import json
+
+import numpy as np
+from ray.rllib.connectors.env_to_module import MeanStdFilter
+
+from newsvendor_env import NewsvendorEnv, base_stock_action, base_stock_level, tuned_base_stock_level
+from sagemaker_ray_rl import Environment, build_experiment, build_metadata, export_model, register_env, run_experiment
+from sagemaker_ray_rl.policy import Policy
+
+ENV_NAME = "newsvendor"
+EVALUATION_SEED = 1_000_000  # evaluation episodes use seeds EVALUATION_SEED + i, never seen in training
+
+DEFAULTS = {
+    "algorithm": "PPO",
+    "evaluation_episodes": 100,
+    "rl.training.config.lr": 0.001,
+    "rl.training.config.gamma": 0.99,
+    "rl.training.config.train_batch_size_per_learner": 4000,
+    "rl.training.config.minibatch_size": 256,
+    "rl.training.config.num_epochs": 10,
+    # Returns are thousands of dollars: RLlib's default vf_clip_param (10) would clip every value-loss
+    # term, and the value function would never learn.
+    "rl.training.config.vf_clip_param": float("inf"),
+    "env_runners.num_envs_per_env_runner": 4,
+    "rl.training.stop.training_iteration": 40,
+}
+
+
+def play(env, act, episodes):
+    """Profits (dollars) of `episodes` episodes of `act(observation) -> order`, episode i seeded
+    ``EVALUATION_SEED + i``."""
+    profits = []
+    for i in range(episodes):
+        observation, _ = env.reset(seed=EVALUATION_SEED + i)
+        profit, done = 0.0, False
+        while not done:
+            observation, reward, terminated, truncated, _ = env.step(act(observation))
+            profit += reward
+            done = terminated or truncated
+        profits.append(profit)
+    return np.array(profits)
+
+
+def main():
+    register_env(ENV_NAME, lambda config: NewsvendorEnv(config))
+    contract = Environment.from_environ()
+    experiment = build_experiment(DEFAULTS, env=ENV_NAME)
+    config = experiment.config.env_runners(env_to_module_connector=lambda env, spaces=None, device=None: MeanStdFilter())
+    result = run_experiment(config, stop=experiment.stop, storage_dir=contract.checkpoint_dir,
+                            checkpoint_frequency=experiment.checkpoint_frequency)
+    if result.stopped:
+        return
+    env_config = dict(config.env_config)
+    metadata = build_metadata(result.checkpoint_dir, algorithm="PPO", env=ENV_NAME, env_config=env_config,
+                              metrics=result.metrics, hyperparameters=contract.hyperparameters)
+    export_model(result.checkpoint_dir, contract.model_dir, metadata)
+
+    policy = Policy.load(contract.model_dir)  # what `serve` answers with
+    env = NewsvendorEnv(env_config)
+    episodes = experiment.evaluation_episodes
+    ppo = play(env, lambda obs: int(policy.compute(obs[None])["action"][0]), episodes)
+    base_stock = play(env, lambda obs: base_stock_action(obs, env.max_order), episodes)
+    level = base_stock_level(env.reset(seed=0)[0], env.lead_time)
+    if env.config["randomize"]:  # one level cannot be tuned for every episode's own prices and demand
+        tuned, tuned_base_stock = None, np.full(episodes, np.nan)
+    else:  # tuned on seeds 0..99, evaluated on others
+        tuned = tuned_base_stock_level(env, range(max(0, level - 30), level + 11))
+        tuned_base_stock = play(env, lambda obs: int(np.clip(tuned - obs[5:].sum(), 0, env.max_order)), episodes)
+    report = {
+        "episodes": episodes,
+        "base_stock_level": level,
+        "tuned_base_stock_level": tuned,
+        "newsvendor_ppo_profit_mean": float(ppo.mean()),
+        "newsvendor_ppo_profit_std": float(ppo.std()),
+        "newsvendor_base_stock_profit_mean": float(base_stock.mean()),
+        "newsvendor_base_stock_profit_std": float(base_stock.std()),
+        "newsvendor_tuned_base_stock_profit_mean": float(tuned_base_stock.mean()),
+        # Paired per-episode differences (same seeds, same demand): mean and its standard error.
+        "newsvendor_ppo_minus_base_stock_mean": float((ppo - base_stock).mean()),
+        "newsvendor_ppo_minus_base_stock_stderr": float((ppo - base_stock).std(ddof=1) / np.sqrt(episodes)),
+    }
+    for name, value in report.items():
+        print(f"{name}: {value:.2f}" if isinstance(value, float) else f"{name}: {value}")
+    contract.output_data_dir.mkdir(parents=True, exist_ok=True)
+    (contract.output_data_dir / "newsvendor_evaluation.json").write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
