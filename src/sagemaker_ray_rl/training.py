@@ -93,6 +93,11 @@ def main() -> None:
             f"Unexpected {type(exc).__name__} in sagemaker_ray_rl training: {exc}. "
             "The job log holds the traceback.",
         )
+        if isinstance(exc, OSError) and not isinstance(exc.errno, int):
+            # The toolkit exits with an OSError's errno, and with 0 when that is None (int(None)
+            # raises inside its handler and its `finally` exits with the success code): a failed job
+            # would look successful. Any other exception exits 1.
+            raise RuntimeError(f"{type(exc).__name__}: {exc}") from exc
         raise
 
 
