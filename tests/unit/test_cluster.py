@@ -207,3 +207,25 @@ def test_the_dashboard_starts_by_default_only_on_several_hosts():
         {"ray.include_dashboard": "true"}, ResourceConfig.single_host("algo-1")
     ).include_dashboard
     assert settings().include_dashboard
+
+
+def test_a_gcs_port_in_use_fails_before_any_head_starts(tmp_path, monkeypatch):
+    from helpers import write_job
+
+    from sagemaker_ray_rl.cluster.launcher import start_cluster
+    from sagemaker_ray_rl.environment import Environment
+
+    resource_config = {"current_host": "localhost", "hosts": ["localhost"], "network_interface_name": "lo"}
+    base = write_job(tmp_path, {}, resourceconfig=resource_config, inputdataconfig={})
+    monkeypatch.setenv("SAGEMAKER_BASE_DIR", str(base))
+    other_head = socket.socket()
+    other_head.bind(("127.0.0.1", 0))
+    other_head.listen()
+    port = other_head.getsockname()[1]
+    try:
+        contract = Environment.from_environ()
+        cluster_settings = ClusterSettings.from_hyperparameters({"ray.gcs_port": port}, contract.resource_config)
+        with pytest.raises(ClusterError, match=f"port {port} on 127.0.0.1 .* already in use.*ray.gcs_port"):
+            start_cluster(contract, cluster_settings)
+    finally:
+        other_head.close()

@@ -195,6 +195,13 @@ def start_cluster(contract: Environment, settings: ClusterSettings) -> Cluster:
         f"{spec.num_cpus} CPU(s), {spec.num_gpus} GPU(s), {store.reason}, RAY_AUTH_MODE={env['RAY_AUTH_MODE']}"
     )
     address = f"{ip}:{settings.gcs_port}"
+    if port_open(ip, settings.gcs_port):
+        # Another Ray head (another job on this machine) answers there: `ray start` would fail and
+        # ray.init would join that cluster instead, with a confusing authentication error.
+        raise ClusterError(
+            f"port {settings.gcs_port} on {ip} (master host {rc.current_host}) is already in use, e.g. by "
+            f"another job's Ray head on the same machine; set the hyperparameter ray.gcs_port to a free port"
+        )
     head = RayHeadProcess(head_command(spec, settings), env, address)
     if not wait_for_port(ip, settings.gcs_port, timeout_s=HEAD_START_TIMEOUT_S) or not head.running():
         head.stop()
