@@ -158,6 +158,10 @@ class ServingSettings:
             content type (JSON Lines in, JSON Lines out, as batch transform expects).
         backend: ``gunicorn`` (default) or ``ray-serve`` (``SAGEMAKER_RAY_RL_SERVER``).
         ray_serve_replicas: replicas of the Ray Serve deployment (``SAGEMAKER_RAY_SERVE_REPLICAS``, 1).
+        ray_serve_max_batch_size: most requests a replica answers with one forward pass per module
+            (``@serve.batch``; ``SAGEMAKER_RAY_SERVE_MAX_BATCH_SIZE``, 32; 1 turns batching off).
+        ray_serve_batch_wait_timeout_s: seconds a batch waits for more requests after its first
+            (``SAGEMAKER_RAY_SERVE_BATCH_WAIT_TIMEOUT_S``, 0: take what is queued, add no latency).
     """
 
     port: int = 8080
@@ -167,6 +171,8 @@ class ServingSettings:
     default_accept: str | None = None
     backend: str = "gunicorn"
     ray_serve_replicas: int = 1
+    ray_serve_max_batch_size: int = 32
+    ray_serve_batch_wait_timeout_s: float = 0.0
 
     @property
     def max_payload_bytes(self) -> int:
@@ -288,6 +294,8 @@ class Environment:
                 default_accept=env.get(p.DEFAULT_INVOCATIONS_ACCEPT_ENV) or None,
                 backend=_backend(env.get(p.SERVER_BACKEND_ENV)),
                 ray_serve_replicas=max(1, _number_var(env, p.RAY_SERVE_REPLICAS_ENV, 1)),
+                ray_serve_max_batch_size=max(1, _number_var(env, p.RAY_SERVE_MAX_BATCH_SIZE_ENV, 32)),
+                ray_serve_batch_wait_timeout_s=max(0.0, _number_var(env, p.RAY_SERVE_BATCH_WAIT_TIMEOUT_ENV, 0.0, float)),
             ),
         )
 

@@ -38,3 +38,7 @@ DEFAULT_INVOCATIONS_ACCEPT_ENV = "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT"
 SERVER_BACKEND_ENV = "SAGEMAKER_RAY_RL_SERVER"
 #: Ours: replicas of the Ray Serve deployment.
 RAY_SERVE_REPLICAS_ENV = "SAGEMAKER_RAY_SERVE_REPLICAS"
+#: Ours: requests one ``@serve.batch`` forward pass takes at most (Ray Serve backend).
+RAY_SERVE_MAX_BATCH_SIZE_ENV = "SAGEMAKER_RAY_SERVE_MAX_BATCH_SIZE"
+#: Ours: seconds a batch waits for more requests after its first (Ray Serve backend).
+RAY_SERVE_BATCH_WAIT_TIMEOUT_ENV = "SAGEMAKER_RAY_SERVE_BATCH_WAIT_TIMEOUT_S"

@@ -286,6 +286,10 @@ def test_sigterm_lets_the_request_in_flight_finish(policy_dirs, tmp_path):
 
 
 def test_ray_serve_backend_answers_like_gunicorn(policy_dirs, servers, tmp_path):
+    """Same statuses and bodies as gunicorn, also for concurrent single observations that Ray
+    Serve's ``@serve.batch`` runs as one forward pass (float32 rounding of a batch aside)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from integration.conftest import ServeProcess
 
     import shutil
@@ -294,7 +298,7 @@ def test_ray_serve_backend_answers_like_gunicorn(policy_dirs, servers, tmp_path)
     ray_tmp = Path(tempfile.mkdtemp(prefix="smrl-rs-", dir="/tmp"))  # Ray's socket paths must stay short
     server = ServeProcess(
         policy_dirs["pendulum"], tmp_path, SAGEMAKER_RAY_RL_SERVER="ray-serve", SAGEMAKER_RAY_SERVE_REPLICAS="1",
-        RAY_TMPDIR=str(ray_tmp),
+        SAGEMAKER_RAY_SERVE_BATCH_WAIT_TIMEOUT_S="0.05", RAY_TMPDIR=str(ray_tmp),
     )
     try:
         server.wait_until_healthy(timeout=180)
@@ -303,6 +307,7 @@ def test_ray_serve_backend_answers_like_gunicorn(policy_dirs, servers, tmp_path)
             {"instances": [[1.0, 0.0, 0.5], [0.0, 1.0, -3.0]], "outputs": ["action_dist_inputs", "vf_preds"]},
             {"inputs": {"observations": [[1.0, 0.0, 0.5]]}},
             {"instances": [[1.0, 0.0]]},
+            {"observation": [1.0, 0.0, 0.5], "outputs": ["vf_preds", "nope"]},
         ):
             ours = requests.post(f"{server.url}/invocations", json=body, timeout=30)
             reference = requests.post(f"{gunicorn}/invocations", json=body, timeout=30)
@@ -312,10 +317,71 @@ def test_ray_serve_backend_answers_like_gunicorn(policy_dirs, servers, tmp_path)
         )
         assert lines.status_code == 200 and len(lines.text.splitlines()) == 2
         assert requests.get(f"{server.url}/execution-parameters", timeout=5).json()["BatchStrategy"] == "MULTI_RECORD"
+
+        observations = [to_json(o) for o in samples(gym.spaces.Box(-1.0, 1.0, (3,), np.float32), 24, seed=7)]
+        bodies = [{"observation": o, "outputs": ["action_dist_inputs"]} for o in observations]
+        bodies[5] = {"observation": [1.0, 2.0]}  # a bad one among them: only its own answer is a 400
+        with ThreadPoolExecutor(len(bodies)) as pool:
+            answers = list(pool.map(lambda b: requests.post(f"{server.url}/invocations", json=b, timeout=60), bodies))
+        for body, ours in zip(bodies, answers):
+            reference = requests.post(f"{gunicorn}/invocations", json=body, timeout=30)
+            assert ours.status_code == reference.status_code
+            if ours.status_code != 200:
+                assert ours.json() == reference.json()
+                continue
+            for name in ("action", "action_dist_inputs"):
+                np.testing.assert_allclose(
+                    ours.json()["predictions"][0][name], reference.json()["predictions"][0][name], rtol=1e-6, atol=1e-6
+                )
     finally:
         code = server.stop()
         shutil.rmtree(ray_tmp, ignore_errors=True)
         assert code == 0, server.log.read_text()[-3000:]
+
+
+@pytest.mark.parametrize("kind", ["cartpole", "pendulum", "meanstd", "dict_obs", "lstm"])
+def test_batched_jobs_answer_as_each_alone_in_one_forward_pass(kind, policy_dirs):
+    """What Ray Serve's ``@serve.batch`` runs: single-observation requests with the same options
+    go through one `Policy.compute`, a request with other options through its own, and every
+    request gets the answer it gets alone (Discrete actions identical; floats up to the float32
+    rounding MKL's matrix products give a different batch size)."""
+    from sagemaker_ray_rl.policy import Policy
+    from sagemaker_ray_rl.serving import codecs
+    from sagemaker_ray_rl.serving.app import compute_jobs, plan
+
+    policy = Policy.load(policy_dirs[kind])
+    space = policy.pipeline(None).observation_space
+    requests_ = [{"observation": to_json(o), "outputs": ["action_dist_inputs"]} for o in samples(space, 12, seed=3)]
+    requests_[4]["explore"] = True  # other options: its own forward pass
+    if kind == "lstm":
+        alone_state = policy.compute(np.zeros((1, 4), np.float32))["state_out"]
+        requests_[7]["state"] = {k: np.asarray(v)[0].tolist() for k, v in alone_state.items()}
+    jobs = [job for body in requests_ for job in plan(policy, codecs.decode(json.dumps(body).encode(), codecs.JSON, {}))]
+    alone = [compute_jobs(policy, [job])[0] for job in jobs]
+
+    calls = []
+    compute = policy.compute
+    policy.compute = lambda *args, **kwargs: calls.append(len(tree_leaves(args[0])[0])) or compute(*args, **kwargs)
+    try:
+        together = compute_jobs(policy, jobs)
+    finally:
+        policy.compute = compute
+    assert sorted(calls) == ([1, 1, 10] if kind == "lstm" else [1, 11])
+    for i, (one, batched) in enumerate(zip(alone, together)):
+        assert set(one) == set(batched)
+        if i == 4:  # sampled: a valid action of the same shape
+            assert np.shape(batched["action"]) == np.shape(one["action"])
+            continue
+        if kind in ("cartpole", "dict_obs", "lstm"):
+            assert batched["action"].tolist() == one["action"].tolist()
+        for a, b in zip(tree_leaves(one), tree_leaves(batched)):
+            np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-6)
+
+
+def tree_leaves(value):
+    import tree
+
+    return tree.flatten(value)
 
 
 @pytest.mark.parametrize("kind", ["pendulum", "meanstd", "dict_obs"])

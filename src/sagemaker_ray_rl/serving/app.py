@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -82,7 +83,7 @@ def execution_parameters(settings: ServingSettings) -> bytes:
 
 
 def answer_invocation(policy: Policy, settings: ServingSettings, headers: Any, body: bytes) -> tuple[int, str, bytes]:
-    """``POST /invocations`` without a web framework (shared by the flask app and Ray Serve).
+    """``POST /invocations`` without a web framework (the flask app's handler).
 
     Args:
         policy: the loaded policy.
@@ -95,33 +96,92 @@ def answer_invocation(policy: Policy, settings: ServingSettings, headers: Any, b
         the field and what was expected.
     """
     try:
-        if len(body) > settings.max_payload_bytes:
-            raise RequestError(
-                f"request body is {len(body)} bytes, more than SAGEMAKER_MAX_PAYLOAD_IN_MB allows",
-                status=413,
-                expected=f"at most {settings.max_payload_bytes} bytes",
-            )
-        content_type = _content_type(headers.get("Content-Type"))
-        accept = _accept(headers.get("Accept"), settings.default_accept or content_type)
-        header_options = codecs.parse_custom_attributes(headers.get(codecs.CUSTOM_ATTRIBUTES))
-        decoded = codecs.decode(body, content_type, header_options)
-        results = invoke(policy, decoded)
-        return 200, accept, codecs.encode(results, accept, decoded)
+        accept, decoded, jobs = read_invocation(policy, settings, headers, body)
+        return 200, accept, write_invocation(accept, decoded, jobs, compute_jobs(policy, jobs))
     except RequestError as exc:
-        return exc.status, codecs.JSON, json.dumps(exc.to_dict()).encode()
+        return error_answer(exc)
 
 
-def invoke(policy: Policy, decoded: codecs.Decoded) -> list[dict[str, Any]]:
-    """Answer every group of a decoded request.
+def error_answer(exc: RequestError) -> tuple[int, str, bytes]:
+    """``(status, content type, body)`` of a user error: its 4xx and a JSON body."""
+    return exc.status, codecs.JSON, json.dumps(exc.to_dict()).encode()
 
-    Returns:
-        One JSON-ready dict per observation, in request order: ``action``, ``state_out`` for
-        stateful modules, and the requested outputs.
+
+@dataclass
+class Job:
+    """One forward pass a request needs: validated observations for one module, one set of options.
+
+    Attributes:
+        module_id: the module (resolved: never None).
+        observations: the batch, in the structure of the module's observation space (arrays,
+            batch first, the space's dtype; see `observation_batch`).
+        size: observations in the batch.
+        explore: sample instead of the greedy action.
+        outputs: extra outputs (`policy.OPTIONAL_OUTPUTS`).
+        state: RNN state-ins, batch first, or None for the initial state.
+        positions: each observation's place in the response.
+    """
+
+    module_id: str
+    observations: Any
+    size: int
+    explore: bool
+    outputs: tuple[str, ...]
+    state: Any
+    positions: list[int]
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        """Jobs with equal keys can run as one forward pass (`compute_jobs`)."""
+        return self.module_id, self.explore, self.outputs, self.state is None
+
+
+def read_invocation(policy: Policy, settings: ServingSettings, headers: Any, body: bytes) -> tuple[str, codecs.Decoded, list[Job]]:
+    """Parse and validate a request: the response type, the decoded body and its forward passes.
 
     Raises:
-        RequestError: 400 for observations or states the module's spaces do not hold.
+        RequestError: 413 over the payload limit, 415/406 for content types, 400 for bodies,
+            observations or states the policy cannot take.
+    """
+    if len(body) > settings.max_payload_bytes:
+        raise RequestError(
+            f"request body is {len(body)} bytes, more than SAGEMAKER_MAX_PAYLOAD_IN_MB allows",
+            status=413,
+            expected=f"at most {settings.max_payload_bytes} bytes",
+        )
+    content_type = _content_type(headers.get("Content-Type"))
+    accept = _accept(headers.get("Accept"), settings.default_accept or content_type)
+    header_options = codecs.parse_custom_attributes(headers.get(codecs.CUSTOM_ATTRIBUTES))
+    decoded = codecs.decode(body, content_type, header_options)
+    return accept, decoded, plan(policy, decoded)
+
+
+def write_invocation(accept: str, decoded: codecs.Decoded, jobs: list[Job], answers: list[Any]) -> bytes:
+    """The response body from each job's answer (`compute_jobs`, same order as `jobs`).
+
+    Raises:
+        RequestError: the first answer that is one (in request order), or 406 for an ``agents``
+            request that asks for anything but JSON.
     """
     results: list[dict[str, Any]] = [{}] * decoded.count
+    for job, columns in zip(jobs, answers):
+        if isinstance(columns, RequestError):
+            raise columns
+        as_lists = {name: _per_record(value, job.size) for name, value in columns.items()}
+        for i, position in enumerate(job.positions):
+            results[position] = {name: values[i] for name, values in as_lists.items()}
+    return codecs.encode(results, accept, decoded)
+
+
+def plan(policy: Policy, decoded: codecs.Decoded) -> list[Job]:
+    """The forward passes of a decoded request: each group's observations validated against its
+    module's observation space and stacked into one batch.
+
+    Raises:
+        RequestError: 400 for observations or states the module's spaces do not hold, an unknown
+            module id.
+    """
+    jobs: list[Job] = []
     groups = decoded.groups if decoded.agents is None else _agent_groups(policy, decoded)
     for group in groups:
         pipeline = policy.pipeline(group.options.module_id)
@@ -129,7 +189,7 @@ def invoke(policy: Policy, decoded: codecs.Decoded) -> list[dict[str, Any]]:
         if isinstance(observations, np.ndarray):
             observations = _array_batch(observations, pipeline.observation_space, group.field)
             group.positions = list(range(len(observations)))
-            results = [{}] * len(observations)
+            decoded.count = len(observations)
         if group.field == "agents":  # already validated one by one, with the agent's field name
             batch = tree.map_structure(lambda *xs: np.concatenate(xs), *observations)
         else:
@@ -138,17 +198,65 @@ def invoke(policy: Policy, decoded: codecs.Decoded) -> list[dict[str, Any]]:
         if pipeline.module.is_stateful():
             field = "state" if group.field == "observation" else "states"
             state = state_batch(group.states, pipeline.module.get_initial_state(), field)
-        columns = policy.compute(
-            batch,
-            module_id=pipeline.module_id,
-            explore=group.options.explore,
-            outputs=group.options.outputs,
-            state=state,
-        )
-        as_lists = {name: _per_record(value, len(group.positions)) for name, value in columns.items()}
-        for i, position in enumerate(group.positions):
-            results[position] = {name: values[i] for name, values in as_lists.items()}
-    return results
+        options = group.options
+        jobs.append(Job(pipeline.module_id, batch, len(group.positions), options.explore, options.outputs, state, group.positions))
+    return jobs
+
+
+def compute_jobs(policy: Policy, jobs: list[Job]) -> list[dict[str, Any] | RequestError]:
+    """Run jobs, those with equal `Job.key` (module, options, state given or not) as one forward
+    pass over their concatenated observations, and give each job its rows back.
+
+    Every connector and RLlib's action step work row by row (greedy actions, frozen filters,
+    unsquash/clip), so a row's answer does not depend on the rows it is batched with. Used per
+    request by the gunicorn backend and across concurrent requests by Ray Serve's ``@serve.batch``.
+
+    Returns:
+        One entry per job, in order: `Policy.compute`'s columns for the job's rows (batch-first
+        arrays), or the `RequestError` that job raised (e.g. ``vf_preds`` of a module without a
+        value function). When a merged pass raises one, its jobs are retried one by one so each
+        gets its own answer.
+    """
+    by_key: dict[tuple[Any, ...], list[int]] = {}
+    for index, job in enumerate(jobs):
+        by_key.setdefault(job.key, []).append(index)
+    answers: list[Any] = [None] * len(jobs)
+    for indices in by_key.values():
+        members = [jobs[i] for i in indices]
+        if len(members) > 1:
+            try:
+                merged = _run(policy, _concatenate(members))
+            except RequestError:
+                pass
+            else:
+                start = 0
+                for index, job in zip(indices, members):
+                    stop = start + job.size
+                    answers[index] = {
+                        name: tree.map_structure(lambda x, a=start, b=stop: x[a:b], value) for name, value in merged.items()
+                    }
+                    start = stop
+                continue
+        for index, job in zip(indices, members):
+            try:
+                answers[index] = _run(policy, job)
+            except RequestError as exc:
+                answers[index] = exc
+    return answers
+
+
+def _run(policy: Policy, job: Job) -> dict[str, Any]:
+    return policy.compute(job.observations, module_id=job.module_id, explore=job.explore, outputs=job.outputs, state=job.state)
+
+
+def _concatenate(jobs: list[Job]) -> Job:
+    def concat(*parts: Any) -> Any:
+        return tree.map_structure(lambda *xs: np.concatenate(xs), *parts)
+
+    first = jobs[0]
+    state = None if first.state is None else concat(*(job.state for job in jobs))
+    size = sum(job.size for job in jobs)
+    return Job(first.module_id, concat(*(job.observations for job in jobs)), size, first.explore, first.outputs, state, [])
 
 
 def _agent_groups(policy: Policy, decoded: codecs.Decoded) -> list[codecs.Group]:

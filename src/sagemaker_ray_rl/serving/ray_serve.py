@@ -5,7 +5,10 @@ For users who want replicas of the policy (``SAGEMAKER_RAY_SERVE_REPLICAS``, def
 Serve's autoscaling and observability. ``serve`` starts it when ``SAGEMAKER_RAY_RL_SERVER=ray-serve``
 (or ``serve --backend ray-serve``): a local Ray instance (no dashboard), Serve's HTTP proxy on
 ``SAGEMAKER_BIND_TO_PORT``, and one deployment whose FastAPI ingress answers with the same code as
-the gunicorn backend (`app.answer_invocation`), so bodies, errors and statuses are identical.
+the gunicorn backend (`app.read_invocation`, `app.compute_jobs`, `app.write_invocation`), so
+bodies, errors and statuses are identical. Concurrent requests are batched into one forward pass
+with Ray Serve's ``@serve.batch`` (``SAGEMAKER_RAY_SERVE_MAX_BATCH_SIZE``,
+``SAGEMAKER_RAY_SERVE_BATCH_WAIT_TIMEOUT_S``); the answers equal the unbatched ones.
 
 Cost (docs/benchmarks.md): Ray's start makes the cold start several seconds longer, and every
 request crosses Serve's proxy and a replica actor; on few cores the gunicorn backend is faster.
@@ -24,17 +27,30 @@ from sagemaker_ray_rl.environment import Environment, ServingSettings
 def build_app(model_dir: Path, settings: ServingSettings, replicas: int):
     """The Serve application: a deployment of `replicas` replicas, each loading the policy once.
 
+    Each replica parses and validates a request as the gunicorn backend does
+    (`app.read_invocation`), then hands its forward passes (`app.Job`) to a ``@serve.batch``
+    method: jobs of concurrent requests that queue while a batch runs (up to
+    ``settings.ray_serve_max_batch_size`` per batch, waiting ``ray_serve_batch_wait_timeout_s``
+    for more after the first) run as one forward pass per module and options
+    (`app.compute_jobs`), and each request gets its own rows back. A replica takes up to twice
+    the batch size in concurrent requests (``max_ongoing_requests``), so the next batch fills
+    while one runs.
+
     Args:
         model_dir: where the checkpoint is (``/opt/ml/model``).
-        settings: payload limit, default Accept, workers (reported by ``/execution-parameters``).
+        settings: payload limit, default Accept, workers (reported by ``/execution-parameters``),
+            batch size and wait.
         replicas: ``num_replicas`` of the deployment.
     """
     from fastapi import FastAPI, Request, Response
     from ray import serve
 
     api = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    batch_size = settings.ray_serve_max_batch_size
 
-    @serve.deployment(num_replicas=replicas, ray_actor_options={"num_cpus": 0})
+    @serve.deployment(
+        num_replicas=replicas, max_ongoing_requests=max(8, 2 * batch_size), ray_actor_options={"num_cpus": 0}
+    )
     @serve.ingress(api)
     class PolicyDeployment:
         """One replica: the loaded policy and the shared request code."""
@@ -49,6 +65,12 @@ def build_app(model_dir: Path, settings: ServingSettings, replicas: int):
             self.policy = Policy.load(model_dir)
             self.parameters = execution_parameters(settings)
 
+        @serve.batch(max_batch_size=batch_size, batch_wait_timeout_s=settings.ray_serve_batch_wait_timeout_s)
+        async def compute(self, jobs: list) -> list:
+            from sagemaker_ray_rl.serving.app import compute_jobs
+
+            return compute_jobs(self.policy, jobs)
+
         @api.get("/ping")
         def ping(self) -> Response:
             return Response(b'{"status": "healthy"}', media_type="application/json")
@@ -59,10 +81,18 @@ def build_app(model_dir: Path, settings: ServingSettings, replicas: int):
 
         @api.post("/invocations")
         async def invocations(self, request: Request) -> Response:
-            from sagemaker_ray_rl.serving.app import answer_invocation
+            import asyncio
+
+            from sagemaker_ray_rl.errors import RequestError
+            from sagemaker_ray_rl.serving.app import error_answer, read_invocation, write_invocation
 
             body = await request.body()
-            status, mimetype, content = answer_invocation(self.policy, settings, request.headers, body)
+            try:
+                accept, decoded, jobs = read_invocation(self.policy, settings, request.headers, body)
+                answers = await asyncio.gather(*(self.compute(job) for job in jobs))
+                status, mimetype, content = 200, accept, write_invocation(accept, decoded, jobs, answers)
+            except RequestError as exc:
+                status, mimetype, content = error_answer(exc)
             return Response(content, status_code=status, media_type=mimetype)
 
     return PolicyDeployment.bind()
