@@ -152,12 +152,26 @@ def test_responses_per_accept_type():
     results = [{"action": 1, "action_prob": 0.5}, {"action": 0, "action_prob": 0.25}]
     decoded = codecs.Decoded([], 2)
     assert json.loads(codecs.encode(results, codecs.JSON, decoded)) == {"predictions": results}
-    assert codecs.encode(results, codecs.JSONLINES, decoded).decode().splitlines() == [json.dumps(r) for r in results]
+    lines = codecs.encode(results, codecs.JSONLINES, decoded).decode()
+    assert lines.endswith("\n") and [json.loads(line) for line in lines.splitlines()] == results
     assert codecs.encode(results, codecs.CSV, decoded) == b"1,0.5\n0,0.25\n"
     assert np.load(io.BytesIO(codecs.encode(results, codecs.NPY, decoded))).tolist() == [1, 0]
     legacy = codecs.Decoded([], 2, legacy=True)
     assert json.loads(codecs.encode([{"action": [0.5], "vf_preds": 1.0}], codecs.JSON, legacy)) == {
         "outputs": {"actions_0": [[0.5]], "vf_preds": [1.0]}
+    }
+
+
+def test_json_is_strict_and_answers_stay_valid_json():
+    """NaN and Infinity are not JSON (RFC 8259): a 400 naming the body; a non-finite answer
+    (e.g. a log-probability) is written as null, never as an invalid token."""
+    for body in (b'{"instances": [[1, 2, NaN, 4]]}', b'{"observation": [Infinity, 0, 0, 0]}'):
+        with pytest.raises(RequestError) as info:
+            codecs.decode(body, codecs.JSON, {})
+        assert info.value.status == 400 and "not valid JSON" in info.value.message
+    out = codecs.encode([{"action": 1, "action_logp": float("-inf")}], codecs.JSON, codecs.Decoded([], 1))
+    assert json.loads(out, parse_constant=lambda c: pytest.fail(f"invalid JSON token {c}")) == {
+        "predictions": [{"action": 1, "action_logp": None}]
     }
 
 

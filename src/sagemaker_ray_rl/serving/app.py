@@ -167,9 +167,13 @@ def write_invocation(accept: str, decoded: codecs.Decoded, jobs: list[Job], answ
     for job, columns in zip(jobs, answers):
         if isinstance(columns, RequestError):
             raise columns
-        as_lists = {name: _per_record(value, job.size) for name, value in columns.items()}
-        for i, position in enumerate(job.positions):
-            results[position] = {name: values[i] for name, values in as_lists.items()}
+        names = list(columns)
+        rows = [dict(zip(names, row)) for row in zip(*(_per_record(columns[name], job.size) for name in names))]
+        if len(jobs) == 1:  # one job answers every record, in order
+            results = rows
+            break
+        for position, row in zip(job.positions, rows):
+            results[position] = row
     return codecs.encode(results, accept, decoded)
 
 
