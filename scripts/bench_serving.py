@@ -10,9 +10,12 @@ DIR is an exported checkpoint (scripts/demo.sh leaves one in build/demo/job/mode
   with one observation at concurrency 1, 8 and 32 (p50/p99 latency, requests/s) and with 1,024
   observations at concurrency 1.
 The server runs from this venv (``serve``), or from the image with ``--image`` (``docker run
---network host``). Clients: keep-alive ``http.client`` connections, one per client thread,
-spread over two client processes (so the client is not capped by one GIL); they share the
-machine's cores with the server, as the in-process loop does not. Results go to docs/benchmarks.md.
+--network host``). Clients (``--client``): wrk (C, one thread, HTTP/1.1
+keep-alive connections: ``apt-get install wrk``; the default where ``wrk`` is on the PATH) or
+keep-alive ``http.client`` connections, one per client thread, spread over two client processes
+(several times wrk's CPU per request, taken from the server's cores). Either shares the machine's cores with the
+server, as the in-process loop does not. Prints the load average before and after. Results go to
+docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -22,8 +25,11 @@ import http.client
 import json
 import multiprocessing as mp
 import os
+import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -99,6 +105,28 @@ def load(port: int, body: bytes, concurrency: int, seconds: float) -> tuple[np.n
     return np.array(latencies), len(latencies) / seconds
 
 
+_WRK_SCRIPT = """
+local f = io.open(os.getenv("BENCH_BODY"), "rb"); wrk.body = f:read("*a"); f:close()
+wrk.method = "POST"; wrk.headers["Content-Type"] = "application/json"
+"""
+_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
+
+
+def load_wrk(port: int, body: bytes, concurrency: int, seconds: float) -> tuple[np.ndarray, float]:
+    """(latencies in s at p50 and p99, requests/s) from ``wrk -t 1 -c concurrency --latency``
+    (HTTP/1.1 keep-alive connections, one thread); every request must answer 2xx."""
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "body.json").write_bytes(body)
+        (Path(tmp) / "post.lua").write_text(_WRK_SCRIPT)
+        cmd = ["wrk", "-t", "1", "-c", str(concurrency), "-d", f"{seconds}s", "--timeout", "60s", "--latency",
+               "-s", str(Path(tmp) / "post.lua"), f"http://127.0.0.1:{port}/invocations"]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True, env={**os.environ, "BENCH_BODY": str(Path(tmp) / "body.json")}).stdout
+    if "Non-2xx" in out or "Socket errors" in out:
+        raise SystemExit(f"wrk: errors or non-2xx answers:\n{out}")
+    quantiles = {q: float(v) * _UNITS[u] for q, v, u in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)$", out, re.M)}
+    return np.array([quantiles["50"], quantiles["99"]]), float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+
 def sequential(fn, n: int) -> np.ndarray:
     out = np.empty(n)
     for i in range(n):
@@ -109,9 +137,11 @@ def sequential(fn, n: int) -> np.ndarray:
 
 
 def row(name: str, seconds: np.ndarray, rate: float | None = None) -> str:
+    """A table row: p50, p99 (of `seconds`; wrk's own p50 and p99 when it has two), rate."""
     ms = seconds * 1000
     rate = rate if rate is not None else len(seconds) / seconds.sum()
-    return f"| {name} | {np.percentile(ms, 50):.3f} ms | {np.percentile(ms, 99):.3f} ms | {rate:,.0f} /s |"
+    p50, p99 = (ms[0], ms[1]) if len(ms) == 2 else (np.percentile(ms, 50), np.percentile(ms, 99))
+    return f"| {name} | {p50:.3f} ms | {p99:.3f} ms | {rate:,.0f} /s |"
 
 
 def start_server(args, backend: str, port: int):
@@ -151,11 +181,12 @@ def bench_backend(args, backend: str, obs: list, port: int) -> list[str]:
         lines.append(f"| {backend}: cold start, `serve` -> first 200 on `/ping` | {time.monotonic() - start:.2f} s | | |")
         single = json.dumps({"observation": obs}).encode()
         batch = json.dumps({"instances": [obs] * 1024}).encode()
-        load(port, single, 1, 1.0)  # warm up
+        client = load_wrk if args.client == "wrk" else load
+        client(port, single, 8, 1)  # warm up
         for concurrency in (1, 8, 32):
-            latencies, rate = load(port, single, concurrency, args.seconds)
+            latencies, rate = client(port, single, concurrency, args.seconds)
             lines.append(row(f"{backend}: HTTP, 1 obs, concurrency {concurrency}", latencies, rate))
-        latencies, rate = load(port, batch, 1, args.seconds)
+        latencies, rate = client(port, batch, 1, args.seconds)
         lines.append(row(f"{backend}: HTTP, 1,024 obs, concurrency 1", latencies, rate))
     finally:
         stop()
@@ -167,7 +198,9 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=Path("build/demo/job/model"))
     parser.add_argument("--image", help="run the image's serve (docker run --network host) instead of this venv's")
     parser.add_argument("--backend", choices=("gunicorn", "ray-serve", "both"), default="both")
-    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--client", choices=("wrk", "python"), default="wrk" if shutil.which("wrk") else "python",
+                        help="load generator (default: wrk where installed)")
     parser.add_argument("--port", type=int, default=8089)
     args = parser.parse_args()
     args.model = args.model.resolve()
@@ -187,7 +220,8 @@ def main() -> None:
     obs = obs_array.tolist()
     one = torch.from_numpy(obs_array[None])
     many = torch.from_numpy(np.repeat(obs_array[None], 1024, axis=0))
-    lines = [f"model: {args.model}, spaces {pipeline.observation_space} -> {pipeline.action_space}",
+    lines = [f"model: {args.model}, spaces {pipeline.observation_space} -> {pipeline.action_space}, client {args.client}",
+             f"load average at the start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
              "| what | p50 | p99 | rate |", "| --- | --- | --- | --- |"]
     with torch.inference_mode():
         fwd1 = sequential(lambda: pipeline.module.forward_inference({Columns.OBS: one}), 3000)
@@ -199,6 +233,7 @@ def main() -> None:
     backends = ("gunicorn", "ray-serve") if args.backend == "both" else (args.backend,)
     for i, backend in enumerate(backends):
         lines.extend(bench_backend(args, backend, obs, args.port + i))
+    lines.append(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print("\n".join(lines))
 
 

@@ -84,9 +84,9 @@ def test_unknown_hyperparameter_fails_before_ray_starts(image: str, tmp_path: Pa
 class Server:
     """A `docker run -d ... serve` container on a loopback port."""
 
-    def __init__(self, image: str, model_dir: Path) -> None:
+    def __init__(self, image: str, model_dir: Path, *serve_args: str) -> None:
         run = docker(
-            "run", "-d", "-p", "127.0.0.1::8080", "-v", f"{model_dir}:/opt/ml/model", image, "serve", check=True
+            "run", "-d", "-p", "127.0.0.1::8080", "-v", f"{model_dir}:/opt/ml/model", image, "serve", *serve_args, check=True
         )
         self.container = run.stdout.strip()
         port = docker("port", self.container, "8080/tcp", check=True).stdout.strip().splitlines()[0]
@@ -98,7 +98,7 @@ class Server:
             try:
                 if requests.get(f"{self.url}/ping", timeout=1).status_code == 200:
                     return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # Ray Serve's proxy holds /ping until the replica is up
                 pass
             time.sleep(0.2)
         raise AssertionError(f"no 200 on /ping within {timeout} s:\n{self.logs()}")
@@ -187,3 +187,39 @@ def test_image_serves_what_rllibs_pipeline_computes(image: str, user_checkpoints
         assert requests.get(f"{server.url}/execution-parameters", timeout=5).status_code == 200
     finally:
         assert server.stop() == 0, server.logs()
+
+
+def test_image_ray_serve_backend_answers_like_gunicorn(image: str, user_checkpoints):
+    """``serve --backend ray-serve`` in the image: /ping, the same bodies as the gunicorn backend
+    (also for concurrent single observations, which ``@serve.batch`` runs together) and 4xx JSON
+    for bad input."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    ray_serve = Server(image, user_checkpoints["cartpole"], "--backend", "ray-serve")
+    gunicorn = Server(image, user_checkpoints["cartpole"])
+    try:
+        start = time.monotonic()
+        ray_serve.wait_until_healthy(timeout=120)
+        print(f"ray-serve: docker run -> first 200 on /ping in {time.monotonic() - start:.1f} s")
+        gunicorn.wait_until_healthy()
+        assert requests.get(f"{ray_serve.url}/ping", timeout=5).json() == {"status": "healthy"}
+
+        def both(body=None, **kwargs):
+            kwargs = {"json": body, **kwargs} if body is not None else kwargs
+            return [requests.post(f"{s.url}/invocations", timeout=30, **kwargs) for s in (ray_serve, gunicorn)]
+
+        ours, reference = both({"instances": OBS, "outputs": ["action_prob", "action_dist_inputs", "vf_preds"]})
+        assert ours.status_code == 200 and ours.json() == reference.json()
+        ours, reference = both({"instances": [[1, 2, 3]]})
+        assert ours.status_code == 400 and ours.json() == reference.json() and ours.json()["field"] == "instances[0]"
+        ours, reference = both(data="1,2,3,4", headers={"Content-Type": "text/plain"})
+        assert ours.status_code == 415 and ours.json() == reference.json()
+
+        observations = np.random.default_rng(0).uniform(-1, 1, (16, 4)).round(3).tolist()
+        with ThreadPoolExecutor(16) as pool:
+            batched = list(pool.map(lambda o: requests.post(f"{ray_serve.url}/invocations", json={"observation": o}, timeout=60), observations))
+        alone = requests.post(f"{gunicorn.url}/invocations", json={"instances": observations}, timeout=30).json()
+        assert [r.json()["predictions"][0] for r in batched] == alone["predictions"]
+    finally:
+        codes = ray_serve.stop(), gunicorn.stop()
+        assert codes == (0, 0), ray_serve.logs()[-3000:]
