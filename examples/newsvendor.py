@@ -4,7 +4,9 @@ classic base-stock (order-up-to) heuristic on the same 100 evaluation episodes.
 The env is `newsvendor_env.NewsvendorEnv` (Poisson demand, 5-day lead time, holding and lost-sale
 costs, profit reward); `env_config` hyperparameters change the store's numbers. Observations are in
 raw units (dollars, balls), so RLlib's ``MeanStdFilter`` env-to-module connector normalises them; it
-is saved in the checkpoint and the server applies it unchanged.
+is saved in the checkpoint and the server applies it unchanged. Training sees the profit in hundreds
+of dollars (Gymnasium's ``TransformReward``), so returns (and the metric lines) are about 50 rather
+than 5,000: value targets of that size suit PPO's value-function loss and its clipping.
 
 After training, the exported model is loaded exactly as ``serve`` loads it (`Policy.load`) and plays
 ``evaluation_episodes`` (default 100) greedy episodes. Two baselines play the same episodes (same
@@ -17,6 +19,7 @@ seeds (`newsvendor_env.tuned_base_stock_level`). Metric lines (``newsvendor_ppo_
 
 import json
 
+import gymnasium as gym
 import numpy as np
 from ray.rllib.connectors.env_to_module import MeanStdFilter
 
@@ -26,20 +29,20 @@ from sagemaker_ray_rl.policy import Policy
 
 ENV_NAME = "newsvendor"
 EVALUATION_SEED = 1_000_000  # evaluation episodes use seeds EVALUATION_SEED + i, never seen in training
+REWARD_SCALE = 0.01  # training rewards in hundreds of dollars
 
 DEFAULTS = {
     "algorithm": "PPO",
     "evaluation_episodes": 100,
-    "rl.training.config.lr": 0.001,
+    "rl.training.config.lr": 0.0003,
     "rl.training.config.gamma": 0.99,
+    "rl.training.config.lambda_": 0.95,
     "rl.training.config.train_batch_size_per_learner": 4000,
     "rl.training.config.minibatch_size": 256,
     "rl.training.config.num_epochs": 10,
-    # Returns are thousands of dollars: RLlib's default vf_clip_param (10) would clip every value-loss
-    # term, and the value function would never learn.
-    "rl.training.config.vf_clip_param": float("inf"),
     "env_runners.num_envs_per_env_runner": 4,
-    "rl.training.stop.training_iteration": 40,
+    "debugging.seed": 0,
+    "rl.training.stop.training_iteration": 100,
 }
 
 
@@ -59,7 +62,9 @@ def play(env, act, episodes):
 
 
 def main():
-    register_env(ENV_NAME, lambda config: NewsvendorEnv(config))
+    register_env(
+        ENV_NAME, lambda config: gym.wrappers.TransformReward(NewsvendorEnv(config), lambda r: r * REWARD_SCALE)
+    )
     contract = Environment.from_environ()
     experiment = build_experiment(DEFAULTS, env=ENV_NAME)
     config = experiment.config.env_runners(env_to_module_connector=lambda env, spaces=None, device=None: MeanStdFilter())
@@ -92,14 +97,18 @@ def main():
         "newsvendor_base_stock_profit_mean": float(base_stock.mean()),
         "newsvendor_base_stock_profit_std": float(base_stock.std()),
         "newsvendor_tuned_base_stock_profit_mean": float(tuned_base_stock.mean()),
-        # Paired per-episode differences (same seeds, same demand): mean and its standard error.
-        "newsvendor_ppo_minus_base_stock_mean": float((ppo - base_stock).mean()),
-        "newsvendor_ppo_minus_base_stock_stderr": float((ppo - base_stock).std(ddof=1) / np.sqrt(episodes)),
     }
+    # Paired per-episode differences (same seeds, same demand): mean and its standard error.
+    for name, baseline in (("base_stock", base_stock), ("tuned_base_stock", tuned_base_stock)):
+        difference = ppo - baseline
+        report[f"newsvendor_ppo_minus_{name}_mean"] = float(difference.mean())
+        report[f"newsvendor_ppo_minus_{name}_stderr"] = float(difference.std(ddof=1) / np.sqrt(episodes))
     for name, value in report.items():
-        print(f"{name}: {value:.2f}" if isinstance(value, float) else f"{name}: {value}")
+        if value is not None and value == value:  # no line for what was not measured (nan, None)
+            print(f"{name}: {value:.2f}" if isinstance(value, float) else f"{name}: {value}")
     contract.output_data_dir.mkdir(parents=True, exist_ok=True)
-    (contract.output_data_dir / "newsvendor_evaluation.json").write_text(json.dumps(report, indent=2) + "\n")
+    finite = {k: v for k, v in report.items() if v is None or v == v}  # JSON has no NaN
+    (contract.output_data_dir / "newsvendor_evaluation.json").write_text(json.dumps(finite, indent=2) + "\n")
 
 
 if __name__ == "__main__":
