@@ -5,6 +5,7 @@ with the best chosen estimate, and evaluate it over 100 greedy episodes in the r
 
     .venv/bin/python scripts/bench_offline.py [--seeds 0 1 2] [--num-updates 6000] [--evaluate-every 500]
         [--select dr] [--checkpoint-episodes 20] [--final-episodes 100] [--out DIR]
+        [--algorithm cql|bc|marwil] [--lr 5e-4] [--lr-end 5e-5] [--cql-alpha 1]
 
 Prints, per seed, one line per checkpoint (OPE estimates and real returns over
 ``--checkpoint-episodes``), the Spearman rank correlation of each estimator with the real return,
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -34,6 +36,8 @@ def main() -> None:
     parser.add_argument("--select", default="dm")
     parser.add_argument("--cql-alpha", type=float, default=1.0)
     parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--lr-end", type=float, default=5e-5)
+    parser.add_argument("--algorithm", default="cql", help="offline.algorithm: cql, bc or marwil")
     parser.add_argument("--fqe-updates", type=int, default=2000)
     parser.add_argument("--checkpoint-episodes", type=int, default=20)
     parser.add_argument("--final-episodes", type=int, default=100)
@@ -49,6 +53,7 @@ def main() -> None:
 
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-offline-"))
     env_config = {"max_episode_steps": 200}
+    print(f"load average at start: {os.getloadavg()}", flush=True)
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     results = []
     for seed in args.seeds:
@@ -60,7 +65,8 @@ def main() -> None:
             "mode": "offline", "env": "CartPole-v1", "env_config": env_config,
             "offline.seed": seed, "offline.num_updates": args.num_updates,
             "offline.evaluate_every": args.evaluate_every, "offline.select": args.select,
-            "offline.cql_alpha": args.cql_alpha, "offline.lr": args.lr, "offline.fqe_updates": args.fqe_updates,
+            "offline.cql_alpha": args.cql_alpha, "offline.lr": args.lr, "offline.lr_end": args.lr_end,
+            "offline.algorithm": args.algorithm, "offline.fqe_updates": args.fqe_updates,
             "offline.eval_episodes": args.checkpoint_episodes,
         })
         start = time.perf_counter()
@@ -99,6 +105,7 @@ def main() -> None:
               f"(best checkpoint {best_real:.1f}, last {record['last_checkpoint_return']:.1f}); "
               f"learn {record['learn_time_s']} s, wall {wall:.0f} s", flush=True)
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    print(f"load average at end: {os.getloadavg()}")
     passed = sum(r["final_return_mean"] >= 195 for r in results)
     print(f"\n{passed} of {len(results)} seeds reached a mean return >= 195; results in {out / 'results.json'}")
     ray.shutdown()

@@ -131,3 +131,40 @@ def test_unknown_offline_hyperparameter_fails_before_ray_starts(tmp_path: Path):
     run = run_train(base)
     assert run.returncode != 0
     assert "offline.num_episode" in (base / "output" / "failure").read_text()
+
+
+@pytest.mark.parametrize("algorithm, name", [("bc", "BC"), ("marwil", "MARWIL")])
+def test_rllib_imitation_algorithms_train_on_whole_episodes_and_their_model_is_served(
+    collect_job: TrainingRun, tmp_path: Path, algorithm: str, name: str
+):
+    """offline.algorithm=bc/marwil: RLlib's own BC/MARWIL train from the dataset, OPE picks a
+    checkpoint, and the exported model answers batch-transform records with action_prob."""
+    from sagemaker_ray_rl.policy import Policy
+    from sagemaker_ray_rl.serving.app import create_app
+    from sagemaker_ray_rl.environment import ServingSettings
+
+    base = write_job(tmp_path, {
+        "mode": "offline", "env": "CartPole-v1", "env_config": ENV_CONFIG, "offline.algorithm": algorithm,
+        "offline.num_updates": 20, "offline.evaluate_every": 10, "offline.fqe_updates": 100,
+        "offline.eval_episodes": 2, **NO_DASHBOARD,
+    }, inputdataconfig={"train": {}})
+    shutil.copytree(collect_job.base / "output" / "data" / "dataset", base / "input" / "data" / "train")
+    run = run_train(base)
+    assert run.returncode == 0, run.output[-4000:]
+    assert f"Offline training {name} on 120 episodes" in run.output
+    with open(base / "output" / "data" / "ope.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["offline_updates"]) for r in rows] == [10, 20]
+    assert all(np.isfinite(float(r["ope_dm"])) for r in rows)
+    metadata = json.loads((base / "model" / "metadata.json").read_text())
+    assert metadata["algorithm"] == name
+
+    client = create_app(Policy.load(base / "model"), ServingSettings()).test_client()
+    records = "".join(json.dumps({"observation": [0.01 * i, 0.0, -0.02, 0.1], "explore": True,
+                                  "outputs": ["action_prob"]}) + "\n" for i in range(5))
+    response = client.post("/invocations", data=records, content_type="application/jsonlines")
+    assert response.status_code == 200, response.data
+    answers = [json.loads(line) for line in response.data.decode().splitlines()]
+    assert len(answers) == 5
+    for answer in answers:
+        assert answer["action"] in (0, 1) and 0.0 < answer["action_prob"] <= 1.0

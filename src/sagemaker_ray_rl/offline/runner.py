@@ -29,7 +29,10 @@ from sagemaker_ray_rl.offline.ope import ESTIMATORS, FQESettings, evaluate_polic
 from sagemaker_ray_rl.offline.selection import rank_correlations, select_checkpoint
 from sagemaker_ray_rl.offline.settings import COLLECT, OfflineSettings
 
-ALGORITHM_NAME = "DiscreteCQL"
+#: ``offline.algorithm`` -> the name recorded in ``metadata.json``.
+ALGORITHM_NAMES = {"cql": "DiscreteCQL", "bc": "BC", "marwil": "MARWIL"}
+#: Steps (whole episodes) per BC/MARWIL update.
+IMITATION_BATCH_STEPS = 1024
 DATASET_SUBDIR = "dataset"
 
 
@@ -111,30 +114,34 @@ def run_offline(contract: Environment, settings: OfflineSettings) -> OfflineResu
 
 
 def build_config(dataset_dir: Path, settings: OfflineSettings):
-    """The `DiscreteCQLConfig` for `settings` reading `dataset_dir`; spaces from
-    ``dataset_info.json`` or, without it, from the env.
+    """The config of ``settings.algorithm`` (`DiscreteCQLConfig`, `EpisodeBCConfig` or
+    `EpisodeMARWILConfig`) reading `dataset_dir`; spaces from ``dataset_info.json`` or, without it,
+    from the env.
 
     Raises:
         TrainingError: RLlib refused the config.
     """
     from sagemaker_ray_rl.offline.algorithm import DiscreteCQLConfig
+    from sagemaker_ray_rl.offline.imitation import EpisodeBCConfig, EpisodeMARWILConfig
 
     spaces = dataset_spaces(dataset_dir)
     if spaces is None:
         env = make_env(settings.env, settings.env_config)
         spaces = (env.observation_space, env.action_space)
         env.close()
+    if settings.algorithm == "cql":
+        config = DiscreteCQLConfig().training(cql_alpha=settings.cql_alpha)
+        model_config = {"fcnet_hiddens": list(settings.hidden), "head_fcnet_hiddens": [settings.hidden[-1]]}
+    else:
+        config = EpisodeBCConfig() if settings.algorithm == "bc" else EpisodeMARWILConfig().training(beta=settings.beta)
+        config.training(train_batch_size_per_learner=IMITATION_BATCH_STEPS)
+        model_config = {"fcnet_hiddens": list(settings.hidden)}
     config = (
-        DiscreteCQLConfig()
+        config
         .environment(observation_space=spaces[0], action_space=spaces[1])
         .offline_data(input_=[str(dataset_dir)])
-        .training(
-            cql_alpha=settings.cql_alpha,
-            lr=settings.lr,
-            gamma=settings.gamma,
-            num_updates_per_iteration=settings.evaluate_every,
-        )
-        .rl_module(model_config={"fcnet_hiddens": list(settings.hidden), "head_fcnet_hiddens": [settings.hidden[-1]]})
+        .training(lr=lr_schedule(settings), gamma=settings.gamma, num_updates_per_iteration=settings.evaluate_every)
+        .rl_module(model_config=model_config)
         .debugging(seed=settings.seed)
     )
     try:
@@ -142,6 +149,15 @@ def build_config(dataset_dir: Path, settings: OfflineSettings):
     except Exception as exc:
         raise TrainingError(f"RLlib refused the offline configuration: {exc}") from exc
     return config
+
+
+def lr_schedule(settings: OfflineSettings) -> float | list[list[float]]:
+    """``offline.lr``, or RLlib's piecewise-linear schedule ``[[0, lr], [num_updates, lr_end]]``
+    (its timesteps are the gradient updates done: the offline algorithms pass those as
+    ``NUM_ENV_STEPS_SAMPLED_LIFETIME``, which RLlib's Learner schedules read)."""
+    if settings.lr_end == settings.lr:
+        return settings.lr
+    return [[0, settings.lr], [settings.num_updates, settings.lr_end]]
 
 
 def train_offline(
@@ -158,7 +174,8 @@ def train_offline(
 
     data = read_dataset(dataset_dir)
     config = build_config(dataset_dir, settings)
-    print(f"Offline training {ALGORITHM_NAME} on {data.num_episodes} episodes ({len(data)} transitions, "
+    algorithm = ALGORITHM_NAMES[settings.algorithm]
+    print(f"Offline training {algorithm} on {data.num_episodes} episodes ({len(data)} transitions, "
           f"logged mean return {data.episode_returns().mean():.2f}) for {settings.num_updates} updates", flush=True)
     eval_env = make_env(settings.env, settings.env_config) if settings.eval_episodes else None
     output_data_dir.mkdir(parents=True, exist_ok=True)
@@ -211,7 +228,7 @@ def train_offline(
     })
     metrics = {k: v for k, v in selected.items() if isinstance(v, (int, float))}
     metadata = build_metadata(
-        Path(selected["checkpoint"]), algorithm=ALGORITHM_NAME, env=settings.env, env_config=settings.env_config,
+        Path(selected["checkpoint"]), algorithm=algorithm, env=settings.env, env_config=settings.env_config,
         metrics=metrics, hyperparameters=settings.hyperparameters,
     )
     metadata["offline"] = {"select": settings.select, "rank_correlations": correlations,
