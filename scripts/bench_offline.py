@@ -33,7 +33,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--num-updates", type=int, default=6000)
     parser.add_argument("--evaluate-every", type=int, default=500)
-    parser.add_argument("--select", default="dm")
+    parser.add_argument("--num-runs", type=int, default=3)
+    parser.add_argument("--select", default="mb")
     parser.add_argument("--cql-alpha", type=float, default=1.0)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--lr-end", type=float, default=5e-5)
@@ -64,7 +65,7 @@ def main() -> None:
         settings = OfflineSettings.from_hyperparameters({
             "mode": "offline", "env": "CartPole-v1", "env_config": env_config,
             "offline.seed": seed, "offline.num_updates": args.num_updates,
-            "offline.evaluate_every": args.evaluate_every, "offline.select": args.select,
+            "offline.evaluate_every": args.evaluate_every, "offline.num_runs": args.num_runs, "offline.select": args.select,
             "offline.cql_alpha": args.cql_alpha, "offline.lr": args.lr, "offline.lr_end": args.lr_end,
             "offline.algorithm": args.algorithm, "offline.fqe_updates": args.fqe_updates,
             "offline.eval_episodes": args.checkpoint_episodes,
@@ -81,7 +82,7 @@ def main() -> None:
             "dataset_episodes": collected.num_episodes,
             "dataset_return_mean": collected.episode_return_mean,
             "rows": [{k: v for k, v in r.items() if k != "checkpoint"} for r in result.rows],
-            "selected_updates": result.selected["offline_updates"],
+            "selected_updates": result.selected["offline_updates"], "selected_run": result.selected["run"],
             "rank_correlations": result.rank_correlations,
             "final_return_mean": float(np.mean(final)),
             "final_return_std": float(np.std(final)),
@@ -93,14 +94,14 @@ def main() -> None:
         results.append(record)
         print(f"\n=== seed {seed}: dataset {collected.num_episodes} episodes, mean return "
               f"{collected.episode_return_mean:.2f}")
-        print("updates  ope_is  ope_wis  ope_pdis  ope_dm  ope_dr  real_return  learn_s")
+        print("run updates  ope_is  ope_wis  ope_pdis  ope_dm  ope_dr  ope_mb  real_return  learn_s")
         for r in result.rows:
-            print(f"{r['offline_updates']:7d} {r['ope_is']:7.2f} {r['ope_wis']:8.2f} {r['ope_pdis']:9.2f} "
-                  f"{r.get('ope_dm', math.nan):7.2f} {r.get('ope_dr', math.nan):7.2f} "
+            print(f"{r['run']:3d} {r['offline_updates']:7d} {r['ope_is']:7.2f} {r['ope_wis']:8.2f} {r['ope_pdis']:9.2f} "
+                  f"{r.get('ope_dm', math.nan):7.2f} {r.get('ope_dr', math.nan):7.2f} {r.get('ope_mb', math.nan):7.2f} "
                   f"{r['eval_return_mean']:12.1f} {r['learn_time_s']:8.1f}")
         print("rank correlation (Spearman) with real return: "
               + ", ".join(f"{k} {v:.2f}" for k, v in result.rank_correlations.items()))
-        print(f"selected by {args.select}: {result.selected['offline_updates']} updates; "
+        print(f"selected by {args.select}: run {result.selected['run']}, {result.selected['offline_updates']} updates; "
               f"{args.final_episodes}-episode mean return {np.mean(final):.2f} ± {np.std(final):.2f} "
               f"(best checkpoint {best_real:.1f}, last {record['last_checkpoint_return']:.1f}); "
               f"learn {record['learn_time_s']} s, wall {wall:.0f} s", flush=True)

@@ -37,8 +37,9 @@ def collect_job(tmp_path_factory) -> TrainingRun:
 def offline_job(collect_job, tmp_path_factory) -> TrainingRun:
     base = write_job(tmp_path_factory.mktemp("offline"), {
         "mode": "offline", "env": "CartPole-v1", "env_config": ENV_CONFIG,
-        "offline.num_updates": 600, "offline.evaluate_every": 200, "offline.fqe_updates": 200,
-        "offline.eval_episodes": 3, "offline.select": "dr", **NO_DASHBOARD,
+        "offline.num_updates": 400, "offline.evaluate_every": 200, "offline.num_runs": 2,
+        "offline.fqe_updates": 200, "offline.model_updates": 300, "offline.eval_episodes": 3,
+        "offline.select": "dr", **NO_DASHBOARD,
     }, inputdataconfig={"train": {}})
     shutil.copytree(collect_job.base / "output" / "data" / "dataset", base / "input" / "data" / "train")
     run = run_train(base)
@@ -84,10 +85,11 @@ def test_dataset_round_trips_through_rllibs_offline_reader(collect_job: Training
 
 
 def test_offline_job_prints_ope_metric_lines_per_checkpoint(offline_job: TrainingRun):
-    for name in ("offline_updates", "ope_is", "ope_pdis", "ope_dm", "ope_dr", "eval_return_mean"):
-        assert offline_job.output.count(f"\n{name}: ") == 3, name
+    for name in ("run", "offline_updates", "ope_is", "ope_pdis", "ope_dm", "ope_dr", "ope_mb", "eval_return_mean"):
+        assert offline_job.output.count(f"\n{name}: ") == 4, name
     # WIS is undefined (NaN, not printed) when no episode of the data follows the greedy policy
-    assert offline_job.output.count("\nope_wis: ") <= 3
+    assert offline_job.output.count("\nope_wis: ") <= 4
+    assert "rollouts of 200 steps" in offline_job.output  # mb's horizon: the env's episode limit
 
 
 def test_offline_job_exports_the_checkpoint_with_the_best_dr_estimate(offline_job: TrainingRun):
@@ -96,11 +98,13 @@ def test_offline_job_exports_the_checkpoint_with_the_best_dr_estimate(offline_jo
     out = offline_job.base / "output" / "data"
     with open(out / "ope.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [int(r["offline_updates"]) for r in rows] == [200, 400, 600]
+    # two training runs, each checkpointed twice; all four compete
+    assert [(int(r["run"]), int(r["offline_updates"])) for r in rows] == [(0, 200), (0, 400), (1, 200), (1, 400)]
+    assert len({r["checkpoint"] for r in rows}) == 4
     best = max(rows, key=lambda r: float(r["ope_dr"]))
     selection = json.loads((out / "selection.json").read_text())
     assert selection["selected"]["checkpoint"] == best["checkpoint"]
-    assert set(selection["rank_correlations"]) == {"is", "wis", "pdis", "dm", "dr"}
+    assert set(selection["rank_correlations"]) == {"is", "wis", "pdis", "dm", "dr", "mb"}
 
     model_dir = offline_job.base / "model"
     metadata = json.loads((model_dir / "metadata.json").read_text())
@@ -145,8 +149,8 @@ def test_rllib_imitation_algorithms_train_on_whole_episodes_and_their_model_is_s
 
     base = write_job(tmp_path, {
         "mode": "offline", "env": "CartPole-v1", "env_config": ENV_CONFIG, "offline.algorithm": algorithm,
-        "offline.num_updates": 20, "offline.evaluate_every": 10, "offline.fqe_updates": 100,
-        "offline.eval_episodes": 2, **NO_DASHBOARD,
+        "offline.num_updates": 20, "offline.evaluate_every": 10, "offline.num_runs": 1, "offline.fqe_updates": 100,
+        "offline.model_updates": 200, "offline.eval_episodes": 2, **NO_DASHBOARD,
     }, inputdataconfig={"train": {}})
     shutil.copytree(collect_job.base / "output" / "data" / "dataset", base / "input" / "data" / "train")
     run = run_train(base)
@@ -155,7 +159,7 @@ def test_rllib_imitation_algorithms_train_on_whole_episodes_and_their_model_is_s
     with open(base / "output" / "data" / "ope.csv") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["offline_updates"]) for r in rows] == [10, 20]
-    assert all(np.isfinite(float(r["ope_dm"])) for r in rows)
+    assert all(np.isfinite(float(r["ope_dm"])) and np.isfinite(float(r["ope_mb"])) for r in rows)
     metadata = json.loads((base / "model" / "metadata.json").read_text())
     assert metadata["algorithm"] == name
 

@@ -25,7 +25,9 @@ from sagemaker_ray_rl.errors import HyperparameterError, TrainingError
 from sagemaker_ray_rl.offline import report
 from sagemaker_ray_rl.offline.collect import CollectResult, collect, make_env
 from sagemaker_ray_rl.offline.dataset import DatasetError, dataset_spaces, read_dataset
-from sagemaker_ray_rl.offline.ope import ESTIMATORS, FQESettings, evaluate_policy, greedy_probabilities
+from sagemaker_ray_rl.offline.ope import (
+    ESTIMATORS, DynamicsModel, FQESettings, ModelSettings, evaluate_policy, greedy_probabilities,
+)
 from sagemaker_ray_rl.offline.selection import rank_correlations, select_checkpoint
 from sagemaker_ray_rl.offline.settings import COLLECT, OfflineSettings
 
@@ -33,6 +35,8 @@ from sagemaker_ray_rl.offline.settings import COLLECT, OfflineSettings
 ALGORITHM_NAMES = {"cql": "DiscreteCQL", "bc": "BC", "marwil": "MARWIL"}
 #: Steps (whole episodes) per BC/MARWIL update.
 IMITATION_BATCH_STEPS = 1024
+#: Training run ``r`` of a job is seeded ``offline.seed + RUN_SEED_STRIDE * r``.
+RUN_SEED_STRIDE = 1000
 DATASET_SUBDIR = "dataset"
 
 
@@ -113,10 +117,10 @@ def run_offline(contract: Environment, settings: OfflineSettings) -> OfflineResu
     )
 
 
-def build_config(dataset_dir: Path, settings: OfflineSettings):
+def build_config(dataset_dir: Path, settings: OfflineSettings, seed: int | None = None):
     """The config of ``settings.algorithm`` (`DiscreteCQLConfig`, `EpisodeBCConfig` or
     `EpisodeMARWILConfig`) reading `dataset_dir`; spaces from ``dataset_info.json`` or, without it,
-    from the env.
+    from the env. `seed` (default ``settings.seed``) seeds the network initialisation and sampling.
 
     Raises:
         TrainingError: RLlib refused the config.
@@ -142,7 +146,7 @@ def build_config(dataset_dir: Path, settings: OfflineSettings):
         .offline_data(input_=[str(dataset_dir)])
         .training(lr=lr_schedule(settings), gamma=settings.gamma, num_updates_per_iteration=settings.evaluate_every)
         .rl_module(model_config=model_config)
-        .debugging(seed=settings.seed)
+        .debugging(seed=settings.seed if seed is None else seed)
     )
     try:
         config.validate()
@@ -181,44 +185,55 @@ def train_offline(
     output_data_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_root.mkdir(parents=True, exist_ok=True)
     fqe = FQESettings(updates=settings.fqe_updates, seed=settings.seed) if settings.fqe_updates else None
-    estimators = ESTIMATORS if fqe else tuple(e for e in ESTIMATORS if e not in ("dm", "dr"))
+    model = None
+    if settings.model_updates:
+        horizon = settings.horizon or episode_limit(dataset_dir, settings, data)
+        tick = time.perf_counter()
+        model = DynamicsModel(data, int(config.action_space.n), ModelSettings(
+            updates=settings.model_updates, horizon=horizon, seed=settings.seed))
+        print(f"Dynamics model for mb fitted in {time.perf_counter() - tick:.1f} s (rollouts of {horizon} steps)", flush=True)
+    estimators = tuple(e for e in ESTIMATORS if (fqe or e not in ("dm", "dr")) and (model or e != "mb"))
     rows: list[dict[str, Any]] = []
-    algo = config.build_algo()
     start = time.perf_counter()
     learn_time = 0.0
-    try:
-        updates = 0
-        while updates < settings.num_updates:
-            tick = time.perf_counter()
-            algo.train()
-            learn_time += time.perf_counter() - tick
-            updates += settings.evaluate_every
-            path = Path(algo.save_to_path(str(checkpoint_root / f"checkpoint_{updates:07d}")))
-            policy = Policy.load(path)
-            num_actions = int(policy.pipeline(None).action_space.n)
+    for run in range(settings.num_runs):
+        run_seed = settings.seed + RUN_SEED_STRIDE * run
+        run_root = checkpoint_root / f"run{run}" if settings.num_runs > 1 else checkpoint_root
+        algo = (config if run == 0 else build_config(dataset_dir, settings, seed=run_seed)).build_algo()
+        try:
+            updates = 0
+            while updates < settings.num_updates:
+                tick = time.perf_counter()
+                algo.train()
+                learn_time += time.perf_counter() - tick
+                updates += settings.evaluate_every
+                path = Path(algo.save_to_path(str(run_root / f"checkpoint_{updates:07d}")))
+                policy = Policy.load(path)
+                num_actions = int(policy.pipeline(None).action_space.n)
 
-            def target(obs: np.ndarray, _policy=policy, _n=num_actions) -> np.ndarray:
-                return greedy_probabilities(_policy.compute(obs.astype(np.float32))["action"], _n)
+                def target(obs: np.ndarray, _policy=policy, _n=num_actions) -> np.ndarray:
+                    return greedy_probabilities(_policy.compute(obs.astype(np.float32))["action"], _n)
 
-            row: dict[str, Any] = {
-                "checkpoint": str(path),
-                "offline_updates": updates,
-                "learn_time_s": round(learn_time, 1),
-                "time_total_s": round(time.perf_counter() - start, 1),
-            }
-            row.update({f"ope_{k}": v for k, v in evaluate_policy(data, target, settings.gamma, fqe).items()})
-            if eval_env is not None:
-                returns = evaluate_in_env(policy, eval_env, settings.eval_episodes, seed=10_000 + settings.seed)
-                row["eval_return_mean"] = float(np.mean(returns))
-                row["eval_return_std"] = float(np.std(returns))
-            rows.append(row)
-            print("\n".join(report.metric_lines(row)), flush=True)
-    except (DatasetError, HyperparameterError):
-        raise
-    except Exception as exc:
-        raise TrainingError(f"offline training failed: {type(exc).__name__}: {exc}") from exc
-    finally:
-        algo.stop()
+                row: dict[str, Any] = {
+                    "checkpoint": str(path),
+                    "run": run,
+                    "offline_updates": updates,
+                    "learn_time_s": round(learn_time, 1),
+                    "time_total_s": round(time.perf_counter() - start, 1),
+                }
+                row.update({f"ope_{k}": v for k, v in evaluate_policy(data, target, settings.gamma, fqe, model).items()})
+                if eval_env is not None:
+                    returns = evaluate_in_env(policy, eval_env, settings.eval_episodes, seed=10_000 + settings.seed)
+                    row["eval_return_mean"] = float(np.mean(returns))
+                    row["eval_return_std"] = float(np.std(returns))
+                rows.append(row)
+                print("\n".join(report.metric_lines(row)), flush=True)
+        except (DatasetError, HyperparameterError):
+            raise
+        except Exception as exc:
+            raise TrainingError(f"offline training failed: {type(exc).__name__}: {exc}") from exc
+        finally:
+            algo.stop()
     selected = dict(select_checkpoint(rows, settings.select))
     correlations = rank_correlations(rows, estimators, "eval_return_mean") if eval_env is not None else {}
     report.write_csv(output_data_dir / report.CSV_FILE, rows)
@@ -239,6 +254,27 @@ def train_offline(
         if math.isfinite(rho):
             print(f"ope_rank_correlation_{name}: {rho:.4g}", flush=True)
     return OfflineResult(rows, selected, correlations, model_dir)
+
+
+def episode_limit(dataset_dir: Path, settings: OfflineSettings, data: Any) -> int:
+    """Rollout horizon of the ``mb`` estimator: the ``max_episode_steps`` of the job's env (its
+    ``env_config`` or its registered spec), else of the env recorded in ``dataset_info.json``, else
+    the longest logged episode."""
+    from sagemaker_ray_rl.offline.dataset import read_info
+
+    info = read_info(dataset_dir)
+    for env, env_config in ((settings.env, settings.env_config), (info.get("env"), info.get("env_config") or {})):
+        if not env:
+            continue
+        if isinstance(env_config.get("max_episode_steps"), int):
+            return int(env_config["max_episode_steps"])
+        try:
+            limit = make_env(env, env_config).spec.max_episode_steps
+        except Exception:  # an env that is not importable here: fall through to the data
+            continue
+        if limit:
+            return int(limit)
+    return int(np.diff(data.episode_starts).max())
 
 
 def evaluate_in_env(policy: Any, env: Any, episodes: int, seed: int) -> list[float]:
