@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Seed 004's batch-RL loop end to end, inside the image (each step a separate SageMaker-style job):
 #   1. collect: 500 uniform-random CartPole-v1 episodes (200-step limit)   -> job1/output/data/dataset
-#   2. offline: DiscreteCQL from that dataset as channel `train`, no env stepping while learning; 3
+#   2. offline: DiscreteCQL from that dataset as channel `train`, no env stepping while learning; 5
 #      training runs, every 500 updates a checkpoint, its OPE estimates (IS/WIS/PDIS/DM/DR/MB) and 20
 #      real episodes; the checkpoint with the best MB (model-based) estimate is exported
 #                                                                                       -> job2/model, job2/output/data/ope.csv

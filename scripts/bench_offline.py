@@ -33,7 +33,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--num-updates", type=int, default=6000)
     parser.add_argument("--evaluate-every", type=int, default=500)
-    parser.add_argument("--num-runs", type=int, default=3)
+    parser.add_argument("--num-runs", type=int, default=5)
     parser.add_argument("--select", default="mb")
     parser.add_argument("--cql-alpha", type=float, default=1.0)
     parser.add_argument("--lr", type=float, default=5e-4)

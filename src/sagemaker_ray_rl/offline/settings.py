@@ -30,7 +30,7 @@ them, before Ray starts, and fails with `HyperparameterError` naming the key.
                                 to 158-163 by 6000 updates (docs/benchmarks.md).
 ``offline.num_updates``         offline: gradient updates per training run (default 6000).
 ``offline.num_runs``            offline: independent training runs (seeds ``seed + 1000 r``), all
-                                of whose checkpoints compete in the selection (default 3).
+                                of whose checkpoints compete in the selection (default 5).
                                 Model selection across runs by OPE as in Paine et al. 2020,
                                 "Hyperparameter Selection for Offline Reinforcement Learning".
 ``offline.evaluate_every``      offline: updates between checkpoints + OPE (default 500).
@@ -87,7 +87,7 @@ _DEFAULTS: dict[str, Any] = {
     "lr": 5e-4,
     "lr_end": 5e-5,
     "num_updates": 6000,
-    "num_runs": 3,
+    "num_runs": 5,
     "evaluate_every": 500,
     "gamma": 0.99,
     "select": "mb",
@@ -137,7 +137,7 @@ class OfflineSettings:
     lr: float = 5e-4
     lr_end: float = 5e-5
     num_updates: int = 6000
-    num_runs: int = 3
+    num_runs: int = 5
     evaluate_every: int = 500
     gamma: float = 0.99
     select: str = "mb"
