@@ -39,6 +39,8 @@ def test_offline_settings_from_hyperparameters():
     ({"mode": "offline", "offline.algorithm": "iql"}, "offline.algorithm must be one of"),
     ({"mode": "offline", "offline.lr_end": 0}, "offline.lr_end must be > 0"),
     ({"mode": "offline", "offline.beta": -1}, "offline.beta must be >= 0"),
+    ({"mode": "offline", "offline.num_runs": 0}, "offline.num_runs must be > 0"),
+    ({"mode": "offline", "offline.model_updates": 0}, "offline.select=mb needs a dynamics model"),
 ])
 def test_bad_offline_hyperparameters_name_the_key(hps, needle):
     with pytest.raises(HyperparameterError, match=needle):
