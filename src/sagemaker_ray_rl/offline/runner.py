@@ -1,10 +1,12 @@
 """Collect and offline jobs (``mode=collect`` / ``mode=offline``), run by `sagemaker_ray_rl.training`
 inside its ``ray_cluster(...)`` block on the master host.
 
-Offline job: read the dataset of the input channel -> train `DiscreteCQL` for ``num_updates``
-gradient updates -> every ``evaluate_every`` updates save a checkpoint, estimate its value off-policy
-(IS, WIS, PDIS, DM and DR with fitted-Q evaluation) and, when asked, its real return in the env ->
-export the checkpoint with the best chosen estimate to the model dir (``metadata.json`` by
+Offline job: read the dataset of the input channel -> fit the dynamics model of the ``mb``
+estimator once -> ``num_runs`` times, train ``offline.algorithm`` (`DiscreteCQL`, or RLlib's BC or
+MARWIL) from a fresh seed for ``num_updates`` gradient updates, every ``evaluate_every`` updates
+saving a checkpoint and estimating its value off-policy (IS, WIS, PDIS, DM and DR with fitted-Q
+evaluation, MB) and, when asked, its real return in the env -> export the checkpoint, of all runs,
+with the best chosen estimate to the model dir (``metadata.json`` by
 `export.build_metadata`) and write ``ope.csv``, ``ope.png``, ``selection.json`` to the output data dir.
 """
 
