@@ -174,7 +174,33 @@ def train_offline(
     output_data_dir: Path,
     model_dir: Path,
 ) -> OfflineResult:
-    """The offline job on a running Ray (see the module docstring). Needs ``ray.init()`` done."""
+    """The offline job on a running Ray (see the module docstring). Needs ``ray.init()`` done.
+
+    Torch runs on one intra-op thread for the job (restored after): the networks are small MLPs on
+    minibatches of 256, where a second thread only adds synchronisation. On 2 cores a checkpoint
+    (500 updates, FQE, ``mb``) took about twice as long with 2 threads; the trained checkpoints were
+    the same, the ``mb`` estimates differed by about 0.3 (the dynamics model's float sums), enough
+    to reorder near-ties, and docs/benchmarks.md's figures were measured with one thread.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _train_offline(dataset_dir, settings, checkpoint_root=checkpoint_root,
+                              output_data_dir=output_data_dir, model_dir=model_dir)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_offline(
+    dataset_dir: Path,
+    settings: OfflineSettings,
+    *,
+    checkpoint_root: Path,
+    output_data_dir: Path,
+    model_dir: Path,
+) -> OfflineResult:
     from sagemaker_ray_rl.export import build_metadata, export_model
     from sagemaker_ray_rl.policy import Policy
 
