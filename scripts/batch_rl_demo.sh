@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Seed 004's batch-RL loop end to end, inside the image (each step a separate SageMaker-style job):
 #   1. collect: 500 uniform-random CartPole-v1 episodes (200-step limit)   -> job1/output/data/dataset
-#   2. offline: DiscreteCQL from that dataset as channel `train`, no env stepping while learning; every
-#      500 updates a checkpoint, its OPE estimates (IS/WIS/PDIS/DM/DR) and 20 real episodes; the
-#      checkpoint with the best DM (fitted-Q) estimate is exported                      -> job2/model, job2/output/data/ope.csv
+#   2. offline: DiscreteCQL from that dataset as channel `train`, no env stepping while learning; 5
+#      training runs, every 500 updates a checkpoint, its OPE estimates (IS/WIS/PDIS/DM/DR/MB) and 20
+#      real episodes; the checkpoint with the best MB (model-based) estimate is exported
+#                                                                                       -> job2/model, job2/output/data/ope.csv
 #   3. serve the exported model (`docker run ... serve`)
 #   4. batch transform stand-in: 100 episodes through POST /invocations (20 envs per request,
 #      epsilon-greedy 0.1 on the served greedy actions, with their probabilities) -> job3 (the next dataset)
@@ -27,7 +28,7 @@ log "1. collect: docker run --rm -v $root/job1:/opt/ml $image train"
 
 cat > "$root/job2/input/config/hyperparameters.json" <<'JSON'
 {"mode": "offline", "env": "CartPole-v1", "env_config": "{\"max_episode_steps\": 200}",
- "offline.num_updates": "6000", "offline.evaluate_every": "500", "offline.select": "dm",
+ "offline.num_updates": "6000", "offline.evaluate_every": "500",
  "offline.eval_episodes": "20", "offline.seed": "0"}
 JSON
 echo '{"train": {}}' > "$root/job2/input/config/inputdataconfig.json"

@@ -33,7 +33,7 @@ def offline_jobs(image: str, tmp_path_factory):
     assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
     offline = write_job(tmp_path_factory.mktemp("offline"), {
         "mode": "offline", **ENV, "offline.num_updates": 400, "offline.evaluate_every": 200,
-        "offline.fqe_updates": 200, "offline.eval_episodes": 2,
+        "offline.num_runs": 1, "offline.fqe_updates": 200, "offline.model_updates": 300, "offline.eval_episodes": 2,
     }, inputdataconfig={"train": {}})
     shutil.copytree(collect / "output" / "data" / "dataset", offline / "input" / "data" / "train")
     run = docker("run", "--rm", "-v", f"{offline}:/opt/ml", image, "train", timeout=900)
@@ -44,11 +44,12 @@ def offline_jobs(image: str, tmp_path_factory):
 def test_collect_then_offline_train_in_the_image(offline_jobs):
     collect, offline, output = offline_jobs
     assert read_dataset(collect / "output" / "data" / "dataset").num_episodes == 100
-    assert output.count("\nope_dr: ") == 2 and output.count("\neval_return_mean: ") == 2
+    assert output.count("\nope_dr: ") == 2 and output.count("\nope_mb: ") == 2
+    assert output.count("\neval_return_mean: ") == 2
     with open(offline / "output" / "data" / "ope.csv") as f:
         assert [int(r["offline_updates"]) for r in csv.DictReader(f)] == [200, 400]
     metadata = json.loads((offline / "model" / "metadata.json").read_text())
-    assert metadata["algorithm"] == "DiscreteCQL" and metadata["offline"]["select"] == "dm"  # the default
+    assert metadata["algorithm"] == "DiscreteCQL" and metadata["offline"]["select"] == "mb"  # the default
 
 
 def test_the_exported_model_serves_and_collects_the_next_dataset(image: str, offline_jobs, tmp_path: Path):

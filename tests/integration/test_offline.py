@@ -37,8 +37,9 @@ def collect_job(tmp_path_factory) -> TrainingRun:
 def offline_job(collect_job, tmp_path_factory) -> TrainingRun:
     base = write_job(tmp_path_factory.mktemp("offline"), {
         "mode": "offline", "env": "CartPole-v1", "env_config": ENV_CONFIG,
-        "offline.num_updates": 600, "offline.evaluate_every": 200, "offline.fqe_updates": 200,
-        "offline.eval_episodes": 3, "offline.select": "dr", **NO_DASHBOARD,
+        "offline.num_updates": 400, "offline.evaluate_every": 200, "offline.num_runs": 2,
+        "offline.fqe_updates": 200, "offline.model_updates": 300, "offline.eval_episodes": 3,
+        "offline.select": "dr", **NO_DASHBOARD,
     }, inputdataconfig={"train": {}})
     shutil.copytree(collect_job.base / "output" / "data" / "dataset", base / "input" / "data" / "train")
     run = run_train(base)
@@ -84,10 +85,11 @@ def test_dataset_round_trips_through_rllibs_offline_reader(collect_job: Training
 
 
 def test_offline_job_prints_ope_metric_lines_per_checkpoint(offline_job: TrainingRun):
-    for name in ("offline_updates", "ope_is", "ope_pdis", "ope_dm", "ope_dr", "eval_return_mean"):
-        assert offline_job.output.count(f"\n{name}: ") == 3, name
+    for name in ("run", "offline_updates", "ope_is", "ope_pdis", "ope_dm", "ope_dr", "ope_mb", "eval_return_mean"):
+        assert offline_job.output.count(f"\n{name}: ") == 4, name
     # WIS is undefined (NaN, not printed) when no episode of the data follows the greedy policy
-    assert offline_job.output.count("\nope_wis: ") <= 3
+    assert offline_job.output.count("\nope_wis: ") <= 4
+    assert "rollouts of 200 steps" in offline_job.output  # mb's horizon: the env's episode limit
 
 
 def test_offline_job_exports_the_checkpoint_with_the_best_dr_estimate(offline_job: TrainingRun):
@@ -96,11 +98,13 @@ def test_offline_job_exports_the_checkpoint_with_the_best_dr_estimate(offline_jo
     out = offline_job.base / "output" / "data"
     with open(out / "ope.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [int(r["offline_updates"]) for r in rows] == [200, 400, 600]
+    # two training runs, each checkpointed twice; all four compete
+    assert [(int(r["run"]), int(r["offline_updates"])) for r in rows] == [(0, 200), (0, 400), (1, 200), (1, 400)]
+    assert len({r["checkpoint"] for r in rows}) == 4
     best = max(rows, key=lambda r: float(r["ope_dr"]))
     selection = json.loads((out / "selection.json").read_text())
     assert selection["selected"]["checkpoint"] == best["checkpoint"]
-    assert set(selection["rank_correlations"]) == {"is", "wis", "pdis", "dm", "dr"}
+    assert set(selection["rank_correlations"]) == {"is", "wis", "pdis", "dm", "dr", "mb"}
 
     model_dir = offline_job.base / "model"
     metadata = json.loads((model_dir / "metadata.json").read_text())
@@ -131,3 +135,40 @@ def test_unknown_offline_hyperparameter_fails_before_ray_starts(tmp_path: Path):
     run = run_train(base)
     assert run.returncode != 0
     assert "offline.num_episode" in (base / "output" / "failure").read_text()
+
+
+@pytest.mark.parametrize("algorithm, name", [("bc", "BC"), ("marwil", "MARWIL")])
+def test_rllib_imitation_algorithms_train_on_whole_episodes_and_their_model_is_served(
+    collect_job: TrainingRun, tmp_path: Path, algorithm: str, name: str
+):
+    """offline.algorithm=bc/marwil: RLlib's own BC/MARWIL train from the dataset, OPE picks a
+    checkpoint, and the exported model answers batch-transform records with action_prob."""
+    from sagemaker_ray_rl.policy import Policy
+    from sagemaker_ray_rl.serving.app import create_app
+    from sagemaker_ray_rl.environment import ServingSettings
+
+    base = write_job(tmp_path, {
+        "mode": "offline", "env": "CartPole-v1", "env_config": ENV_CONFIG, "offline.algorithm": algorithm,
+        "offline.num_updates": 20, "offline.evaluate_every": 10, "offline.num_runs": 1, "offline.fqe_updates": 100,
+        "offline.model_updates": 200, "offline.eval_episodes": 2, **NO_DASHBOARD,
+    }, inputdataconfig={"train": {}})
+    shutil.copytree(collect_job.base / "output" / "data" / "dataset", base / "input" / "data" / "train")
+    run = run_train(base)
+    assert run.returncode == 0, run.output[-4000:]
+    assert f"Offline training {name} on 120 episodes" in run.output
+    with open(base / "output" / "data" / "ope.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["offline_updates"]) for r in rows] == [10, 20]
+    assert all(np.isfinite(float(r["ope_dm"])) and np.isfinite(float(r["ope_mb"])) for r in rows)
+    metadata = json.loads((base / "model" / "metadata.json").read_text())
+    assert metadata["algorithm"] == name
+
+    client = create_app(Policy.load(base / "model"), ServingSettings()).test_client()
+    records = "".join(json.dumps({"observation": [0.01 * i, 0.0, -0.02, 0.1], "explore": True,
+                                  "outputs": ["action_prob"]}) + "\n" for i in range(5))
+    response = client.post("/invocations", data=records, content_type="application/jsonlines")
+    assert response.status_code == 200, response.data
+    answers = [json.loads(line) for line in response.data.decode().splitlines()]
+    assert len(answers) == 5
+    for answer in answers:
+        assert answer["action"] in (0, 1) and 0.0 < answer["action_prob"] <= 1.0

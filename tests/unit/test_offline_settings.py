@@ -36,10 +36,25 @@ def test_offline_settings_from_hyperparameters():
     ({"mode": "collect", "offline.behaviour": "greedy"}, "offline.behaviour must be one of"),
     ({"mode": "offline", "offline.select": "dr", "offline.fqe_updates": 0}, "needs fitted-Q evaluation"),
     ({"mode": "offline", "offline.hidden": [0]}, "offline.hidden must be a JSON list"),
+    ({"mode": "offline", "offline.algorithm": "iql"}, "offline.algorithm must be one of"),
+    ({"mode": "offline", "offline.lr_end": 0}, "offline.lr_end must be > 0"),
+    ({"mode": "offline", "offline.beta": -1}, "offline.beta must be >= 0"),
+    ({"mode": "offline", "offline.num_runs": 0}, "offline.num_runs must be > 0"),
+    ({"mode": "offline", "offline.model_updates": 0}, "offline.select=mb needs a dynamics model"),
 ])
 def test_bad_offline_hyperparameters_name_the_key(hps, needle):
     with pytest.raises(HyperparameterError, match=needle):
         OfflineSettings.from_hyperparameters(hps)
+
+
+def test_learning_rate_decays_linearly_over_the_updates_unless_lr_end_equals_lr():
+    from sagemaker_ray_rl.offline.runner import lr_schedule
+
+    s = OfflineSettings.from_hyperparameters({"mode": "offline", "offline.num_updates": 4000})
+    assert (s.algorithm, s.lr, s.lr_end) == ("cql", 5e-4, 5e-5)
+    assert lr_schedule(s) == [[0, 5e-4], [4000, 5e-5]]
+    s = OfflineSettings.from_hyperparameters({"mode": "offline", "offline.lr": 1e-3, "offline.lr_end": 1e-3})
+    assert lr_schedule(s) == 1e-3
 
 
 def test_the_online_parser_leaves_offline_keys_alone():

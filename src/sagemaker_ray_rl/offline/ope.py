@@ -12,6 +12,15 @@ Estimators (all per-episode, discount ``gamma``; ``ρ_t = π(a_t|s_t) / μ(a_t|s
   (Jiang and Li 2016, "Doubly Robust Off-policy Value Evaluation for Reinforcement Learning", ICML,
   Eq. 10 unrolled; Thomas and Brunskill 2016).
 
+- ``mb``: model-based, mean over the logged initial states of ``Σ_{t<H} γ^t r̂_t Π_{k<t} (1 − p̂_k)``
+  along the target policy's rollout in a dynamics model learned from the data (next-state delta,
+  reward and termination probability; Paduraru 2013, "Off-policy evaluation in Markov decision
+  processes", PhD thesis, McGill; the "model-based" baseline of Voloshin et al. 2019, "Empirical
+  Study of Off-Policy Policy Evaluation for Reinforcement Learning", and Fu et al. 2021, "Benchmarks
+  for Deep Off-Policy Evaluation", ICLR). It is the one estimator that sees what happens past the
+  logged episodes' length: a greedy policy that slowly drifts out of the data and fails at step 150
+  scores the same as a stable one under DM on data of 22-step random episodes.
+
 Fitted-Q evaluation (Le, Voloshin and Yue 2019, "Batch Policy Learning under Constraints", ICML,
 Algorithm 3): regress ``Q̂(s, a)`` on ``r + γ (1 − terminated) Σ_a' π(a'|s') Q̄(s', a')`` with a
 periodically copied target network Q̄; time-limit truncation bootstraps like any non-terminal step.
@@ -34,7 +43,7 @@ import numpy as np
 from sagemaker_ray_rl.offline.dataset import Transitions
 
 #: Estimator names, in report order.
-ESTIMATORS = ("is", "wis", "pdis", "dm", "dr")
+ESTIMATORS = ("is", "wis", "pdis", "dm", "dr", "mb")
 #: obs float32 (n, obs_dim) -> action probabilities float64 (n, num_actions).
 TargetPolicy = Callable[[np.ndarray], np.ndarray]
 
@@ -50,6 +59,89 @@ class FQESettings:
     target_update_freq: int = 50
     hidden: tuple[int, ...] = (64, 64)
     seed: int = 0
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """Dynamics-model settings of the ``mb`` estimator: ``updates`` Adam steps (``lr``) on
+    minibatches of ``batch_size``, an MLP of ``hidden`` units (ReLU) on standardised inputs, rollouts
+    of ``horizon`` steps (the env's episode limit)."""
+
+    updates: int = 3000
+    batch_size: int = 256
+    lr: float = 1e-3
+    hidden: tuple[int, ...] = (128, 128)
+    horizon: int = 200
+    seed: int = 0
+
+
+class DynamicsModel:
+    """``(s, a) -> (s' − s, r, P(terminated))`` learned from the dataset by regression (MSE on the
+    standardised delta and reward, cross-entropy on ``terminated``); policy-independent, so it is
+    fitted once per dataset and reused for every checkpoint.
+
+    Args:
+        data: the dataset; num_actions: size of the Discrete action space; settings: see `ModelSettings`.
+    """
+
+    def __init__(self, data: Transitions, num_actions: int, settings: ModelSettings = ModelSettings()):
+        import torch
+
+        self.settings, self.num_actions = settings, num_actions
+        torch.manual_seed(settings.seed)
+        gen = torch.Generator().manual_seed(settings.seed)
+        obs = torch.as_tensor(data.obs)
+        delta = torch.as_tensor(data.next_obs - data.obs)
+        self.obs_mean, self.obs_std = obs.mean(0), obs.std(0) + 1e-6
+        self.delta_mean, self.delta_std = delta.mean(0), delta.std(0) + 1e-6
+        rewards = torch.as_tensor(data.rewards, dtype=torch.float32)
+        self.r_mean, self.r_std = rewards.mean(), rewards.std() + 1e-6
+        term = torch.as_tensor(data.terminateds, dtype=torch.float32)
+        actions = torch.as_tensor(data.actions)
+        dim = obs.shape[1]
+        self.net = _mlp(dim + num_actions, dim + 2, settings.hidden)
+        opt = torch.optim.Adam(self.net.parameters(), lr=settings.lr)
+        y = torch.cat([(delta - self.delta_mean) / self.delta_std, ((rewards - self.r_mean) / self.r_std)[:, None]], 1)
+        for _ in range(settings.updates):
+            idx = torch.randint(0, len(data), (settings.batch_size,), generator=gen)
+            out = self.net(self._inputs(obs[idx], actions[idx]))
+            loss = torch.nn.functional.mse_loss(out[:, :-1], y[idx]) + torch.nn.functional.binary_cross_entropy_with_logits(
+                out[:, -1], term[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+    def _inputs(self, obs: Any, actions: Any) -> Any:
+        import torch
+
+        return torch.cat([(obs - self.obs_mean) / self.obs_std,
+                          torch.nn.functional.one_hot(actions.long(), self.num_actions).float()], 1)
+
+    def step(self, obs: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Predicted next observations float32 ``(n, obs_dim)``, rewards ``(n,)`` and termination
+        probabilities ``(n,)`` for observations ``(n, obs_dim)`` and int actions ``(n,)``."""
+        import torch
+
+        with torch.no_grad():
+            out = self.net(self._inputs(torch.as_tensor(obs, dtype=torch.float32), torch.as_tensor(actions)))
+            next_obs = torch.as_tensor(obs) + out[:, :-2] * self.delta_std + self.delta_mean
+            reward = out[:, -2] * self.r_std + self.r_mean
+            return next_obs.numpy(), reward.numpy(), torch.sigmoid(out[:, -1]).numpy()
+
+    def estimate(self, data: Transitions, target_policy: TargetPolicy, gamma: float, seed: int = 0) -> float:
+        """The ``mb`` estimate (module docstring) from the dataset's initial states; actions are
+        drawn from the target policy's probabilities (the greedy one for a deterministic policy)."""
+        rng = np.random.default_rng(seed)
+        obs = data.obs[data.episode_starts[:-1]].astype(np.float32)
+        alive = np.ones(len(obs))
+        value = np.zeros(len(obs))
+        for t in range(self.settings.horizon):
+            probs = target_policy(obs)
+            actions = (probs.cumsum(1) > rng.random((len(obs), 1))).argmax(1)
+            obs, reward, p_term = self.step(obs, actions)
+            value += gamma ** t * alive * reward
+            alive *= 1.0 - p_term
+        return float(value.mean())
 
 
 def importance_estimates(data: Transitions, target_probs: np.ndarray, gamma: float) -> dict[str, float]:
@@ -141,12 +233,16 @@ def evaluate_policy(
     target_policy: TargetPolicy,
     gamma: float,
     fqe: FQESettings | None = FQESettings(),
+    model: DynamicsModel | None = None,
 ) -> dict[str, float]:
-    """All estimators (`ESTIMATORS`) of the target policy on `data`; ``dm``/``dr`` only when `fqe`."""
+    """All estimators (`ESTIMATORS`) of the target policy on `data`; ``dm``/``dr`` only when `fqe`,
+    ``mb`` only when `model`."""
     target_probs = target_policy(data.obs)
     out = importance_estimates(data, target_probs, gamma)
     if fqe is not None:
         out.update(model_estimates(data, target_probs, fitted_q_evaluation(data, target_policy, gamma, fqe), gamma))
+    if model is not None:
+        out["mb"] = model.estimate(data, target_policy, gamma)
     return out
 
 

@@ -19,7 +19,7 @@ CSV_FILE = "ope.csv"
 PLOT_FILE = "ope.png"
 SELECTION_FILE = "selection.json"
 #: Printed per checkpoint, in this order, when present and finite.
-METRIC_NAMES = ("offline_updates", "ope_is", "ope_wis", "ope_pdis", "ope_dm", "ope_dr", "eval_return_mean")
+METRIC_NAMES = ("run", "offline_updates", "ope_is", "ope_wis", "ope_pdis", "ope_dm", "ope_dr", "ope_mb", "eval_return_mean")
 METRIC_DEFINITIONS = [{"Name": n, "Regex": rf"{n}:?\s*({FLOAT_REGEX})"} for n in METRIC_NAMES]
 
 
@@ -58,7 +58,9 @@ def write_plot(path: Path, rows: Sequence[Mapping[str, Any]], estimators: Sequen
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    x = [r["offline_updates"] for r in rows]
+    # runs one after another on the x axis: run r's updates start where run r-1's ended
+    per_run = max(r["offline_updates"] for r in rows)
+    x = [r.get("run", 0) * per_run + r["offline_updates"] for r in rows]
     fig, ax = plt.subplots(figsize=(7, 4))
     for name in estimators:
         ax.plot(x, [r.get(f"ope_{name}", math.nan) for r in rows], marker="o", label=f"ope_{name}")
@@ -67,7 +69,7 @@ def write_plot(path: Path, rows: Sequence[Mapping[str, Any]], estimators: Sequen
         ax2.plot(x, [r.get("eval_return_mean", math.nan) for r in rows], "k--", marker="s", label="real return")
         ax2.set_ylabel("real-env mean return (undiscounted)")
         ax2.legend(loc="lower right")
-    ax.set_xlabel("gradient updates")
+    ax.set_xlabel("gradient updates (training runs one after another)")
     ax.set_ylabel("OPE estimate (discounted)")
     ax.legend(loc="upper left")
     fig.tight_layout()

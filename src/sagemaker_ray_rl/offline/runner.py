@@ -1,10 +1,12 @@
 """Collect and offline jobs (``mode=collect`` / ``mode=offline``), run by `sagemaker_ray_rl.training`
 inside its ``ray_cluster(...)`` block on the master host.
 
-Offline job: read the dataset of the input channel -> train `DiscreteCQL` for ``num_updates``
-gradient updates -> every ``evaluate_every`` updates save a checkpoint, estimate its value off-policy
-(IS, WIS, PDIS, DM and DR with fitted-Q evaluation) and, when asked, its real return in the env ->
-export the checkpoint with the best chosen estimate to the model dir (``metadata.json`` by
+Offline job: read the dataset of the input channel -> fit the dynamics model of the ``mb``
+estimator once -> ``num_runs`` times, train ``offline.algorithm`` (`DiscreteCQL`, or RLlib's BC or
+MARWIL) from a fresh seed for ``num_updates`` gradient updates, every ``evaluate_every`` updates
+saving a checkpoint and estimating its value off-policy (IS, WIS, PDIS, DM and DR with fitted-Q
+evaluation, MB) and, when asked, its real return in the env -> export the checkpoint, of all runs,
+with the best chosen estimate to the model dir (``metadata.json`` by
 `export.build_metadata`) and write ``ope.csv``, ``ope.png``, ``selection.json`` to the output data dir.
 """
 
@@ -25,11 +27,18 @@ from sagemaker_ray_rl.errors import HyperparameterError, TrainingError
 from sagemaker_ray_rl.offline import report
 from sagemaker_ray_rl.offline.collect import CollectResult, collect, make_env
 from sagemaker_ray_rl.offline.dataset import DatasetError, dataset_spaces, read_dataset
-from sagemaker_ray_rl.offline.ope import ESTIMATORS, FQESettings, evaluate_policy, greedy_probabilities
+from sagemaker_ray_rl.offline.ope import (
+    ESTIMATORS, DynamicsModel, FQESettings, ModelSettings, evaluate_policy, greedy_probabilities,
+)
 from sagemaker_ray_rl.offline.selection import rank_correlations, select_checkpoint
 from sagemaker_ray_rl.offline.settings import COLLECT, OfflineSettings
 
-ALGORITHM_NAME = "DiscreteCQL"
+#: ``offline.algorithm`` -> the name recorded in ``metadata.json``.
+ALGORITHM_NAMES = {"cql": "DiscreteCQL", "bc": "BC", "marwil": "MARWIL"}
+#: Steps (whole episodes) per BC/MARWIL update.
+IMITATION_BATCH_STEPS = 1024
+#: Training run ``r`` of a job is seeded ``offline.seed + RUN_SEED_STRIDE * r``.
+RUN_SEED_STRIDE = 1000
 DATASET_SUBDIR = "dataset"
 
 
@@ -110,38 +119,51 @@ def run_offline(contract: Environment, settings: OfflineSettings) -> OfflineResu
     )
 
 
-def build_config(dataset_dir: Path, settings: OfflineSettings):
-    """The `DiscreteCQLConfig` for `settings` reading `dataset_dir`; spaces from
-    ``dataset_info.json`` or, without it, from the env.
+def build_config(dataset_dir: Path, settings: OfflineSettings, seed: int | None = None):
+    """The config of ``settings.algorithm`` (`DiscreteCQLConfig`, `EpisodeBCConfig` or
+    `EpisodeMARWILConfig`) reading `dataset_dir`; spaces from ``dataset_info.json`` or, without it,
+    from the env. `seed` (default ``settings.seed``) seeds the network initialisation and sampling.
 
     Raises:
         TrainingError: RLlib refused the config.
     """
     from sagemaker_ray_rl.offline.algorithm import DiscreteCQLConfig
+    from sagemaker_ray_rl.offline.imitation import EpisodeBCConfig, EpisodeMARWILConfig
 
     spaces = dataset_spaces(dataset_dir)
     if spaces is None:
         env = make_env(settings.env, settings.env_config)
         spaces = (env.observation_space, env.action_space)
         env.close()
+    if settings.algorithm == "cql":
+        config = DiscreteCQLConfig().training(cql_alpha=settings.cql_alpha)
+        model_config = {"fcnet_hiddens": list(settings.hidden), "head_fcnet_hiddens": [settings.hidden[-1]]}
+    else:
+        config = EpisodeBCConfig() if settings.algorithm == "bc" else EpisodeMARWILConfig().training(beta=settings.beta)
+        config.training(train_batch_size_per_learner=IMITATION_BATCH_STEPS)
+        model_config = {"fcnet_hiddens": list(settings.hidden)}
     config = (
-        DiscreteCQLConfig()
+        config
         .environment(observation_space=spaces[0], action_space=spaces[1])
         .offline_data(input_=[str(dataset_dir)])
-        .training(
-            cql_alpha=settings.cql_alpha,
-            lr=settings.lr,
-            gamma=settings.gamma,
-            num_updates_per_iteration=settings.evaluate_every,
-        )
-        .rl_module(model_config={"fcnet_hiddens": list(settings.hidden), "head_fcnet_hiddens": [settings.hidden[-1]]})
-        .debugging(seed=settings.seed)
+        .training(lr=lr_schedule(settings), gamma=settings.gamma, num_updates_per_iteration=settings.evaluate_every)
+        .rl_module(model_config=model_config)
+        .debugging(seed=settings.seed if seed is None else seed)
     )
     try:
         config.validate()
     except Exception as exc:
         raise TrainingError(f"RLlib refused the offline configuration: {exc}") from exc
     return config
+
+
+def lr_schedule(settings: OfflineSettings) -> float | list[list[float]]:
+    """``offline.lr``, or RLlib's piecewise-linear schedule ``[[0, lr], [num_updates, lr_end]]``
+    (its timesteps are the gradient updates done: the offline algorithms pass those as
+    ``NUM_ENV_STEPS_SAMPLED_LIFETIME``, which RLlib's Learner schedules read)."""
+    if settings.lr_end == settings.lr:
+        return settings.lr
+    return [[0, settings.lr], [settings.num_updates, settings.lr_end]]
 
 
 def train_offline(
@@ -152,56 +174,94 @@ def train_offline(
     output_data_dir: Path,
     model_dir: Path,
 ) -> OfflineResult:
-    """The offline job on a running Ray (see the module docstring). Needs ``ray.init()`` done."""
+    """The offline job on a running Ray (see the module docstring). Needs ``ray.init()`` done.
+
+    Torch runs on one intra-op thread for the job (restored after): the networks are small MLPs on
+    minibatches of 256, where a second thread only adds synchronisation. On 2 cores a checkpoint
+    (500 updates, FQE, ``mb``) took about twice as long with 2 threads; the trained checkpoints were
+    the same, the ``mb`` estimates differed by about 0.3 (the dynamics model's float sums), enough
+    to reorder near-ties, and docs/benchmarks.md's figures were measured with one thread.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _train_offline(dataset_dir, settings, checkpoint_root=checkpoint_root,
+                              output_data_dir=output_data_dir, model_dir=model_dir)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_offline(
+    dataset_dir: Path,
+    settings: OfflineSettings,
+    *,
+    checkpoint_root: Path,
+    output_data_dir: Path,
+    model_dir: Path,
+) -> OfflineResult:
     from sagemaker_ray_rl.export import build_metadata, export_model
     from sagemaker_ray_rl.policy import Policy
 
     data = read_dataset(dataset_dir)
     config = build_config(dataset_dir, settings)
-    print(f"Offline training {ALGORITHM_NAME} on {data.num_episodes} episodes ({len(data)} transitions, "
+    algorithm = ALGORITHM_NAMES[settings.algorithm]
+    print(f"Offline training {algorithm} on {data.num_episodes} episodes ({len(data)} transitions, "
           f"logged mean return {data.episode_returns().mean():.2f}) for {settings.num_updates} updates", flush=True)
     eval_env = make_env(settings.env, settings.env_config) if settings.eval_episodes else None
     output_data_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_root.mkdir(parents=True, exist_ok=True)
     fqe = FQESettings(updates=settings.fqe_updates, seed=settings.seed) if settings.fqe_updates else None
-    estimators = ESTIMATORS if fqe else tuple(e for e in ESTIMATORS if e not in ("dm", "dr"))
+    model = None
+    if settings.model_updates:
+        horizon = settings.horizon or episode_limit(dataset_dir, settings, data)
+        tick = time.perf_counter()
+        model = DynamicsModel(data, int(config.action_space.n), ModelSettings(
+            updates=settings.model_updates, horizon=horizon, seed=settings.seed))
+        print(f"Dynamics model for mb fitted in {time.perf_counter() - tick:.1f} s (rollouts of {horizon} steps)", flush=True)
+    estimators = tuple(e for e in ESTIMATORS if (fqe or e not in ("dm", "dr")) and (model or e != "mb"))
     rows: list[dict[str, Any]] = []
-    algo = config.build_algo()
     start = time.perf_counter()
     learn_time = 0.0
-    try:
-        updates = 0
-        while updates < settings.num_updates:
-            tick = time.perf_counter()
-            algo.train()
-            learn_time += time.perf_counter() - tick
-            updates += settings.evaluate_every
-            path = Path(algo.save_to_path(str(checkpoint_root / f"checkpoint_{updates:07d}")))
-            policy = Policy.load(path)
-            num_actions = int(policy.pipeline(None).action_space.n)
+    for run in range(settings.num_runs):
+        run_seed = settings.seed + RUN_SEED_STRIDE * run
+        run_root = checkpoint_root / f"run{run}" if settings.num_runs > 1 else checkpoint_root
+        algo = (config if run == 0 else build_config(dataset_dir, settings, seed=run_seed)).build_algo()
+        try:
+            updates = 0
+            while updates < settings.num_updates:
+                tick = time.perf_counter()
+                algo.train()
+                learn_time += time.perf_counter() - tick
+                updates += settings.evaluate_every
+                path = Path(algo.save_to_path(str(run_root / f"checkpoint_{updates:07d}")))
+                policy = Policy.load(path)
+                num_actions = int(policy.pipeline(None).action_space.n)
 
-            def target(obs: np.ndarray, _policy=policy, _n=num_actions) -> np.ndarray:
-                return greedy_probabilities(_policy.compute(obs.astype(np.float32))["action"], _n)
+                def target(obs: np.ndarray, _policy=policy, _n=num_actions) -> np.ndarray:
+                    return greedy_probabilities(_policy.compute(obs.astype(np.float32))["action"], _n)
 
-            row: dict[str, Any] = {
-                "checkpoint": str(path),
-                "offline_updates": updates,
-                "learn_time_s": round(learn_time, 1),
-                "time_total_s": round(time.perf_counter() - start, 1),
-            }
-            row.update({f"ope_{k}": v for k, v in evaluate_policy(data, target, settings.gamma, fqe).items()})
-            if eval_env is not None:
-                returns = evaluate_in_env(policy, eval_env, settings.eval_episodes, seed=10_000 + settings.seed)
-                row["eval_return_mean"] = float(np.mean(returns))
-                row["eval_return_std"] = float(np.std(returns))
-            rows.append(row)
-            print("\n".join(report.metric_lines(row)), flush=True)
-    except (DatasetError, HyperparameterError):
-        raise
-    except Exception as exc:
-        raise TrainingError(f"offline training failed: {type(exc).__name__}: {exc}") from exc
-    finally:
-        algo.stop()
+                row: dict[str, Any] = {
+                    "checkpoint": str(path),
+                    "run": run,
+                    "offline_updates": updates,
+                    "learn_time_s": round(learn_time, 1),
+                    "time_total_s": round(time.perf_counter() - start, 1),
+                }
+                row.update({f"ope_{k}": v for k, v in evaluate_policy(data, target, settings.gamma, fqe, model).items()})
+                if eval_env is not None:
+                    returns = evaluate_in_env(policy, eval_env, settings.eval_episodes, seed=10_000 + settings.seed)
+                    row["eval_return_mean"] = float(np.mean(returns))
+                    row["eval_return_std"] = float(np.std(returns))
+                rows.append(row)
+                print("\n".join(report.metric_lines(row)), flush=True)
+        except (DatasetError, HyperparameterError):
+            raise
+        except Exception as exc:
+            raise TrainingError(f"offline training failed: {type(exc).__name__}: {exc}") from exc
+        finally:
+            algo.stop()
     selected = dict(select_checkpoint(rows, settings.select))
     correlations = rank_correlations(rows, estimators, "eval_return_mean") if eval_env is not None else {}
     report.write_csv(output_data_dir / report.CSV_FILE, rows)
@@ -211,7 +271,7 @@ def train_offline(
     })
     metrics = {k: v for k, v in selected.items() if isinstance(v, (int, float))}
     metadata = build_metadata(
-        Path(selected["checkpoint"]), algorithm=ALGORITHM_NAME, env=settings.env, env_config=settings.env_config,
+        Path(selected["checkpoint"]), algorithm=algorithm, env=settings.env, env_config=settings.env_config,
         metrics=metrics, hyperparameters=settings.hyperparameters,
     )
     metadata["offline"] = {"select": settings.select, "rank_correlations": correlations,
@@ -222,6 +282,27 @@ def train_offline(
         if math.isfinite(rho):
             print(f"ope_rank_correlation_{name}: {rho:.4g}", flush=True)
     return OfflineResult(rows, selected, correlations, model_dir)
+
+
+def episode_limit(dataset_dir: Path, settings: OfflineSettings, data: Any) -> int:
+    """Rollout horizon of the ``mb`` estimator: the ``max_episode_steps`` of the job's env (its
+    ``env_config`` or its registered spec), else of the env recorded in ``dataset_info.json``, else
+    the longest logged episode."""
+    from sagemaker_ray_rl.offline.dataset import read_info
+
+    info = read_info(dataset_dir)
+    for env, env_config in ((settings.env, settings.env_config), (info.get("env"), info.get("env_config") or {})):
+        if not env:
+            continue
+        if isinstance(env_config.get("max_episode_steps"), int):
+            return int(env_config["max_episode_steps"])
+        try:
+            limit = make_env(env, env_config).spec.max_episode_steps
+        except Exception:  # an env that is not importable here: fall through to the data
+            continue
+        if limit:
+            return int(limit)
+    return int(np.diff(data.episode_starts).max())
 
 
 def evaluate_in_env(policy: Any, env: Any, episodes: int, seed: int) -> list[float]:
