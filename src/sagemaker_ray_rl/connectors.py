@@ -71,6 +71,15 @@ _M2E_LAYOUT = {
 }
 
 
+#: An env step beyond any exploration schedule: its final value.
+END_OF_SCHEDULE = 2**62
+
+
+def is_epsilon_greedy(module: Any) -> bool:
+    """Whether `module` explores epsilon-greedily (RLlib's DQN modules: an ``epsilon_schedule``)."""
+    return getattr(module, "epsilon_schedule", None) is not None
+
+
 def restore_pipelines(checkpoint_dir: Path) -> tuple[Any, Any]:
     """The env-to-module and module-to-env pipelines of an algorithm checkpoint.
 
@@ -219,10 +228,13 @@ class InferencePipeline:
         skipped while it stays in eval mode.
         """
         module = self.module
+        # Epsilon-greedy modules (RLlib's DQN, our DiscreteCQL) explore with the epsilon of their
+        # schedule at env step `t`; a served policy explores as at the end of training.
+        kwargs = {"t": END_OF_SCHEDULE} if explore and is_epsilon_greedy(module) else {}
         with torch.inference_mode():
             if module.training:
-                return module.forward_exploration(batch) if explore else module.forward_inference(batch)
-            return module._forward_exploration(batch) if explore else module._forward_inference(batch)
+                return module.forward_exploration(batch, **kwargs) if explore else module.forward_inference(batch)
+            return module._forward_exploration(batch, **kwargs) if explore else module._forward_inference(batch)
 
     def _batched(self, observations: Any, explore: bool, state: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         obs = observations

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from ray.rllib.core.columns import Columns
 
-from sagemaker_ray_rl.connectors import InferencePipeline, restore_pipelines
+from sagemaker_ray_rl.connectors import InferencePipeline, is_epsilon_greedy, restore_pipelines
 from sagemaker_ray_rl.errors import ModelLoadError, RequestError
 from sagemaker_ray_rl.export import METADATA_FILE, RL_MODULE_SUBDIR, module_ids
 
@@ -190,7 +190,8 @@ class Policy:
             observations: a batch in the structure of the module's observation space (see
                 `InferencePipeline.__call__`), already validated against it.
             module_id: which module (multi-agent); the default module when None.
-            explore: sample (``forward_exploration``) instead of the greedy action.
+            explore: sample (``forward_exploration``) instead of the greedy action; epsilon-greedy
+                modules (DQN-style) explore with their schedule's final epsilon.
             outputs: extra outputs, a subset of `OPTIONAL_OUTPUTS`.
             state: RNN state-ins for stateful modules (batch-first), None for the initial state.
 
@@ -215,6 +216,8 @@ class Policy:
         for name in outputs:
             if name in ("action_logp", "action_prob"):
                 logp = to_env.get(Columns.ACTION_LOGP)
+                if logp is None and explore and is_epsilon_greedy(pipeline.module):
+                    logp = self._epsilon_greedy_logp(pipeline, to_module, result["action"])
                 if logp is None:
                     logp = np.zeros(len(result["action"]), dtype=np.float32)
                 logp = np.asarray(logp, dtype=np.float32).reshape(len(logp))
@@ -230,6 +233,23 @@ class Policy:
             elif name == "vf_preds":
                 result[name] = self._values(pipeline, to_module)
         return result
+
+    @staticmethod
+    def _epsilon_greedy_logp(pipeline: InferencePipeline, to_module: dict[str, Any], actions: np.ndarray) -> np.ndarray:
+        """log P(action) under epsilon-greedy exploration over ``n`` actions, as RLlib's DQN module
+        explores (``DefaultDQNTorchRLModule._forward_exploration``): ``1 - eps + eps / n`` for the
+        greedy action, ``eps / n`` for any other; eps is the schedule's final value. Shape (B,),
+        float32."""
+        import torch
+
+        module = pipeline.module
+        with torch.inference_mode():
+            q_values = module.compute_q_values(to_module)["qf_preds"].numpy()
+        epsilon = float(module.epsilon_schedule.get_current_value())
+        n = q_values.shape[-1]
+        greedy = q_values.argmax(axis=-1)
+        prob = np.where(np.asarray(actions).reshape(len(greedy)) == greedy, 1.0 - epsilon + epsilon / n, epsilon / n)
+        return np.log(prob).astype(np.float32)
 
     @staticmethod
     def _values(pipeline: InferencePipeline, to_module: dict[str, Any]) -> np.ndarray:

@@ -172,3 +172,26 @@ def test_rllib_imitation_algorithms_train_on_whole_episodes_and_their_model_is_s
     assert len(answers) == 5
     for answer in answers:
         assert answer["action"] in (0, 1) and 0.0 < answer["action_prob"] <= 1.0
+
+
+def test_exploring_requests_to_an_epsilon_greedy_model_get_its_probabilities(offline_job: TrainingRun):
+    """explore=true on a DQN-style module (the exported DiscreteCQL) is epsilon-greedy at the
+    schedule's final epsilon, and action_prob is that policy's probability (never a 5xx)."""
+    from sagemaker_ray_rl.environment import ServingSettings
+    from sagemaker_ray_rl.policy import Policy
+    from sagemaker_ray_rl.serving.app import create_app
+
+    policy = Policy.load(offline_job.base / "model")
+    client = create_app(policy, ServingSettings()).test_client()
+    observations = [[0.01 * i, 0.0, -0.02, 0.1] for i in range(200)]
+    greedy = client.post("/invocations", json={"instances": observations})
+    explored = client.post("/invocations", json={"instances": observations, "explore": True,
+                                                 "outputs": ["action_prob", "action_logp"]})
+    assert greedy.status_code == 200 and explored.status_code == 200, explored.data
+    module = policy.pipeline(None).module
+    epsilon = float(module.epsilon_schedule.get_current_value())
+    assert 0 < epsilon < 1
+    for before, after in zip(greedy.json["predictions"], explored.json["predictions"]):
+        expected = 1 - epsilon + epsilon / 2 if after["action"] == before["action"] else epsilon / 2
+        assert after["action_prob"] == pytest.approx(expected, rel=1e-5)
+        assert after["action_logp"] == pytest.approx(np.log(expected), abs=1e-5)
