@@ -7,9 +7,9 @@ Estimator (image_uri = this image; no framework container, no requirements.txt):
     Estimator(image_uri=IMAGE, entry_point="cartpole.py", source_dir="examples", instance_count=1,
               instance_type="ml.m5.large", hyperparameters={"rl.training.config.lr": 0.0001}, ...)
 
-Run locally: ``docker run -v $PWD/examples:/opt/ml/code -v JOB:/opt/ml/... IMAGE train`` with
-``sagemaker_program=cartpole.py`` and ``sagemaker_submit_directory=/opt/ml/code`` in the
-hyperparameters (what the SDK writes), as ``tests/container/test_examples.py`` does.
+Run locally: ``docker run -v JOB:/opt/ml -v $PWD/examples:/opt/ml/code:ro IMAGE train``, with
+``sagemaker_program=cartpole.py`` and ``sagemaker_submit_directory=/opt/ml/code`` in
+``JOB/input/config/hyperparameters.json`` (what the SDK writes), as ``tests/container/test_examples.py`` does.
 """
 
 import gymnasium as gym
