@@ -1,7 +1,8 @@
 """Collect an offline dataset: run a behaviour policy on parallel envs and record transitions.
 
-The behaviour policy is what a live system runs today: uniform random (seed 004's start), or
-epsilon-greedy around an exported model (``/opt/ml/model`` of an earlier job, loaded by
+The behaviour policy is what a live system runs today: uniform random (seed 004's start; on a
+`gym.spaces.Discrete` or a bounded `gym.spaces.Box` action space), or epsilon-greedy around an
+exported model (Discrete only) (``/opt/ml/model`` of an earlier job, loaded by
 `sagemaker_ray_rl.policy.Policy`). Every transition records the behaviour policy's probability of
 the action it took, which importance-sampling off-policy evaluation needs (Precup et al. 2000).
 """
@@ -43,14 +44,17 @@ class CollectResult:
 class BehaviourPolicy:
     """Action probabilities of the behaviour policy for a batch of observations.
 
-    ``random``: uniform over a `gym.spaces.Discrete` space. ``epsilon_greedy``: the exported model's
+    ``random``: uniform over a `gym.spaces.Discrete` space, or over a bounded `gym.spaces.Box`
+    (each component independently uniform on ``[low, high]``; density
+    ``Π 1 / (high − low)``, see `box_log_density`). ``epsilon_greedy``: the exported model's
     greedy action with probability ``1 - epsilon + epsilon / n``, any other with ``epsilon / n``; the
     greedy actions come from `model_dir` (loaded with `Policy.load`) or from `greedy`, a callable
     mapping float32 observations ``(batch, *obs_shape)`` to int actions ``(batch,)`` (e.g. a client
     of a deployed endpoint: ``scripts/collect_http.py``).
 
     Raises:
-        DatasetError: a non-Discrete action space, an unknown name, or a missing model.
+        DatasetError: an action space other than Discrete or bounded Box (Box: ``random`` only), an
+            unknown name, or a missing model.
     """
 
     def __init__(
@@ -62,10 +66,17 @@ class BehaviourPolicy:
         model_dir: Path | None = None,
         greedy: Callable[[np.ndarray], np.ndarray] | None = None,
     ):
-        if not isinstance(action_space, gym.spaces.Discrete):
-            raise DatasetError(f"collect records Discrete action spaces; the env has {action_space}")
         if name not in BEHAVIOUR_POLICIES:
             raise DatasetError(f"behaviour policy must be one of {BEHAVIOUR_POLICIES}, got {name!r}")
+        self.box = action_space if isinstance(action_space, gym.spaces.Box) else None
+        if self.box is not None:
+            if name != RANDOM:
+                raise DatasetError(f"behaviour policy {name!r} needs a Discrete action space; a Box space ({action_space}) is collected with 'random'")
+            self.name, self.n, self.epsilon, self.policy, self.greedy, self.source = name, 0, 0.0, None, None, None
+            self.logp = box_log_density(action_space)
+            return
+        if not isinstance(action_space, gym.spaces.Discrete):
+            raise DatasetError(f"collect records Discrete or bounded Box action spaces; the env has {action_space}")
         if not 0.0 <= epsilon <= 1.0:
             raise DatasetError(f"epsilon must be in [0, 1], got {epsilon}")
         self.name, self.n, self.epsilon = name, int(action_space.n), float(epsilon)
@@ -91,11 +102,30 @@ class BehaviourPolicy:
         probs[np.arange(batch), greedy] += 1.0 - self.epsilon
         return probs
 
+    def sample_box(self, batch: int, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+        """Box only: uniform actions, the space's dtype, shape ``(batch, *action_shape)``, and their
+        log-density (the same for all, `box_log_density`)."""
+        box = self.box
+        actions = rng.uniform(box.low, box.high, size=(batch, *box.shape)).astype(box.dtype)
+        return np.clip(actions, box.low, box.high), self.logp
+
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name}
         if self.name == EPSILON_GREEDY:
             out.update(epsilon=self.epsilon, greedy=self.source)
         return out
+
+
+def box_log_density(space: gym.spaces.Box) -> float:
+    """log-density (nats) of the uniform distribution on a bounded Box: ``−Σ_i log(high_i − low_i)``.
+
+    Raises:
+        DatasetError: a component is unbounded or has ``high <= low``.
+    """
+    width = np.asarray(space.high, dtype=np.float64) - np.asarray(space.low, dtype=np.float64)
+    if not np.all(np.isfinite(width)) or np.any(width <= 0):
+        raise DatasetError(f"a uniform-random behaviour policy needs a bounded Box with high > low, got {space}")
+    return float(-np.log(width).sum())
 
 
 def make_env(env: str, env_config: Mapping[str, Any]) -> gym.Env:
@@ -137,7 +167,7 @@ def collect(
         seed: seeds env ``i`` with ``seed + i`` at its first reset and the action sampler with `seed`.
 
     Raises:
-        DatasetError: bad arguments or a non-Discrete action space.
+        DatasetError: bad arguments, or an action space `BehaviourPolicy` does not handle.
     """
     from ray.rllib.utils.serialization import gym_space_to_dict
 
@@ -155,18 +185,25 @@ def collect(
     active = list(range(len(envs)))
     while active:
         batch_obs = np.stack([np.asarray(obs[i], dtype=np.float32) for i in active])
-        probs = policy.probabilities(batch_obs)
+        if policy.box is not None:
+            box_actions, logp = policy.sample_box(len(active), rng)
+        else:
+            probs = policy.probabilities(batch_obs)
         for k, i in enumerate(list(active)):
-            action = int(rng.choice(policy.n, p=probs[k]))
+            if policy.box is not None:
+                action, prob = box_actions[k], float(np.exp(logp))
+            else:
+                action = int(rng.choice(policy.n, p=probs[k]))
+                prob = float(probs[k, action])
             next_obs, reward, terminated, truncated, _ = envs[i].step(action)
             buf = buffers[i]
             buf["obs"].append(obs[i]); buf["actions"].append(action); buf["rewards"].append(float(reward))
-            buf["next_obs"].append(next_obs); buf["action_prob"].append(float(probs[k, action]))
+            buf["next_obs"].append(next_obs); buf["action_prob"].append(prob)
             obs[i] = next_obs
             if terminated or truncated:
                 eps_id = f"{len(returns):06d}"
                 rows += episode_rows(eps_id, buf["obs"], buf["actions"], buf["rewards"], buf["next_obs"],
-                                     terminated, truncated, buf["action_prob"])
+                                     terminated, truncated, buf["action_prob"], continuous=policy.box is not None)
                 returns.append(sum(buf["rewards"]))
                 buffers[i] = _empty()
                 if started < num_episodes:

@@ -10,12 +10,13 @@ column              type                       meaning
 ``eps_id``          string                     episode id (rows of one episode are contiguous)
 ``t``               int64                      step index inside the episode, from 0
 ``obs``             list<float32>              observation before the action (flattened Box)
-``actions``         int64                      the action taken (Discrete)
+``actions``         int64 | list<float32>      the action taken (Discrete | Box, as sent to the env)
 ``rewards``         float32                    reward received
 ``new_obs``         list<float32>              observation after the action
 ``terminateds``     bool                       the episode ended in a terminal state
 ``truncateds``      bool                       the episode was cut by a time limit
 ``action_prob``     float32                    behaviour policy's probability of ``actions``
+                                               (Box: its probability *density*, may exceed 1)
 ``action_logp``     float32                    its natural log (RLlib's ``Columns.ACTION_LOGP``)
 ==================  =========================  ===============================================
 
@@ -63,12 +64,13 @@ class Transitions:
 
     Attributes:
         obs: float32, shape ``(n, obs_dim)``.
-        actions: int64, shape ``(n,)``.
+        actions: int64, shape ``(n,)`` (Discrete), or float32, shape ``(n, act_dim)`` (Box, the
+            actions as sent to the env).
         rewards: float32, shape ``(n,)``.
         next_obs: float32, shape ``(n, obs_dim)``.
         terminateds: bool, shape ``(n,)``.
         truncateds: bool, shape ``(n,)``.
-        action_prob: float32, shape ``(n,)``: behaviour probability of ``actions``.
+        action_prob: float32, shape ``(n,)``: behaviour probability of ``actions`` (Box: density).
         episode_starts: int64, shape ``(num_episodes + 1,)``: row offsets; episode ``i`` is rows
             ``episode_starts[i]:episode_starts[i+1]``.
         eps_ids: the episode ids, in order.
@@ -86,6 +88,11 @@ class Transitions:
 
     def __len__(self) -> int:
         return int(self.actions.shape[0])
+
+    @property
+    def continuous(self) -> bool:
+        """Whether the actions are Box vectors (float32 ``(n, act_dim)``) rather than Discrete ints."""
+        return self.actions.ndim == 2
 
     @property
     def num_episodes(self) -> int:
@@ -110,17 +117,23 @@ class Transitions:
 def episode_rows(
     eps_id: str,
     obs: Iterable[Any],
-    actions: Iterable[int],
+    actions: Iterable[Any],
     rewards: Iterable[float],
     next_obs: Iterable[Any],
     terminated: bool,
     truncated: bool,
     action_prob: Iterable[float],
+    *,
+    continuous: bool = False,
 ) -> list[dict[str, Any]]:
     """The rows of one finished episode; only its last row carries ``terminated``/``truncated``.
 
+    `continuous`: Box actions (each a float vector, stored flattened as list<float32>) whose
+    `action_prob` is a probability density (> 0, may exceed 1); otherwise int actions whose
+    `action_prob` is a probability in (0, 1].
+
     Raises:
-        DatasetError: the sequences differ in length, or a probability is not in (0, 1].
+        DatasetError: the sequences differ in length, or a probability (density) is out of range.
     """
     obs, actions, rewards, next_obs, action_prob = map(list, (obs, actions, rewards, next_obs, action_prob))
     n = len(actions)
@@ -129,13 +142,14 @@ def episode_rows(
     rows = []
     for t in range(n):
         prob = float(action_prob[t])
-        if not 0.0 < prob <= 1.0:
-            raise DatasetError(f"episode {eps_id} step {t}: action_prob must be in (0, 1], got {prob}")
+        if not (0.0 < prob < np.inf if continuous else 0.0 < prob <= 1.0):
+            expected = "a finite density > 0" if continuous else "in (0, 1]"
+            raise DatasetError(f"episode {eps_id} step {t}: action_prob must be {expected}, got {prob}")
         rows.append({
             "eps_id": str(eps_id),
             "t": t,
             "obs": np.asarray(obs[t], dtype=np.float32).ravel().tolist(),
-            "actions": int(actions[t]),
+            "actions": np.asarray(actions[t], dtype=np.float32).ravel().tolist() if continuous else int(actions[t]),
             "rewards": float(rewards[t]),
             "new_obs": np.asarray(next_obs[t], dtype=np.float32).ravel().tolist(),
             "terminateds": bool(terminated and t == n - 1),
@@ -172,9 +186,11 @@ def write_dataset(
     path.mkdir(parents=True, exist_ok=True)
     for old in path.glob("part-*.parquet"):
         old.unlink()
+    continuous = bool(rows) and isinstance(rows[0]["actions"], list)
     schema = pa.schema([
         ("eps_id", pa.string()), ("t", pa.int64()), ("obs", pa.list_(pa.float32())),
-        ("actions", pa.int64()), ("rewards", pa.float32()), ("new_obs", pa.list_(pa.float32())),
+        ("actions", pa.list_(pa.float32()) if continuous else pa.int64()), ("rewards", pa.float32()),
+        ("new_obs", pa.list_(pa.float32())),
         ("terminateds", pa.bool_()), ("truncateds", pa.bool_()), ("action_prob", pa.float32()),
         ("action_logp", pa.float32()),
     ])
@@ -240,9 +256,10 @@ def read_dataset(path: Path) -> Transitions:
     def vec(name: str) -> np.ndarray:
         return np.asarray(table.column(name).to_pylist(), dtype=np.float32)[order]
 
+    continuous = pa.types.is_list(table.schema.field("actions").type)
     return Transitions(
         obs=vec("obs"),
-        actions=col("actions", np.int64),
+        actions=vec("actions") if continuous else col("actions", np.int64),
         rewards=col("rewards", np.float32),
         next_obs=vec("new_obs"),
         terminateds=col("terminateds", bool),
