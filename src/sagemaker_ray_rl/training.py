@@ -68,6 +68,10 @@ def main() -> None:
             run_worker(contract, settings)
             return
         offline = None if contract.user_entry_point else OfflineSettings.from_hyperparameters(contract.hyperparameters)
+        if offline is not None:
+            from sagemaker_ray_rl.offline.runner import check_before_ray
+
+            check_before_ray(contract, offline)
         plan = None if contract.user_entry_point or offline else prepare(contract)
         user_code = plan is None and offline is None
 

@@ -195,3 +195,74 @@ def test_exploring_requests_to_an_epsilon_greedy_model_get_its_probabilities(off
         expected = 1 - epsilon + epsilon / 2 if after["action"] == before["action"] else epsilon / 2
         assert after["action_prob"] == pytest.approx(expected, rel=1e-5)
         assert after["action_logp"] == pytest.approx(np.log(expected), abs=1e-5)
+
+
+@pytest.fixture(scope="module")
+def box_collect_job(tmp_path_factory) -> TrainingRun:
+    base = write_job(tmp_path_factory.mktemp("collect-box"), {
+        "mode": "collect", "env": "Pendulum-v1", "env_config": {"max_episode_steps": 50},
+        "offline.num_episodes": 12, "offline.num_envs": 4, "offline.seed": 5, **NO_DASHBOARD,
+    })
+    run = run_train(base)
+    assert run.returncode == 0, run.output[-4000:]
+    return run
+
+
+def test_collect_on_a_box_env_records_float_actions_and_the_uniform_density(box_collect_job: TrainingRun):
+    data = read_dataset(box_collect_job.base / "output" / "data" / "dataset")
+    assert data.num_episodes == 12 and len(data) == 12 * 50
+    assert data.actions.shape == (600, 1) and data.actions.dtype == np.float32
+    assert np.all(np.abs(data.actions) <= 2.0) and data.actions.std() > 0.5
+    assert np.allclose(data.action_prob, 0.25)  # 1 / (high - low) = 1 / 4
+
+
+@pytest.mark.parametrize("algorithm, name", [("cql", "CQL"), ("iql", "IQL")])
+def test_rllib_cql_and_iql_train_on_box_actions_and_their_model_is_served(
+    box_collect_job: TrainingRun, tmp_path: Path, algorithm: str, name: str
+):
+    """offline.algorithm=cql/iql on a Box dataset: RLlib's own CQL/IQL train from it, only the mb
+    estimate is made (the others are reported as skipped), the real-env return is measured, and the
+    exported model's actions through the server lie in the Box."""
+    from sagemaker_ray_rl.environment import ServingSettings
+    from sagemaker_ray_rl.policy import Policy
+    from sagemaker_ray_rl.serving.app import create_app
+
+    base = write_job(tmp_path, {
+        "mode": "offline", "env": "Pendulum-v1", "env_config": {"max_episode_steps": 50},
+        "offline.algorithm": algorithm, "offline.num_updates": 20, "offline.evaluate_every": 10,
+        "offline.num_runs": 1, "offline.model_updates": 100, "offline.eval_episodes": 1, **NO_DASHBOARD,
+    }, inputdataconfig={"train": {}})
+    shutil.copytree(box_collect_job.base / "output" / "data" / "dataset", base / "input" / "data" / "train")
+    run = run_train(base)
+    assert run.returncode == 0, run.output[-4000:]
+    assert "Ray cluster up" in run.output and f"Offline training {name} on 12 episodes" in run.output
+    assert "OPE on Box actions: only mb; skipped is:" in run.output
+    with open(base / "output" / "data" / "ope.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["offline_updates"]) for r in rows] == [10, 20]
+    for r in rows:
+        assert np.isfinite(float(r["ope_mb"])) and -50 * 16.3 <= float(r["eval_return_mean"]) <= 0
+        assert "ope_wis" not in r and "wis" in r["ope_skipped"]
+    assert json.loads((base / "model" / "metadata.json").read_text())["algorithm"] == name
+
+    client = create_app(Policy.load(base / "model"), ServingSettings()).test_client()
+    observations = [[np.cos(0.3 * i), np.sin(0.3 * i), 0.5 * i - 4] for i in range(17)]
+    response = client.post("/invocations", json={"instances": observations})
+    assert response.status_code == 200, response.data
+    actions = np.asarray([p["action"] for p in response.json["predictions"]], dtype=np.float64)
+    assert actions.shape == (17, 1) and np.all(np.abs(actions) <= 2.0)
+
+
+@pytest.mark.parametrize("algorithm, kind", [("iql", "Discrete"), ("marwil", "Box")])
+def test_an_algorithm_that_does_not_fit_the_action_space_fails_before_ray_starts(
+    collect_job: TrainingRun, box_collect_job: TrainingRun, tmp_path: Path, algorithm: str, kind: str
+):
+    source = box_collect_job if kind == "Box" else collect_job
+    base = write_job(tmp_path, {"mode": "offline", "offline.algorithm": algorithm, **NO_DASHBOARD},
+                     inputdataconfig={"train": {}})
+    shutil.copytree(source.base / "output" / "data" / "dataset", base / "input" / "data" / "train")
+    run = run_train(base)
+    assert run.returncode != 0
+    failure = (base / "output" / "failure").read_text()
+    assert f"offline.algorithm={algorithm} does not fit the {kind} action space" in failure
+    assert "Ray cluster up" not in run.output  # refused before Ray started

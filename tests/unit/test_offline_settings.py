@@ -36,7 +36,7 @@ def test_offline_settings_from_hyperparameters():
     ({"mode": "collect", "offline.behaviour": "greedy"}, "offline.behaviour must be one of"),
     ({"mode": "offline", "offline.select": "dr", "offline.fqe_updates": 0}, "needs fitted-Q evaluation"),
     ({"mode": "offline", "offline.hidden": [0]}, "offline.hidden must be a JSON list"),
-    ({"mode": "offline", "offline.algorithm": "iql"}, "offline.algorithm must be one of"),
+    ({"mode": "offline", "offline.algorithm": "sac"}, "offline.algorithm must be one of"),
     ({"mode": "offline", "offline.lr_end": 0}, "offline.lr_end must be > 0"),
     ({"mode": "offline", "offline.beta": -1}, "offline.beta must be >= 0"),
     ({"mode": "offline", "offline.num_runs": 0}, "offline.num_runs must be > 0"),

@@ -44,8 +44,17 @@ from sagemaker_ray_rl.offline.dataset import Transitions
 
 #: Estimator names, in report order.
 ESTIMATORS = ("is", "wis", "pdis", "dm", "dr", "mb")
-#: obs float32 (n, obs_dim) -> action probabilities float64 (n, num_actions).
+#: obs float32 (n, obs_dim) -> action probabilities float64 (n, num_actions) (Discrete), or the
+#: actions themselves, float32 (n, act_dim) as sent to the env (Box: a deterministic target policy).
 TargetPolicy = Callable[[np.ndarray], np.ndarray]
+#: Estimators left out on Box-action data, and why (printed and written to ``ope.csv``).
+BOX_SKIPPED = {
+    "is": "a deterministic target policy has no density ratio against a continuous behaviour density",
+    "wis": "as is",
+    "pdis": "as is",
+    "dr": "as is",
+    "dm": "fitted-Q evaluation here averages Q over Discrete actions",
+}
 
 
 @dataclass(frozen=True)
@@ -81,10 +90,11 @@ class DynamicsModel:
     fitted once per dataset and reused for every checkpoint.
 
     Args:
-        data: the dataset; num_actions: size of the Discrete action space; settings: see `ModelSettings`.
+        data: the dataset; num_actions: size of the Discrete action space, or None for Box actions
+            (float vectors, standardised like the observations); settings: see `ModelSettings`.
     """
 
-    def __init__(self, data: Transitions, num_actions: int, settings: ModelSettings = ModelSettings()):
+    def __init__(self, data: Transitions, num_actions: int | None, settings: ModelSettings = ModelSettings()):
         import torch
 
         self.settings, self.num_actions = settings, num_actions
@@ -98,8 +108,10 @@ class DynamicsModel:
         self.r_mean, self.r_std = rewards.mean(), rewards.std() + 1e-6
         term = torch.as_tensor(data.terminateds, dtype=torch.float32)
         actions = torch.as_tensor(data.actions)
+        if num_actions is None:
+            self.act_mean, self.act_std = actions.mean(0), actions.std(0) + 1e-6
         dim = obs.shape[1]
-        self.net = _mlp(dim + num_actions, dim + 2, settings.hidden)
+        self.net = _mlp(dim + (actions.shape[1] if num_actions is None else num_actions), dim + 2, settings.hidden)
         opt = torch.optim.Adam(self.net.parameters(), lr=settings.lr)
         y = torch.cat([(delta - self.delta_mean) / self.delta_std, ((rewards - self.r_mean) / self.r_std)[:, None]], 1)
         for _ in range(settings.updates):
@@ -114,12 +126,16 @@ class DynamicsModel:
     def _inputs(self, obs: Any, actions: Any) -> Any:
         import torch
 
-        return torch.cat([(obs - self.obs_mean) / self.obs_std,
-                          torch.nn.functional.one_hot(actions.long(), self.num_actions).float()], 1)
+        if self.num_actions is None:
+            acts = (actions.float().reshape(len(obs), -1) - self.act_mean) / self.act_std
+        else:
+            acts = torch.nn.functional.one_hot(actions.long(), self.num_actions).float()
+        return torch.cat([(obs - self.obs_mean) / self.obs_std, acts], 1)
 
     def step(self, obs: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Predicted next observations float32 ``(n, obs_dim)``, rewards ``(n,)`` and termination
-        probabilities ``(n,)`` for observations ``(n, obs_dim)`` and int actions ``(n,)``."""
+        probabilities ``(n,)`` for observations ``(n, obs_dim)`` and int actions ``(n,)`` (Box:
+        float actions ``(n, act_dim)``)."""
         import torch
 
         with torch.no_grad():
@@ -130,14 +146,18 @@ class DynamicsModel:
 
     def estimate(self, data: Transitions, target_policy: TargetPolicy, gamma: float, seed: int = 0) -> float:
         """The ``mb`` estimate (module docstring) from the dataset's initial states; actions are
-        drawn from the target policy's probabilities (the greedy one for a deterministic policy)."""
+        drawn from the target policy's probabilities (the greedy one for a deterministic policy);
+        for a Box-action model the target policy gives the actions themselves."""
         rng = np.random.default_rng(seed)
         obs = data.obs[data.episode_starts[:-1]].astype(np.float32)
         alive = np.ones(len(obs))
         value = np.zeros(len(obs))
         for t in range(self.settings.horizon):
-            probs = target_policy(obs)
-            actions = (probs.cumsum(1) > rng.random((len(obs), 1))).argmax(1)
+            if self.num_actions is None:
+                actions = np.asarray(target_policy(obs), dtype=np.float32)
+            else:
+                probs = target_policy(obs)
+                actions = (probs.cumsum(1) > rng.random((len(obs), 1))).argmax(1)
             obs, reward, p_term = self.step(obs, actions)
             value += gamma ** t * alive * reward
             alive *= 1.0 - p_term
@@ -236,7 +256,10 @@ def evaluate_policy(
     model: DynamicsModel | None = None,
 ) -> dict[str, float]:
     """All estimators (`ESTIMATORS`) of the target policy on `data`; ``dm``/``dr`` only when `fqe`,
-    ``mb`` only when `model`."""
+    ``mb`` only when `model`. On Box-action data (`Transitions.continuous`) only ``mb``
+    (`BOX_SKIPPED` says why), with `target_policy` giving actions."""
+    if data.continuous:
+        return {} if model is None else {"mb": model.estimate(data, target_policy, gamma)}
     target_probs = target_policy(data.obs)
     out = importance_estimates(data, target_probs, gamma)
     if fqe is not None:

@@ -2,10 +2,10 @@
 inside its ``ray_cluster(...)`` block on the master host.
 
 Offline job: read the dataset of the input channel -> fit the dynamics model of the ``mb``
-estimator once -> ``num_runs`` times, train ``offline.algorithm`` (`DiscreteCQL`, or RLlib's BC or
-MARWIL) from a fresh seed for ``num_updates`` gradient updates, every ``evaluate_every`` updates
+estimator once -> ``num_runs`` times, train ``offline.algorithm`` (Discrete actions: `DiscreteCQL`,
+or RLlib's BC or MARWIL; Box actions: RLlib's CQL or IQL) from a fresh seed for ``num_updates`` gradient updates, every ``evaluate_every`` updates
 saving a checkpoint and estimating its value off-policy (IS, WIS, PDIS, DM and DR with fitted-Q
-evaluation, MB) and, when asked, its real return in the env -> export the checkpoint, of all runs,
+evaluation, MB; on Box actions only MB, `ope.BOX_SKIPPED` says why) and, when asked, its real return in the env -> export the checkpoint, of all runs,
 with the best chosen estimate to the model dir (``metadata.json`` by
 `export.build_metadata`) and write ``ope.csv``, ``ope.png``, ``selection.json`` to the output data dir.
 """
@@ -28,13 +28,14 @@ from sagemaker_ray_rl.offline import report
 from sagemaker_ray_rl.offline.collect import CollectResult, collect, make_env
 from sagemaker_ray_rl.offline.dataset import DatasetError, dataset_spaces, read_dataset
 from sagemaker_ray_rl.offline.ope import (
-    ESTIMATORS, DynamicsModel, FQESettings, ModelSettings, evaluate_policy, greedy_probabilities,
+    BOX_SKIPPED, ESTIMATORS, DynamicsModel, FQESettings, ModelSettings, evaluate_policy, greedy_probabilities,
 )
 from sagemaker_ray_rl.offline.selection import rank_correlations, select_checkpoint
-from sagemaker_ray_rl.offline.settings import COLLECT, OfflineSettings
+from sagemaker_ray_rl.offline.settings import COLLECT, OfflineSettings, check_action_space
 
-#: ``offline.algorithm`` -> the name recorded in ``metadata.json``.
+#: ``offline.algorithm`` -> the name recorded in ``metadata.json`` (Discrete, Box actions).
 ALGORITHM_NAMES = {"cql": "DiscreteCQL", "bc": "BC", "marwil": "MARWIL"}
+BOX_ALGORITHM_NAMES = {"cql": "CQL", "iql": "IQL"}
 #: Steps (whole episodes) per BC/MARWIL update.
 IMITATION_BATCH_STEPS = 1024
 #: Training run ``r`` of a job is seeded ``offline.seed + RUN_SEED_STRIDE * r``.
@@ -67,6 +68,35 @@ def run(contract: Environment, settings: OfflineSettings) -> None:
         run_collect(contract, settings)
     else:
         run_offline(contract, settings)
+
+
+def check_before_ray(contract: Environment, settings: OfflineSettings) -> None:
+    """`settings.check_action_space` on the action space of the input channel's
+    ``dataset_info.json`` (the first under the channel), else of ``env`` when it can be built here;
+    called before Ray starts. Datasets only inside a ``*.tar.gz`` are checked after unpacking, in
+    `build_config`.
+
+    Raises:
+        HyperparameterError: the algorithm or selection does not fit the action space.
+    """
+    from sagemaker_ray_rl.offline.dataset import INFO_FILE
+
+    if settings.mode == COLLECT:
+        return
+    space = None
+    channel = contract.channels.get(settings.input_channel)
+    if channel is not None:
+        info = next(iter(sorted(Path(channel).rglob(INFO_FILE))), None)
+        spaces = dataset_spaces(info.parent) if info is not None else None
+        space = spaces[1] if spaces else None
+    if space is None:
+        try:
+            env = make_env(settings.env, settings.env_config)
+        except Exception:  # no such env here: the dataset's spaces are checked once it is unpacked
+            return
+        space = env.action_space
+        env.close()
+    check_action_space(settings, space)
 
 
 def run_collect(contract: Environment, settings: OfflineSettings) -> CollectResult:
@@ -120,36 +150,54 @@ def run_offline(contract: Environment, settings: OfflineSettings) -> OfflineResu
 
 
 def build_config(dataset_dir: Path, settings: OfflineSettings, seed: int | None = None):
-    """The config of ``settings.algorithm`` (`DiscreteCQLConfig`, `EpisodeBCConfig` or
-    `EpisodeMARWILConfig`) reading `dataset_dir`; spaces from ``dataset_info.json`` or, without it,
-    from the env. `seed` (default ``settings.seed``) seeds the network initialisation and sampling.
+    """The config of ``settings.algorithm`` (Discrete: `DiscreteCQLConfig`, `EpisodeBCConfig` or
+    `EpisodeMARWILConfig`; Box: `BoxCQLConfig` or `BoxIQLConfig`) reading `dataset_dir`; spaces from
+    ``dataset_info.json`` or, without it, from the env. `seed` (default ``settings.seed``) seeds the
+    network initialisation and sampling.
 
     Raises:
+        HyperparameterError: the algorithm does not fit the action space (`check_action_space`).
         TrainingError: RLlib refused the config.
     """
     from sagemaker_ray_rl.offline.algorithm import DiscreteCQLConfig
     from sagemaker_ray_rl.offline.imitation import EpisodeBCConfig, EpisodeMARWILConfig
+
+    import gymnasium as gym
 
     spaces = dataset_spaces(dataset_dir)
     if spaces is None:
         env = make_env(settings.env, settings.env_config)
         spaces = (env.observation_space, env.action_space)
         env.close()
-    if settings.algorithm == "cql":
+    check_action_space(settings, spaces[1])
+    if isinstance(spaces[1], gym.spaces.Box):
+        from sagemaker_ray_rl.offline.continuous import BoxCQLConfig, BoxIQLConfig
+
+        config = BoxCQLConfig() if settings.algorithm == "cql" else BoxIQLConfig()
+        config = (
+            config
+            .environment(observation_space=spaces[0], action_space=spaces[1])
+            .offline_data(input_=[str(dataset_dir)])
+            .training(gamma=settings.gamma, num_updates_per_iteration=settings.evaluate_every)
+            .rl_module(model_config={"fcnet_hiddens": list(settings.hidden), "head_fcnet_hiddens": [settings.hidden[-1]]})
+            .debugging(seed=settings.seed if seed is None else seed)
+        )
+    elif settings.algorithm == "cql":
         config = DiscreteCQLConfig().training(cql_alpha=settings.cql_alpha)
         model_config = {"fcnet_hiddens": list(settings.hidden), "head_fcnet_hiddens": [settings.hidden[-1]]}
     else:
         config = EpisodeBCConfig() if settings.algorithm == "bc" else EpisodeMARWILConfig().training(beta=settings.beta)
         config.training(train_batch_size_per_learner=IMITATION_BATCH_STEPS)
         model_config = {"fcnet_hiddens": list(settings.hidden)}
-    config = (
-        config
-        .environment(observation_space=spaces[0], action_space=spaces[1])
-        .offline_data(input_=[str(dataset_dir)])
-        .training(lr=lr_schedule(settings), gamma=settings.gamma, num_updates_per_iteration=settings.evaluate_every)
-        .rl_module(model_config=model_config)
-        .debugging(seed=settings.seed if seed is None else seed)
-    )
+    if not isinstance(spaces[1], gym.spaces.Box):
+        config = (
+            config
+            .environment(observation_space=spaces[0], action_space=spaces[1])
+            .offline_data(input_=[str(dataset_dir)])
+            .training(lr=lr_schedule(settings), gamma=settings.gamma, num_updates_per_iteration=settings.evaluate_every)
+            .rl_module(model_config=model_config)
+            .debugging(seed=settings.seed if seed is None else seed)
+        )
     try:
         config.validate()
     except Exception as exc:
@@ -206,7 +254,8 @@ def _train_offline(
 
     data = read_dataset(dataset_dir)
     config = build_config(dataset_dir, settings)
-    algorithm = ALGORITHM_NAMES[settings.algorithm]
+    box = data.continuous
+    algorithm = (BOX_ALGORITHM_NAMES if box else ALGORITHM_NAMES)[settings.algorithm]
     print(f"Offline training {algorithm} on {data.num_episodes} episodes ({len(data)} transitions, "
           f"logged mean return {data.episode_returns().mean():.2f}) for {settings.num_updates} updates", flush=True)
     eval_env = make_env(settings.env, settings.env_config) if settings.eval_episodes else None
@@ -217,10 +266,14 @@ def _train_offline(
     if settings.model_updates:
         horizon = settings.horizon or episode_limit(dataset_dir, settings, data)
         tick = time.perf_counter()
-        model = DynamicsModel(data, int(config.action_space.n), ModelSettings(
+        model = DynamicsModel(data, None if box else int(config.action_space.n), ModelSettings(
             updates=settings.model_updates, horizon=horizon, seed=settings.seed))
         print(f"Dynamics model for mb fitted in {time.perf_counter() - tick:.1f} s (rollouts of {horizon} steps)", flush=True)
-    estimators = tuple(e for e in ESTIMATORS if (fqe or e not in ("dm", "dr")) and (model or e != "mb"))
+    estimators = tuple(e for e in ESTIMATORS if (fqe or e not in ("dm", "dr")) and (model or e != "mb")
+                       and not (box and e in BOX_SKIPPED))
+    skipped = "; ".join(f"{k}: {v}" for k, v in BOX_SKIPPED.items()) if box else ""
+    if box:
+        print(f"OPE on Box actions: only mb; skipped {skipped}", flush=True)
     rows: list[dict[str, Any]] = []
     start = time.perf_counter()
     learn_time = 0.0
@@ -237,10 +290,15 @@ def _train_offline(
                 updates += settings.evaluate_every
                 path = Path(algo.save_to_path(str(run_root / f"checkpoint_{updates:07d}")))
                 policy = Policy.load(path)
-                num_actions = int(policy.pipeline(None).action_space.n)
+                if box:
+                    def target(obs: np.ndarray, _policy=policy) -> np.ndarray:
+                        actions = _policy.compute(obs.astype(np.float32))["action"]
+                        return np.asarray(actions, dtype=np.float32).reshape(len(obs), -1)
+                else:
+                    num_actions = int(policy.pipeline(None).action_space.n)
 
-                def target(obs: np.ndarray, _policy=policy, _n=num_actions) -> np.ndarray:
-                    return greedy_probabilities(_policy.compute(obs.astype(np.float32))["action"], _n)
+                    def target(obs: np.ndarray, _policy=policy, _n=num_actions) -> np.ndarray:
+                        return greedy_probabilities(_policy.compute(obs.astype(np.float32))["action"], _n)
 
                 row: dict[str, Any] = {
                     "checkpoint": str(path),
@@ -250,6 +308,8 @@ def _train_offline(
                     "time_total_s": round(time.perf_counter() - start, 1),
                 }
                 row.update({f"ope_{k}": v for k, v in evaluate_policy(data, target, settings.gamma, fqe, model).items()})
+                if box:
+                    row["ope_skipped"] = skipped
                 if eval_env is not None:
                     returns = evaluate_in_env(policy, eval_env, settings.eval_episodes, seed=10_000 + settings.seed)
                     row["eval_return_mean"] = float(np.mean(returns))
@@ -307,13 +367,16 @@ def episode_limit(dataset_dir: Path, settings: OfflineSettings, data: Any) -> in
 
 def evaluate_in_env(policy: Any, env: Any, episodes: int, seed: int) -> list[float]:
     """Undiscounted returns of `episodes` greedy episodes (env seeded ``seed + i``)."""
+    import gymnasium as gym
+
     returns = []
     for i in range(episodes):
         obs, _ = env.reset(seed=seed + i)
         done, total = False, 0.0
         while not done:
             action = policy.compute(np.asarray(obs, dtype=np.float32)[None])["action"][0]
-            obs, reward, terminated, truncated, _ = env.step(int(action))
+            obs, reward, terminated, truncated, _ = env.step(
+                np.asarray(action) if isinstance(env.action_space, gym.spaces.Box) else int(action))
             total += float(reward)
             done = terminated or truncated
         returns.append(total)

@@ -19,8 +19,13 @@ them, before Ray starts, and fails with `HyperparameterError` naming the key.
                                 or ``model`` (the model dir, i.e. ``model.tar.gz``).
 ``offline.seed``                seeds collection, training and FQE (default 0).
 ``offline.input_channel``       offline: the channel holding the dataset (default ``train``).
-``offline.algorithm``           offline: ``cql`` (default: `DiscreteCQL`), ``bc`` or ``marwil``
-                                (RLlib's BC and MARWIL fed whole episodes, `offline.imitation`).
+``offline.algorithm``           offline: ``cql`` (default), ``iql``, ``bc`` or ``marwil``.
+                                Discrete actions: ``cql`` is `DiscreteCQL`; ``bc``, ``marwil`` are
+                                RLlib's BC and MARWIL fed whole episodes (`offline.imitation`).
+                                Box actions: ``cql`` and ``iql`` are RLlib's own CQL and IQL
+                                (`offline.continuous`), with RLlib's ``actor_lr``/``critic_lr``
+                                (``offline.lr``/``lr_end``/``cql_alpha`` are not read). Other pairs
+                                are refused (`check_action_space`) before Ray starts.
 ``offline.cql_alpha``           offline, ``cql``: CQL weight α (default 1.0; 0 = offline double DQN).
 ``offline.beta``                offline, ``marwil``: advantage temperature β (default 1.0).
 ``offline.lr``                  offline: Adam learning rate at the start (default 5e-4).
@@ -70,7 +75,12 @@ MODES = (TRAIN, COLLECT, OFFLINE)
 PREFIX = "offline."
 OUTPUTS = ("output_data", "model")
 SELECTIONS = (*ESTIMATORS, "last")
-ALGORITHMS = ("cql", "bc", "marwil")
+ALGORITHMS = ("cql", "iql", "bc", "marwil")
+#: ``offline.algorithm`` values per action-space kind.
+DISCRETE_ALGORITHMS = ("cql", "bc", "marwil")
+BOX_ALGORITHMS = ("cql", "iql")
+#: ``offline.select`` values on Box actions (only ``mb`` of the OPE estimators is defined there).
+BOX_SELECTIONS = ("mb", "last")
 
 _DEFAULTS: dict[str, Any] = {
     "num_episodes": 500,
@@ -220,3 +230,34 @@ def _check(key: str, value: Any, default: Any) -> Any:
 def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise HyperparameterError(f"hyperparameter {key} must be one of {list(allowed)}, got {value!r}")
+
+
+def check_action_space(settings: OfflineSettings, action_space: Any) -> None:
+    """Refuse an ``offline.algorithm`` or ``offline.select`` the action space does not fit.
+
+    Discrete: ``cql`` (`DiscreteCQL`), ``bc``, ``marwil``; Box: ``cql``, ``iql`` (RLlib's CQL and
+    IQL) with ``offline.select`` ``mb`` or ``last``.
+
+    Raises:
+        HyperparameterError: a pair that does not fit, or an action space that is neither.
+    """
+    import gymnasium as gym
+
+    if settings.mode != OFFLINE:
+        return
+    if isinstance(action_space, gym.spaces.Discrete):
+        kind, allowed = "Discrete", DISCRETE_ALGORITHMS
+    elif isinstance(action_space, gym.spaces.Box):
+        kind, allowed = "Box", BOX_ALGORITHMS
+    else:
+        raise HyperparameterError(f"offline training handles Discrete or Box action spaces, the dataset has {action_space}")
+    if settings.algorithm not in allowed:
+        raise HyperparameterError(
+            f"hyperparameter offline.algorithm={settings.algorithm} does not fit the {kind} action space "
+            f"{action_space}; for {kind} actions use one of {list(allowed)}"
+        )
+    if kind == "Box" and settings.select not in BOX_SELECTIONS:
+        raise HyperparameterError(
+            f"hyperparameter offline.select={settings.select} is not estimated on Box actions (only the model-based "
+            f"estimate is defined for a deterministic continuous policy); use one of {list(BOX_SELECTIONS)}"
+        )
