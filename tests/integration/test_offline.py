@@ -236,7 +236,7 @@ def test_rllib_cql_and_iql_train_on_box_actions_and_their_model_is_served(
     run = run_train(base)
     assert run.returncode == 0, run.output[-4000:]
     assert "Ray cluster up" in run.output and f"Offline training {name} on 12 episodes" in run.output
-    assert "OPE on Box actions: only mb; skipped is:" in run.output
+    assert "OPE on Box actions: only mb; skipped is, wis, pdis, dr: a deterministic" in run.output
     with open(base / "output" / "data" / "ope.csv") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["offline_updates"]) for r in rows] == [10, 20]

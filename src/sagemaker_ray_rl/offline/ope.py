@@ -49,10 +49,8 @@ ESTIMATORS = ("is", "wis", "pdis", "dm", "dr", "mb")
 TargetPolicy = Callable[[np.ndarray], np.ndarray]
 #: Estimators left out on Box-action data, and why (printed and written to ``ope.csv``).
 BOX_SKIPPED = {
-    "is": "a deterministic target policy has no density ratio against a continuous behaviour density",
-    "wis": "as is",
-    "pdis": "as is",
-    "dr": "as is",
+    **dict.fromkeys(("is", "wis", "pdis", "dr"),
+                    "a deterministic target policy has no density ratio against a continuous behaviour density"),
     "dm": "fitted-Q evaluation here averages Q over Discrete actions",
 }
 

@@ -3,10 +3,11 @@ inside its ``ray_cluster(...)`` block on the master host.
 
 Offline job: read the dataset of the input channel -> fit the dynamics model of the ``mb``
 estimator once -> ``num_runs`` times, train ``offline.algorithm`` (Discrete actions: `DiscreteCQL`,
-or RLlib's BC or MARWIL; Box actions: RLlib's CQL or IQL) from a fresh seed for ``num_updates`` gradient updates, every ``evaluate_every`` updates
-saving a checkpoint and estimating its value off-policy (IS, WIS, PDIS, DM and DR with fitted-Q
-evaluation, MB; on Box actions only MB, `ope.BOX_SKIPPED` says why) and, when asked, its real return in the env -> export the checkpoint, of all runs,
-with the best chosen estimate to the model dir (``metadata.json`` by
+or RLlib's BC or MARWIL; Box actions: RLlib's CQL or IQL) from a fresh seed for ``num_updates``
+gradient updates, every ``evaluate_every`` updates saving a checkpoint and estimating its value
+off-policy (IS, WIS, PDIS, DM and DR with fitted-Q evaluation, MB; on Box actions only MB,
+`ope.BOX_SKIPPED` says why) and, when asked, its real return in the env -> export the checkpoint,
+of all runs, with the best chosen estimate to the model dir (``metadata.json`` by
 `export.build_metadata`) and write ``ope.csv``, ``ope.png``, ``selection.json`` to the output data dir.
 """
 
@@ -28,7 +29,8 @@ from sagemaker_ray_rl.offline import report
 from sagemaker_ray_rl.offline.collect import CollectResult, collect, make_env
 from sagemaker_ray_rl.offline.dataset import DatasetError, dataset_spaces, read_dataset
 from sagemaker_ray_rl.offline.ope import (
-    BOX_SKIPPED, ESTIMATORS, DynamicsModel, FQESettings, ModelSettings, evaluate_policy, greedy_probabilities,
+    BOX_SKIPPED, ESTIMATORS, DynamicsModel, FQESettings, ModelSettings, evaluate_policy,
+    greedy_probabilities,
 )
 from sagemaker_ray_rl.offline.selection import rank_correlations, select_checkpoint
 from sagemaker_ray_rl.offline.settings import COLLECT, OfflineSettings, check_action_space
@@ -159,10 +161,10 @@ def build_config(dataset_dir: Path, settings: OfflineSettings, seed: int | None 
         HyperparameterError: the algorithm does not fit the action space (`check_action_space`).
         TrainingError: RLlib refused the config.
     """
+    import gymnasium as gym
+
     from sagemaker_ray_rl.offline.algorithm import DiscreteCQLConfig
     from sagemaker_ray_rl.offline.imitation import EpisodeBCConfig, EpisodeMARWILConfig
-
-    import gymnasium as gym
 
     spaces = dataset_spaces(dataset_dir)
     if spaces is None:
@@ -170,34 +172,29 @@ def build_config(dataset_dir: Path, settings: OfflineSettings, seed: int | None 
         spaces = (env.observation_space, env.action_space)
         env.close()
     check_action_space(settings, spaces[1])
+    q_model = {"fcnet_hiddens": list(settings.hidden), "head_fcnet_hiddens": [settings.hidden[-1]]}
+    training: dict[str, Any] = {"gamma": settings.gamma, "num_updates_per_iteration": settings.evaluate_every}
     if isinstance(spaces[1], gym.spaces.Box):
         from sagemaker_ray_rl.offline.continuous import BoxCQLConfig, BoxIQLConfig
 
-        config = BoxCQLConfig() if settings.algorithm == "cql" else BoxIQLConfig()
-        config = (
-            config
-            .environment(observation_space=spaces[0], action_space=spaces[1])
-            .offline_data(input_=[str(dataset_dir)])
-            .training(gamma=settings.gamma, num_updates_per_iteration=settings.evaluate_every)
-            .rl_module(model_config={"fcnet_hiddens": list(settings.hidden), "head_fcnet_hiddens": [settings.hidden[-1]]})
-            .debugging(seed=settings.seed if seed is None else seed)
-        )
+        # RLlib's SAC-family configs refuse `lr` (they take actor_lr/critic_lr): their defaults apply.
+        config, model_config = (BoxCQLConfig() if settings.algorithm == "cql" else BoxIQLConfig()), q_model
     elif settings.algorithm == "cql":
-        config = DiscreteCQLConfig().training(cql_alpha=settings.cql_alpha)
-        model_config = {"fcnet_hiddens": list(settings.hidden), "head_fcnet_hiddens": [settings.hidden[-1]]}
+        config, model_config = DiscreteCQLConfig().training(cql_alpha=settings.cql_alpha), q_model
+        training["lr"] = lr_schedule(settings)
     else:
         config = EpisodeBCConfig() if settings.algorithm == "bc" else EpisodeMARWILConfig().training(beta=settings.beta)
         config.training(train_batch_size_per_learner=IMITATION_BATCH_STEPS)
         model_config = {"fcnet_hiddens": list(settings.hidden)}
-    if not isinstance(spaces[1], gym.spaces.Box):
-        config = (
-            config
-            .environment(observation_space=spaces[0], action_space=spaces[1])
-            .offline_data(input_=[str(dataset_dir)])
-            .training(lr=lr_schedule(settings), gamma=settings.gamma, num_updates_per_iteration=settings.evaluate_every)
-            .rl_module(model_config=model_config)
-            .debugging(seed=settings.seed if seed is None else seed)
-        )
+        training["lr"] = lr_schedule(settings)
+    config = (
+        config
+        .environment(observation_space=spaces[0], action_space=spaces[1])
+        .offline_data(input_=[str(dataset_dir)])
+        .training(**training)
+        .rl_module(model_config=model_config)
+        .debugging(seed=settings.seed if seed is None else seed)
+    )
     try:
         config.validate()
     except Exception as exc:
@@ -271,7 +268,8 @@ def _train_offline(
         print(f"Dynamics model for mb fitted in {time.perf_counter() - tick:.1f} s (rollouts of {horizon} steps)", flush=True)
     estimators = tuple(e for e in ESTIMATORS if (fqe or e not in ("dm", "dr")) and (model or e != "mb")
                        and not (box and e in BOX_SKIPPED))
-    skipped = "; ".join(f"{k}: {v}" for k, v in BOX_SKIPPED.items()) if box else ""
+    reasons = {reason: [k for k, r in BOX_SKIPPED.items() if r == reason] for reason in BOX_SKIPPED.values()}
+    skipped = "; ".join(f"{', '.join(names)}: {reason}" for reason, names in reasons.items()) if box else ""
     if box:
         print(f"OPE on Box actions: only mb; skipped {skipped}", flush=True)
     rows: list[dict[str, Any]] = []
