@@ -107,6 +107,7 @@ def run_experiment(
     elif started_here:  # address="local": a new instance, never a cluster another process runs here
         ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False)
     try:
+        _pin_main_process_to_this_host(config)
         path = storage / name
         if tune.Tuner.can_restore(path):
             print(f"Resuming the experiment in {path} from its latest checkpoint", flush=True)
@@ -153,6 +154,30 @@ def run_experiment(
         trials=tuple(trials),
         best=best,
     )
+
+
+def _pin_main_process_to_this_host(config: AlgorithmConfig) -> None:
+    """On the job's multi-host cluster, run the trial (RLlib's main process) on this host.
+
+    Tune's storage (``/opt/ml/checkpoints``) is this host's own directory, and Tune checks from the
+    trial actor that it can write there: a trial Ray put on a worker host fails with "Unable to set
+    up cluster storage". The built-in experiment pins it with `cluster.placement.place_actors`; a
+    user entry point's config gets the same pin here, through the ``sagemaker_host:<host>`` resource
+    the launcher gives every host (absent outside the launcher's cluster: nothing to do). A pin the
+    config already has is kept.
+    """
+    import ray
+
+    from sagemaker_ray_rl.cluster.node import HOST_RESOURCE_PREFIX
+    from sagemaker_ray_rl.cluster.placement import ACTOR_SHARE
+    from sagemaker_ray_rl.environment import Environment
+
+    pinned = config.custom_resources_for_main_process or {}
+    if any(key.startswith(HOST_RESOURCE_PREFIX) for key in pinned):
+        return
+    here = f"{HOST_RESOURCE_PREFIX}{Environment.from_environ().resource_config.current_host}"
+    if here in ray.cluster_resources():
+        config.resources(custom_resources_for_main_process={**pinned, here: ACTOR_SHARE})
 
 
 def _summary(result: Any, results: list[Any]) -> TrialSummary:

@@ -185,6 +185,8 @@ def test_a_user_entry_points_own_modules_load_on_every_host(make_job):
     master, worker = job.hosts
     runners = master.summary["actors"]["SingleAgentEnvRunner"]
     assert runners.get(worker.name, 0) >= 1, f"no env runner on the worker host: {runners}"
+    # The trial (it writes the checkpoints to the master's /opt/ml/checkpoints) ran on the master.
+    assert master.summary["actors"]["PPO"] == {master.name: 1}
     assert (worker.base / "code" / "newsvendor_env.py").is_file()
     assert (master.base / "output" / "data" / "newsvendor_evaluation.json").is_file()
     assert not (worker.base / "model" / "rllib_checkpoint.json").exists()
