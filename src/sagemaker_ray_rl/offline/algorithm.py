@@ -63,6 +63,17 @@ class InMemoryTransitions(OfflineData):
         }
 
 
+class UpdatesPerIterationConfig:
+    """Mixin for an RLlib config class (listed before it): ``training(num_updates_per_iteration=N)``
+    sets the Learner updates per ``train()`` call; every other keyword goes to the RLlib class."""
+
+    def training(self, *, num_updates_per_iteration: int | None = None, **kwargs: Any):
+        super().training(**kwargs)
+        if num_updates_per_iteration is not None:
+            self.num_updates_per_iteration = num_updates_per_iteration
+        return self
+
+
 class DiscreteCQLConfig(DQNConfig):
     """`DQNConfig` plus ``cql_alpha`` and ``num_updates_per_iteration``; offline by default.
 

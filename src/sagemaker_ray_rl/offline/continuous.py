@@ -36,7 +36,7 @@ from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
 from ray.rllib.utils.metrics import LEARNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME
 
-from sagemaker_ray_rl.offline.algorithm import NUM_UPDATES_LIFETIME, InMemoryTransitions
+from sagemaker_ray_rl.offline.algorithm import NUM_UPDATES_LIFETIME, InMemoryTransitions, UpdatesPerIterationConfig
 from sagemaker_ray_rl.offline.dataset import DatasetError
 
 #: Normalised actions are clipped to ``±(1 − ACTION_EPS)``.
@@ -124,7 +124,7 @@ def _offline_defaults(config: Any) -> None:
     config.min_time_s_per_iteration = 0
 
 
-class BoxCQLConfig(CQLConfig):
+class BoxCQLConfig(UpdatesPerIterationConfig, CQLConfig):
     """`CQLConfig` with in-memory transitions and ``num_updates_per_iteration`` (Learner updates per
     ``train()``). ``bc_iters`` (RLlib's default 20000 behaviour-cloning updates first) is 0: cloning
     a random behaviour policy teaches nothing, and RLlib counts it in updates here. ``lr`` is None:
@@ -136,14 +136,9 @@ class BoxCQLConfig(CQLConfig):
         self.bc_iters = 0
         self.lr = None  # CQLConfig sets lr=3e-4, which SACConfig.validate refuses on the new stack
 
-    def training(self, *, num_updates_per_iteration: int | None = None, **kwargs: Any) -> BoxCQLConfig:
-        super().training(**kwargs)
-        if num_updates_per_iteration is not None:
-            self.num_updates_per_iteration = num_updates_per_iteration
-        return self
 
 
-class BoxIQLConfig(IQLConfig):
+class BoxIQLConfig(UpdatesPerIterationConfig, IQLConfig):
     """`IQLConfig` with in-memory transitions and ``num_updates_per_iteration``; the target
     Q-network Polyak-averaged with ``tau=0.005`` after every update (the paper's setting; RLlib's
     default copies it, ``tau=1``, after every update)."""
@@ -153,11 +148,6 @@ class BoxIQLConfig(IQLConfig):
         _offline_defaults(self)
         self.tau = 0.005
 
-    def training(self, *, num_updates_per_iteration: int | None = None, **kwargs: Any) -> BoxIQLConfig:
-        super().training(**kwargs)
-        if num_updates_per_iteration is not None:
-            self.num_updates_per_iteration = num_updates_per_iteration
-        return self
 
 
 class BoxCQL(_TransitionTraining, CQL):

@@ -27,7 +27,7 @@ from ray.rllib.algorithms.marwil import MARWIL, MARWILConfig
 from ray.rllib.env.single_agent_episode import SingleAgentEpisode
 from ray.rllib.utils.metrics import LEARNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME
 
-from sagemaker_ray_rl.offline.algorithm import NUM_UPDATES_LIFETIME, InMemoryTransitions
+from sagemaker_ray_rl.offline.algorithm import NUM_UPDATES_LIFETIME, InMemoryTransitions, UpdatesPerIterationConfig
 
 
 class InMemoryEpisodes(InMemoryTransitions):
@@ -84,7 +84,7 @@ def _offline_defaults(config: Any) -> None:
     config.min_time_s_per_iteration = 0
 
 
-class EpisodeMARWILConfig(MARWILConfig):
+class EpisodeMARWILConfig(UpdatesPerIterationConfig, MARWILConfig):
     """`MARWILConfig` with whole-episode in-memory data and ``num_updates_per_iteration``
     (Learner updates per ``train()``)."""
 
@@ -92,25 +92,15 @@ class EpisodeMARWILConfig(MARWILConfig):
         super().__init__(algo_class=algo_class or EpisodeMARWIL)
         _offline_defaults(self)
 
-    def training(self, *, num_updates_per_iteration: int | None = None, **kwargs: Any) -> EpisodeMARWILConfig:
-        super().training(**kwargs)
-        if num_updates_per_iteration is not None:
-            self.num_updates_per_iteration = num_updates_per_iteration
-        return self
 
 
-class EpisodeBCConfig(BCConfig):
+class EpisodeBCConfig(UpdatesPerIterationConfig, BCConfig):
     """`BCConfig` with whole-episode in-memory data and ``num_updates_per_iteration``."""
 
     def __init__(self, algo_class: type | None = None):
         super().__init__(algo_class=algo_class or EpisodeBC)
         _offline_defaults(self)
 
-    def training(self, *, num_updates_per_iteration: int | None = None, **kwargs: Any) -> EpisodeBCConfig:
-        super().training(**kwargs)
-        if num_updates_per_iteration is not None:
-            self.num_updates_per_iteration = num_updates_per_iteration
-        return self
 
 
 class EpisodeMARWIL(_EpisodeTraining, MARWIL):
