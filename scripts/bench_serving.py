@@ -5,7 +5,8 @@
 DIR is an exported checkpoint (scripts/demo.sh leaves one in build/demo/job/model; any
 ``algo.save()`` directory works). Measures, in one run on the same cores:
 - in-process, one torch thread: ``forward_inference`` and `Policy.compute` (connectors, forward,
-  greedy action, unsquash) on 1 and on 1,024 observations;
+  greedy action, unsquash) on 1 and on 1,024 observations, with the server's Python (inside the
+  image with ``--image``);
 - per backend: cold start (``serve`` started -> first 200 on /ping), then ``POST /invocations``
   with one observation at concurrency 1, 8 and 32 (p50/p99 latency, requests/s) and with 1,024
   observations at concurrency 1.
@@ -147,9 +148,12 @@ def row(name: str, seconds: np.ndarray, rate: float | None = None) -> str:
 def start_server(args, backend: str, port: int):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SM_", "SAGEMAKER_"))}
     env.update(SAGEMAKER_BIND_TO_PORT=str(port), SAGEMAKER_RAY_RL_SERVER=backend, RAY_USAGE_STATS_ENABLED="0")
+    extra = dict(item.split("=", 1) for item in args.server_env)
+    env.update(extra)
     if args.image:
         cmd = [docker_cli(), "run", "-d", "--rm", "--network", "host", "--name", f"bench-serving-{port}",
                "-e", f"SAGEMAKER_BIND_TO_PORT={port}", "-e", f"SAGEMAKER_RAY_RL_SERVER={backend}",
+               *(f"-e{key}={value}" for key, value in extra.items()),
                "-v", f"{args.model}:/opt/ml/model:ro", args.image, "serve"]
         container = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip()
         return lambda: subprocess.run([docker_cli(), "stop", "-t", "30", container], capture_output=True)
@@ -193,18 +197,9 @@ def bench_backend(args, backend: str, obs: list, port: int) -> list[str]:
     return lines
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", type=Path, default=Path("build/demo/job/model"))
-    parser.add_argument("--image", help="run the image's serve (docker run --network host) instead of this venv's")
-    parser.add_argument("--backend", choices=("gunicorn", "ray-serve", "both"), default="both")
-    parser.add_argument("--seconds", type=int, default=5)
-    parser.add_argument("--client", choices=("wrk", "python"), default="wrk" if shutil.which("wrk") else "python",
-                        help="load generator (default: wrk where installed)")
-    parser.add_argument("--port", type=int, default=8089)
-    args = parser.parse_args()
-    args.model = args.model.resolve()
-
+def in_process(model: Path) -> tuple[list[str], list[float]]:
+    """Table rows of the in-process calls (one torch thread, sequential) and the observation the
+    HTTP requests send (the observation space's sample with seed 0, clipped to [-1, 1])."""
     import torch
 
     torch.set_num_threads(1)
@@ -212,24 +207,63 @@ def main() -> None:
 
     from sagemaker_ray_rl.policy import Policy
 
-    policy = Policy.load(args.model)
+    policy = Policy.load(model)
     pipeline = policy.pipeline(None)
     pipeline.observation_space.seed(0)
-    obs_array = np.asarray(pipeline.observation_space.sample(), dtype=np.float32)
-    obs_array = np.clip(obs_array, -1, 1)
-    obs = obs_array.tolist()
+    obs_array = np.clip(np.asarray(pipeline.observation_space.sample(), dtype=np.float32), -1, 1)
     one = torch.from_numpy(obs_array[None])
     many = torch.from_numpy(np.repeat(obs_array[None], 1024, axis=0))
-    lines = [f"model: {args.model}, spaces {pipeline.observation_space} -> {pipeline.action_space}, client {args.client}",
-             f"load average at the start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
-             "| what | p50 | p99 | rate |", "| --- | --- | --- | --- |"]
     with torch.inference_mode():
         fwd1 = sequential(lambda: pipeline.module.forward_inference({Columns.OBS: one}), 3000)
         fwd1024 = sequential(lambda: pipeline.module.forward_inference({Columns.OBS: many}), 200)
-    lines.append(row("in-process `forward_inference`, 1 obs", fwd1))
-    lines.append(row("in-process `forward_inference`, 1,024 obs", fwd1024))
-    lines.append(row("in-process `Policy.compute`, 1 obs", sequential(lambda: policy.compute(one.numpy()), 3000)))
-    lines.append(row("in-process `Policy.compute`, 1,024 obs", sequential(lambda: policy.compute(many.numpy()), 200)))
+    lines = [
+        f"spaces {pipeline.observation_space} -> {pipeline.action_space}",
+        row("in-process `forward_inference`, 1 obs", fwd1),
+        row("in-process `forward_inference`, 1,024 obs", fwd1024),
+        row("in-process `Policy.compute`, 1 obs", sequential(lambda: policy.compute(one.numpy()), 3000)),
+        row("in-process `Policy.compute`, 1,024 obs", sequential(lambda: policy.compute(many.numpy()), 200)),
+    ]
+    return lines, obs_array.tolist()
+
+
+def in_process_in_image(image: str, model: Path) -> tuple[list[str], list[float]]:
+    """`in_process` run inside the image (its Python build and libraries: the server's), so the
+    ratio compares like with like (Debian's Python in the image ran this ~25% faster than a
+    pyenv build on the host)."""
+    cmd = [docker_cli(), "run", "--rm", "--network", "none", "-v", f"{model}:/opt/ml/model:ro",
+           "-v", f"{Path(__file__).resolve()}:/opt/bench_serving.py:ro", "--entrypoint", "python", image,
+           "/opt/bench_serving.py", "--in-process-only", "--model", "/opt/ml/model"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    answer = json.loads(out.strip().splitlines()[-1])
+    return answer["lines"], answer["obs"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, default=Path("build/demo/job/model"))
+    parser.add_argument("--image", help="run the image's serve (docker run --network host) and the in-process calls in the image, instead of this venv's")
+    parser.add_argument("--backend", choices=("gunicorn", "ray-serve", "both"), default="both")
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--client", choices=("wrk", "python"), default="wrk" if shutil.which("wrk") else "python",
+                        help="load generator (default: wrk where installed)")
+    parser.add_argument("--port", type=int, default=8089)
+    parser.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra environment of the server, e.g. SAGEMAKER_RAY_RL_MAX_BATCH_SIZE=1 (repeatable)")
+    parser.add_argument("--in-process-only", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    args.model = args.model.resolve()
+    if args.in_process_only:
+        lines, obs = in_process(args.model)
+        print(json.dumps({"lines": lines, "obs": obs}))
+        return
+
+    load_at_start = os.getloadavg()
+    rows, obs = in_process_in_image(args.image, args.model) if args.image else in_process(args.model)
+    where = f"image {args.image}" if args.image else f"this venv ({sys.executable})"
+    lines = [f"model: {args.model}, {rows[0]}, client {args.client}, server and in-process calls in {where}"
+             + (f", server environment {' '.join(args.server_env)}" if args.server_env else ""),
+             f"load average at the start: {' '.join(f'{x:.2f}' for x in load_at_start)}",
+             "| what | p50 | p99 | rate |", "| --- | --- | --- | --- |", *rows[1:]]
     backends = ("gunicorn", "ray-serve") if args.backend == "both" else (args.backend,)
     for i, backend in enumerate(backends):
         lines.extend(bench_backend(args, backend, obs, args.port + i))
