@@ -157,6 +157,9 @@ class ServingSettings:
             (``SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT``); None (unset) answers in the request's own
             content type (JSON Lines in, JSON Lines out, as batch transform expects).
         backend: ``gunicorn`` (default) or ``ray-serve`` (``SAGEMAKER_RAY_RL_SERVER``).
+        max_batch_size: most requests a gunicorn worker answers with one forward pass per module
+            (those ready at the same moment; ``SAGEMAKER_RAY_RL_MAX_BATCH_SIZE``, 32; 1 turns
+            batching off).
         ray_serve_replicas: replicas of the Ray Serve deployment (``SAGEMAKER_RAY_SERVE_REPLICAS``, 1).
         ray_serve_max_batch_size: most requests a replica answers with one forward pass per module
             (``@serve.batch``; ``SAGEMAKER_RAY_SERVE_MAX_BATCH_SIZE``, 32; 1 turns batching off).
@@ -170,6 +173,7 @@ class ServingSettings:
     max_payload_mb: float = 6.0
     default_accept: str | None = None
     backend: str = "gunicorn"
+    max_batch_size: int = 32
     ray_serve_replicas: int = 1
     ray_serve_max_batch_size: int = 32
     ray_serve_batch_wait_timeout_s: float = 0.0
@@ -293,6 +297,7 @@ class Environment:
                 max_payload_mb=_number_var(env, p.MAX_PAYLOAD_IN_MB_ENV, 6.0, float),
                 default_accept=env.get(p.DEFAULT_INVOCATIONS_ACCEPT_ENV) or None,
                 backend=_backend(env.get(p.SERVER_BACKEND_ENV)),
+                max_batch_size=max(1, _number_var(env, p.MAX_BATCH_SIZE_ENV, 32)),
                 ray_serve_replicas=max(1, _number_var(env, p.RAY_SERVE_REPLICAS_ENV, 1)),
                 ray_serve_max_batch_size=max(1, _number_var(env, p.RAY_SERVE_MAX_BATCH_SIZE_ENV, 32)),
                 ray_serve_batch_wait_timeout_s=max(0.0, _number_var(env, p.RAY_SERVE_BATCH_WAIT_TIMEOUT_ENV, 0.0, float)),

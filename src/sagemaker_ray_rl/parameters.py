@@ -36,6 +36,8 @@ MAX_PAYLOAD_IN_MB_ENV = "SAGEMAKER_MAX_PAYLOAD_IN_MB"
 DEFAULT_INVOCATIONS_ACCEPT_ENV = "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT"
 #: Ours: which model server `serve` runs (``gunicorn``, the default, or ``ray-serve``).
 SERVER_BACKEND_ENV = "SAGEMAKER_RAY_RL_SERVER"
+#: Ours: requests a gunicorn worker answers with one forward pass at most (1: no batching).
+MAX_BATCH_SIZE_ENV = "SAGEMAKER_RAY_RL_MAX_BATCH_SIZE"
 #: Ours: replicas of the Ray Serve deployment.
 RAY_SERVE_REPLICAS_ENV = "SAGEMAKER_RAY_SERVE_REPLICAS"
 #: Ours: requests one ``@serve.batch`` forward pass takes at most (Ray Serve backend).

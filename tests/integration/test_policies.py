@@ -339,6 +339,36 @@ def test_ray_serve_backend_answers_like_gunicorn(policy_dirs, servers, tmp_path)
         assert code == 0, server.log.read_text()[-3000:]
 
 
+@pytest.mark.parametrize("kind", ["cartpole", "pendulum", "dict_obs"])
+def test_concurrent_requests_answer_as_each_alone(kind, policy_dirs, servers):
+    """gunicorn's gevent worker runs the forward passes of requests that arrive together as one
+    (`batching.GreenBatcher`): 32 concurrent requests, one of them bad and one exploring, each
+    get the status and answer they get alone (Discrete actions identical, floats up to float32
+    rounding)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sagemaker_ray_rl.policy import Policy
+
+    url = servers(kind).url + "/invocations"
+    space = Policy.load(policy_dirs[kind]).pipeline(None).observation_space
+    bodies = [{"observation": to_json(o), "outputs": ["action_dist_inputs"]} for o in samples(space, 32, seed=11)]
+    bodies[9] = {"observation": "not an observation"}
+    bodies[20]["explore"] = True
+    alone = [requests.post(url, json=body, timeout=30) for body in bodies]
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        together = list(pool.map(lambda body: requests.post(url, json=body, timeout=60), bodies))
+    assert [r.status_code for r in together] == [r.status_code for r in alone] == [400 if i == 9 else 200 for i in range(32)]
+    assert together[9].json() == alone[9].json()
+    for i, (one, batched) in enumerate(zip(alone, together)):
+        if i in (9, 20):
+            continue
+        one, batched = one.json()["predictions"][0], batched.json()["predictions"][0]
+        if kind != "pendulum":
+            assert batched["action"] == one["action"]
+        for a, b in zip(tree_leaves(one), tree_leaves(batched)):
+            np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("kind", ["cartpole", "pendulum", "meanstd", "dict_obs", "lstm"])
 def test_batched_jobs_answer_as_each_alone_in_one_forward_pass(kind, policy_dirs):
     """What Ray Serve's ``@serve.batch`` runs: single-observation requests with the same options

@@ -94,15 +94,17 @@ def test_serving_settings(job_dir: Path):
             "SAGEMAKER_MODEL_SERVER_WORKERS": "3",
             "SAGEMAKER_MODEL_SERVER_TIMEOUT": "120",
             "SAGEMAKER_MAX_PAYLOAD_IN_MB": "1.5",
+            "SAGEMAKER_RAY_RL_MAX_BATCH_SIZE": "1",
             "SAGEMAKER_RAY_SERVE_MAX_BATCH_SIZE": "8",
             "SAGEMAKER_RAY_SERVE_BATCH_WAIT_TIMEOUT_S": "0.005",
         }
     )
     assert (env.serving.port, env.serving.workers, env.serving.timeout_s) == (9000, 3, 120)
     assert env.serving.max_payload_bytes == int(1.5 * 1024 * 1024)
+    assert env.serving.max_batch_size == 1
     assert (env.serving.ray_serve_max_batch_size, env.serving.ray_serve_batch_wait_timeout_s) == (8, 0.005)
     defaults = Environment.from_environ({"SAGEMAKER_BASE_DIR": str(job_dir)}).serving
-    assert (defaults.ray_serve_max_batch_size, defaults.ray_serve_batch_wait_timeout_s) == (32, 0.0)
+    assert (defaults.max_batch_size, defaults.ray_serve_max_batch_size, defaults.ray_serve_batch_wait_timeout_s) == (32, 32, 0.0)
 
 
 @pytest.mark.parametrize(
@@ -113,6 +115,7 @@ def test_serving_settings(job_dir: Path):
         ({}, {"SAGEMAKER_BIND_TO_PORT": "http"}, "SAGEMAKER_BIND_TO_PORT must be an integer"),
         ({}, {"SAGEMAKER_MAX_PAYLOAD_IN_MB": "lots"}, "SAGEMAKER_MAX_PAYLOAD_IN_MB must be a number"),
         ({}, {"SAGEMAKER_RAY_SERVE_MAX_BATCH_SIZE": "many"}, "SAGEMAKER_RAY_SERVE_MAX_BATCH_SIZE must be an integer"),
+        ({}, {"SAGEMAKER_RAY_RL_MAX_BATCH_SIZE": "2.5"}, "SAGEMAKER_RAY_RL_MAX_BATCH_SIZE must be an integer"),
     ],
 )
 def test_malformed_contract_names_what_was_expected(job_dir: Path, files, environ, message):

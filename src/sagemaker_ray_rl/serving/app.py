@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import tree
@@ -30,12 +30,14 @@ logger = logging.getLogger(__name__)
 _PING_BODY = b'{"status": "healthy"}'
 
 
-def create_app(policy: Policy, settings: ServingSettings) -> Flask:
+def create_app(policy: Policy, settings: ServingSettings, compute: Callable[[list[Job]], list[Any]] | None = None) -> Flask:
     """A flask app answering for `policy`.
 
     Args:
         policy: the loaded policy (loaded before the app exists, so ``/ping`` is 200 from the start).
         settings: payload limit, default Accept, worker count (for ``/execution-parameters``).
+        compute: runs a request's jobs (`compute_jobs`' contract), e.g. a `batching.GreenBatcher`
+            that shares forward passes between concurrent requests; default `compute_jobs`.
     """
     app = Flask("sagemaker_ray_rl")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_payload_bytes
@@ -51,7 +53,7 @@ def create_app(policy: Policy, settings: ServingSettings) -> Flask:
 
     @app.post("/invocations")
     def invocations() -> Response:
-        status, mimetype, body = answer_invocation(policy, settings, request.headers, request.get_data())
+        status, mimetype, body = answer_invocation(policy, settings, request.headers, request.get_data(), compute)
         return Response(body, status=status, mimetype=mimetype)
 
     @app.errorhandler(RequestError)
@@ -82,7 +84,9 @@ def execution_parameters(settings: ServingSettings) -> bytes:
     ).encode()
 
 
-def answer_invocation(policy: Policy, settings: ServingSettings, headers: Any, body: bytes) -> tuple[int, str, bytes]:
+def answer_invocation(
+    policy: Policy, settings: ServingSettings, headers: Any, body: bytes, compute: Callable[[list[Job]], list[Any]] | None = None
+) -> tuple[int, str, bytes]:
     """``POST /invocations`` without a web framework (the flask app's handler).
 
     Args:
@@ -90,6 +94,7 @@ def answer_invocation(policy: Policy, settings: ServingSettings, headers: Any, b
         settings: payload limit and default Accept.
         headers: the request headers (a case-insensitive mapping with ``get``).
         body: the request body.
+        compute: runs the request's jobs (default `compute_jobs` with `policy`).
 
     Returns:
         ``(status, content type, body)``: 200 with the answer, or a 4xx with a JSON error naming
@@ -97,7 +102,8 @@ def answer_invocation(policy: Policy, settings: ServingSettings, headers: Any, b
     """
     try:
         accept, decoded, jobs = read_invocation(policy, settings, headers, body)
-        return 200, accept, write_invocation(accept, decoded, jobs, compute_jobs(policy, jobs))
+        answers = compute(jobs) if compute is not None else compute_jobs(policy, jobs)
+        return 200, accept, write_invocation(accept, decoded, jobs, answers)
     except RequestError as exc:
         return error_answer(exc)
 
