@@ -14,6 +14,9 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import gevent
+from gevent.event import AsyncResult
+
 
 class GreenBatcher:
     """Run the jobs (`app.Job`) of the requests that are ready together as one `compute` call.
@@ -46,9 +49,6 @@ class GreenBatcher:
         self._leading = False
 
     def __call__(self, jobs: list[Any]) -> list[Any]:
-        import gevent
-        from gevent.event import AsyncResult
-
         entry = (jobs, AsyncResult())
         if self._leading:
             self._queued.append(entry)
