@@ -27,7 +27,7 @@ USAGE
 case "${1:-}" in
     train)
         shift
-        python -m sagemaker_ray_rl.standalone
+        python -m sagemaker_ray_rl.contract.standalone
         exec train "$@"
         ;;
     serve)

@@ -50,7 +50,10 @@ def main():
     if result.stopped:  # SIGTERM (spot interruption, StopTrainingJob): checkpointed, nothing to export
         return
     metadata = build_metadata(
-        result.checkpoint_dir, algorithm=experiment.config.algo_class.__name__, env=ENV_NAME, env_config={},
+        result.checkpoint_dir,
+        algorithm=experiment.config.algo_class.__name__,
+        env=ENV_NAME,
+        env_config={},
         metrics=result.metrics,
     )
     export_model(result.checkpoint_dir, contract.model_dir, metadata)

@@ -13,11 +13,11 @@ without it either.
 
 import argparse
 
+import models.residual_mlp
 import ray.cloudpickle
+from models.residual_mlp import ResidualMLPModule
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
-import models.residual_mlp
-from models.residual_mlp import ResidualMLPModule
 from sagemaker_ray_rl import Environment, build_experiment, build_metadata, export_model, run_experiment
 
 MODELS = {"residual_mlp": ResidualMLPModule}
@@ -40,12 +40,22 @@ def main():
     contract = Environment.from_environ()
     experiment = build_experiment(DEFAULTS, ignore=["custom_model"])
     config = experiment.config.rl_module(rl_module_spec=RLModuleSpec(module_class=MODELS[args.custom_model]))
-    result = run_experiment(config, stop=experiment.stop, storage_dir=contract.checkpoint_dir,
-                            checkpoint_frequency=experiment.checkpoint_frequency)
+    result = run_experiment(
+        config,
+        stop=experiment.stop,
+        storage_dir=contract.checkpoint_dir,
+        checkpoint_frequency=experiment.checkpoint_frequency,
+    )
     if result.stopped:
         return
-    metadata = build_metadata(result.checkpoint_dir, algorithm="PPO", env=config.env, env_config={},
-                              metrics=result.metrics, hyperparameters=contract.hyperparameters)
+    metadata = build_metadata(
+        result.checkpoint_dir,
+        algorithm="PPO",
+        env=config.env,
+        env_config={},
+        metrics=result.metrics,
+        hyperparameters=contract.hyperparameters,
+    )
     export_model(result.checkpoint_dir, contract.model_dir, metadata)
     print(f"exported a {args.custom_model} RLModule: episode_return_mean {result.metrics['episode_return_mean']}")
 

@@ -65,12 +65,22 @@ def main():
     contract = Environment.from_environ()
     experiment = build_experiment(DEFAULTS, env=ENV_NAME)
     config = experiment.config.multi_agent(policies=set(AGENTS), policy_mapping_fn=policy_mapping_fn)
-    result = run_experiment(config, stop=experiment.stop, storage_dir=contract.checkpoint_dir,
-                            checkpoint_frequency=experiment.checkpoint_frequency)
+    result = run_experiment(
+        config,
+        stop=experiment.stop,
+        storage_dir=contract.checkpoint_dir,
+        checkpoint_frequency=experiment.checkpoint_frequency,
+    )
     if result.stopped:
         return
-    metadata = build_metadata(result.checkpoint_dir, algorithm="PPO", env=ENV_NAME, env_config={},
-                              metrics=result.metrics, hyperparameters=contract.hyperparameters)
+    metadata = build_metadata(
+        result.checkpoint_dir,
+        algorithm="PPO",
+        env=ENV_NAME,
+        env_config={},
+        metrics=result.metrics,
+        hyperparameters=contract.hyperparameters,
+    )
     export_model(result.checkpoint_dir, contract.model_dir, metadata)
     print(f"exported modules {sorted(AGENTS)}: episode_return_mean {result.metrics['episode_return_mean']}")
 

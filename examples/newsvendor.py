@@ -21,11 +21,11 @@ import json
 
 import gymnasium as gym
 import numpy as np
+from newsvendor_env import NewsvendorEnv, base_stock_action, base_stock_level, tuned_base_stock_level
 from ray.rllib.connectors.env_to_module import MeanStdFilter
 
-from newsvendor_env import NewsvendorEnv, base_stock_action, base_stock_level, tuned_base_stock_level
 from sagemaker_ray_rl import Environment, build_experiment, build_metadata, export_model, register_env, run_experiment
-from sagemaker_ray_rl.policy import Policy
+from sagemaker_ray_rl.inference.policy import Policy
 
 ENV_NAME = "newsvendor"
 EVALUATION_SEED = 1_000_000  # evaluation episodes use seeds EVALUATION_SEED + i, never seen in training
@@ -67,14 +67,26 @@ def main():
     )
     contract = Environment.from_environ()
     experiment = build_experiment(DEFAULTS, env=ENV_NAME)
-    config = experiment.config.env_runners(env_to_module_connector=lambda env, spaces=None, device=None: MeanStdFilter())
-    result = run_experiment(config, stop=experiment.stop, storage_dir=contract.checkpoint_dir,
-                            checkpoint_frequency=experiment.checkpoint_frequency)
+    config = experiment.config.env_runners(
+        env_to_module_connector=lambda env, spaces=None, device=None: MeanStdFilter()
+    )
+    result = run_experiment(
+        config,
+        stop=experiment.stop,
+        storage_dir=contract.checkpoint_dir,
+        checkpoint_frequency=experiment.checkpoint_frequency,
+    )
     if result.stopped:
         return
     env_config = dict(config.env_config)
-    metadata = build_metadata(result.checkpoint_dir, algorithm="PPO", env=ENV_NAME, env_config=env_config,
-                              metrics=result.metrics, hyperparameters=contract.hyperparameters)
+    metadata = build_metadata(
+        result.checkpoint_dir,
+        algorithm="PPO",
+        env=ENV_NAME,
+        env_config=env_config,
+        metrics=result.metrics,
+        hyperparameters=contract.hyperparameters,
+    )
     export_model(result.checkpoint_dir, contract.model_dir, metadata)
 
     policy = Policy.load(contract.model_dir)  # what `serve` answers with

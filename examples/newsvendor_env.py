@@ -61,7 +61,9 @@ class NewsvendorEnv(gym.Env):
     def __init__(self, config: dict[str, Any] | None = None):
         unknown = set(config or {}) - set(DEFAULTS)
         if unknown:
-            raise ValueError(f"unknown newsvendor env_config keys {sorted(unknown)}; expected some of {sorted(DEFAULTS)}")
+            raise ValueError(
+                f"unknown newsvendor env_config keys {sorted(unknown)}; expected some of {sorted(DEFAULTS)}"
+            )
         self.config = {**DEFAULTS, **(config or {})}
         if int(self.config["lead_time"]) < 1:
             raise ValueError(f"lead_time must be >= 1 day, got {self.config['lead_time']!r}")
@@ -79,8 +81,13 @@ class NewsvendorEnv(gym.Env):
             price = self.np_random.uniform(1, 100)
             cost = self.np_random.uniform(1, price)
             self.params = np.array(
-                [price, cost, self.np_random.uniform(0, min(cost, 5)), self.np_random.uniform(0, 10),
-                 self.np_random.uniform(0, 20)]
+                [
+                    price,
+                    cost,
+                    self.np_random.uniform(0, min(cost, 5)),
+                    self.np_random.uniform(0, 10),
+                    self.np_random.uniform(0, 20),
+                ]
             )
         else:
             self.params = np.array([c["price"], c["cost"], c["holding_cost"], c["lost_sale_penalty"], c["mean_demand"]])

@@ -31,7 +31,9 @@ from container.multihost import MultiHostJob  # noqa: E402
 
 def run(image: str, hosts: int, iterations: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        job = MultiHostJob(image, Path(tmp), {"stop.training_iteration": str(iterations)}, ["homogeneousCluster"] * hosts)
+        job = MultiHostJob(
+            image, Path(tmp), {"stop.training_iteration": str(iterations)}, ["homogeneousCluster"] * hosts
+        )
         try:
             for host in job.hosts[:-1]:
                 job.start(host)

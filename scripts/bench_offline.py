@@ -47,10 +47,10 @@ def main() -> None:
 
     import ray
 
+    from sagemaker_ray_rl.inference.policy import Policy
     from sagemaker_ray_rl.offline.collect import collect, make_env
     from sagemaker_ray_rl.offline.runner import evaluate_in_env, train_offline
     from sagemaker_ray_rl.offline.settings import OfflineSettings
-    from sagemaker_ray_rl.policy import Policy
 
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-offline-"))
     env_config = {"max_episode_steps": 200}
@@ -59,30 +59,48 @@ def main() -> None:
     results = []
     for seed in args.seeds:
         root = out / f"seed{seed}"
-        collected = collect(root / "dataset", env="CartPole-v1", env_config=env_config, num_episodes=500,
-                            num_envs=100, seed=seed)
+        collected = collect(
+            root / "dataset", env="CartPole-v1", env_config=env_config, num_episodes=500, num_envs=100, seed=seed
+        )
         write_npz(root / "dataset", root / "dataset.npz")  # for scripts/crosscheck_d3rlpy.py
-        settings = OfflineSettings.from_hyperparameters({
-            "mode": "offline", "env": "CartPole-v1", "env_config": env_config,
-            "offline.seed": seed, "offline.num_updates": args.num_updates,
-            "offline.evaluate_every": args.evaluate_every, "offline.num_runs": args.num_runs, "offline.select": args.select,
-            "offline.cql_alpha": args.cql_alpha, "offline.lr": args.lr, "offline.lr_end": args.lr_end,
-            "offline.algorithm": args.algorithm, "offline.fqe_updates": args.fqe_updates,
-            "offline.eval_episodes": args.checkpoint_episodes,
-        })
+        settings = OfflineSettings.from_hyperparameters(
+            {
+                "mode": "offline",
+                "env": "CartPole-v1",
+                "env_config": env_config,
+                "offline.seed": seed,
+                "offline.num_updates": args.num_updates,
+                "offline.evaluate_every": args.evaluate_every,
+                "offline.num_runs": args.num_runs,
+                "offline.select": args.select,
+                "offline.cql_alpha": args.cql_alpha,
+                "offline.lr": args.lr,
+                "offline.lr_end": args.lr_end,
+                "offline.algorithm": args.algorithm,
+                "offline.fqe_updates": args.fqe_updates,
+                "offline.eval_episodes": args.checkpoint_episodes,
+            }
+        )
         start = time.perf_counter()
-        result = train_offline(root / "dataset", settings, checkpoint_root=root / "checkpoints",
-                               output_data_dir=root / "output", model_dir=root / "model")
+        result = train_offline(
+            root / "dataset",
+            settings,
+            checkpoint_root=root / "checkpoints",
+            output_data_dir=root / "output",
+            model_dir=root / "model",
+        )
         wall = time.perf_counter() - start
-        final = evaluate_in_env(Policy.load(root / "model"), make_env("CartPole-v1", env_config),
-                                args.final_episodes, seed=1_000_000 + seed)
+        final = evaluate_in_env(
+            Policy.load(root / "model"), make_env("CartPole-v1", env_config), args.final_episodes, seed=1_000_000 + seed
+        )
         best_real = max(r["eval_return_mean"] for r in result.rows)
         record = {
             "seed": seed,
             "dataset_episodes": collected.num_episodes,
             "dataset_return_mean": collected.episode_return_mean,
             "rows": [{k: v for k, v in r.items() if k != "checkpoint"} for r in result.rows],
-            "selected_updates": result.selected["offline_updates"], "selected_run": result.selected["run"],
+            "selected_updates": result.selected["offline_updates"],
+            "selected_run": result.selected["run"],
             "rank_correlations": result.rank_correlations,
             "final_return_mean": float(np.mean(final)),
             "final_return_std": float(np.std(final)),
@@ -92,19 +110,28 @@ def main() -> None:
             "wall_s": round(wall, 1),
         }
         results.append(record)
-        print(f"\n=== seed {seed}: dataset {collected.num_episodes} episodes, mean return "
-              f"{collected.episode_return_mean:.2f}")
+        print(
+            f"\n=== seed {seed}: dataset {collected.num_episodes} episodes, mean return "
+            f"{collected.episode_return_mean:.2f}"
+        )
         print("run updates  ope_is  ope_wis  ope_pdis  ope_dm  ope_dr  ope_mb  real_return  learn_s")
         for r in result.rows:
-            print(f"{r['run']:3d} {r['offline_updates']:7d} {r['ope_is']:7.2f} {r['ope_wis']:8.2f} {r['ope_pdis']:9.2f} "
-                  f"{r.get('ope_dm', math.nan):7.2f} {r.get('ope_dr', math.nan):7.2f} {r.get('ope_mb', math.nan):7.2f} "
-                  f"{r['eval_return_mean']:12.1f} {r['learn_time_s']:8.1f}")
-        print("rank correlation (Spearman) with real return: "
-              + ", ".join(f"{k} {v:.2f}" for k, v in result.rank_correlations.items()))
-        print(f"selected by {args.select}: run {result.selected['run']}, {result.selected['offline_updates']} updates; "
-              f"{args.final_episodes}-episode mean return {np.mean(final):.2f} ± {np.std(final):.2f} "
-              f"(best checkpoint {best_real:.1f}, last {record['last_checkpoint_return']:.1f}); "
-              f"learn {record['learn_time_s']} s, wall {wall:.0f} s", flush=True)
+            print(
+                f"{r['run']:3d} {r['offline_updates']:7d} {r['ope_is']:7.2f} {r['ope_wis']:8.2f} {r['ope_pdis']:9.2f} "
+                f"{r.get('ope_dm', math.nan):7.2f} {r.get('ope_dr', math.nan):7.2f} {r.get('ope_mb', math.nan):7.2f} "
+                f"{r['eval_return_mean']:12.1f} {r['learn_time_s']:8.1f}"
+            )
+        print(
+            "rank correlation (Spearman) with real return: "
+            + ", ".join(f"{k} {v:.2f}" for k, v in result.rank_correlations.items())
+        )
+        print(
+            f"selected by {args.select}: run {result.selected['run']}, {result.selected['offline_updates']} updates; "
+            f"{args.final_episodes}-episode mean return {np.mean(final):.2f} ± {np.std(final):.2f} "
+            f"(best checkpoint {best_real:.1f}, last {record['last_checkpoint_return']:.1f}); "
+            f"learn {record['learn_time_s']} s, wall {wall:.0f} s",
+            flush=True,
+        )
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     print(f"load average at end: {os.getloadavg()}")
     passed = sum(r["final_return_mean"] >= 195 for r in results)
@@ -117,8 +144,14 @@ def write_npz(dataset_dir: Path, path: Path) -> None:
     from sagemaker_ray_rl.offline.dataset import read_dataset
 
     data = read_dataset(dataset_dir)
-    np.savez(path, observations=data.obs, actions=data.actions, rewards=data.rewards,
-             terminals=data.terminateds.astype(np.float32), timeouts=data.truncateds.astype(np.float32))
+    np.savez(
+        path,
+        observations=data.obs,
+        actions=data.actions,
+        rewards=data.rewards,
+        terminals=data.terminateds.astype(np.float32),
+        timeouts=data.truncateds.astype(np.float32),
+    )
 
 
 if __name__ == "__main__":

@@ -95,7 +95,9 @@ def load(port: int, body: bytes, concurrency: int, seconds: float) -> tuple[np.n
     processes = min(concurrency, 2)
     queue = mp.get_context("fork").Queue()
     procs = [
-        mp.get_context("fork").Process(target=_client_process, args=(port, body, concurrency // processes, seconds, queue))
+        mp.get_context("fork").Process(
+            target=_client_process, args=(port, body, concurrency // processes, seconds, queue)
+        )
         for _ in range(processes)
     ]
     for p in procs:
@@ -119,9 +121,28 @@ def load_wrk(port: int, body: bytes, concurrency: int, seconds: float) -> tuple[
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "body.json").write_bytes(body)
         (Path(tmp) / "post.lua").write_text(_WRK_SCRIPT)
-        cmd = ["wrk", "-t", "1", "-c", str(concurrency), "-d", f"{seconds}s", "--timeout", "60s", "--latency",
-               "-s", str(Path(tmp) / "post.lua"), f"http://127.0.0.1:{port}/invocations"]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True, env={**os.environ, "BENCH_BODY": str(Path(tmp) / "body.json")}).stdout
+        cmd = [
+            "wrk",
+            "-t",
+            "1",
+            "-c",
+            str(concurrency),
+            "-d",
+            f"{seconds}s",
+            "--timeout",
+            "60s",
+            "--latency",
+            "-s",
+            str(Path(tmp) / "post.lua"),
+            f"http://127.0.0.1:{port}/invocations",
+        ]
+        out = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "BENCH_BODY": str(Path(tmp) / "body.json")},
+        ).stdout
     if "Non-2xx" in out or "Socket errors" in out:
         raise SystemExit(f"wrk: errors or non-2xx answers:\n{out}")
     quantiles = {q: float(v) * _UNITS[u] for q, v, u in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)$", out, re.M)}
@@ -151,10 +172,25 @@ def start_server(args, backend: str, port: int):
     extra = dict(item.split("=", 1) for item in args.server_env)
     env.update(extra)
     if args.image:
-        cmd = [docker_cli(), "run", "-d", "--rm", "--network", "host", "--name", f"bench-serving-{port}",
-               "-e", f"SAGEMAKER_BIND_TO_PORT={port}", "-e", f"SAGEMAKER_RAY_RL_SERVER={backend}",
-               *(f"-e{key}={value}" for key, value in extra.items()),
-               "-v", f"{args.model}:/opt/ml/model:ro", args.image, "serve"]
+        cmd = [
+            docker_cli(),
+            "run",
+            "-d",
+            "--rm",
+            "--network",
+            "host",
+            "--name",
+            f"bench-serving-{port}",
+            "-e",
+            f"SAGEMAKER_BIND_TO_PORT={port}",
+            "-e",
+            f"SAGEMAKER_RAY_RL_SERVER={backend}",
+            *(f"-e{key}={value}" for key, value in extra.items()),
+            "-v",
+            f"{args.model}:/opt/ml/model:ro",
+            args.image,
+            "serve",
+        ]
         container = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip()
         return lambda: subprocess.run([docker_cli(), "stop", "-t", "30", container], capture_output=True)
     env["SM_MODEL_DIR"] = str(args.model)
@@ -182,7 +218,9 @@ def bench_backend(args, backend: str, obs: list, port: int) -> list[str]:
                 time.sleep(0.02)
             if time.monotonic() - start > 180:
                 raise SystemExit(f"{backend}: no 200 on /ping within 180 s")
-        lines.append(f"| {backend}: cold start, `serve` -> first 200 on `/ping` | {time.monotonic() - start:.2f} s | | |")
+        lines.append(
+            f"| {backend}: cold start, `serve` -> first 200 on `/ping` | {time.monotonic() - start:.2f} s | | |"
+        )
         single = json.dumps({"observation": obs}).encode()
         batch = json.dumps({"instances": [obs] * 1024}).encode()
         client = load_wrk if args.client == "wrk" else load
@@ -205,7 +243,7 @@ def in_process(model: Path) -> tuple[list[str], list[float]]:
     torch.set_num_threads(1)
     from ray.rllib.core.columns import Columns
 
-    from sagemaker_ray_rl.policy import Policy
+    from sagemaker_ray_rl.inference.policy import Policy
 
     policy = Policy.load(model)
     pipeline = policy.pipeline(None)
@@ -230,9 +268,24 @@ def in_process_in_image(image: str, model: Path) -> tuple[list[str], list[float]
     """`in_process` run inside the image (its Python build and libraries: the server's), so the
     ratio compares like with like (Debian's Python in the image ran this ~25% faster than a
     pyenv build on the host)."""
-    cmd = [docker_cli(), "run", "--rm", "--network", "none", "-v", f"{model}:/opt/ml/model:ro",
-           "-v", f"{Path(__file__).resolve()}:/opt/bench_serving.py:ro", "--entrypoint", "python", image,
-           "/opt/bench_serving.py", "--in-process-only", "--model", "/opt/ml/model"]
+    cmd = [
+        docker_cli(),
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        f"{model}:/opt/ml/model:ro",
+        "-v",
+        f"{Path(__file__).resolve()}:/opt/bench_serving.py:ro",
+        "--entrypoint",
+        "python",
+        image,
+        "/opt/bench_serving.py",
+        "--in-process-only",
+        "--model",
+        "/opt/ml/model",
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     answer = json.loads(out.strip().splitlines()[-1])
     return answer["lines"], answer["obs"]
@@ -241,14 +294,26 @@ def in_process_in_image(image: str, model: Path) -> tuple[list[str], list[float]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=Path("build/demo/job/model"))
-    parser.add_argument("--image", help="run the image's serve (docker run --network host) and the in-process calls in the image, instead of this venv's")
+    parser.add_argument(
+        "--image",
+        help="run the image's serve (docker run --network host) and the in-process calls in the image, instead of this venv's",
+    )
     parser.add_argument("--backend", choices=("gunicorn", "ray-serve", "both"), default="both")
     parser.add_argument("--seconds", type=int, default=5)
-    parser.add_argument("--client", choices=("wrk", "python"), default="wrk" if shutil.which("wrk") else "python",
-                        help="load generator (default: wrk where installed)")
+    parser.add_argument(
+        "--client",
+        choices=("wrk", "python"),
+        default="wrk" if shutil.which("wrk") else "python",
+        help="load generator (default: wrk where installed)",
+    )
     parser.add_argument("--port", type=int, default=8089)
-    parser.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra environment of the server, e.g. SAGEMAKER_RAY_RL_MAX_BATCH_SIZE=1 (repeatable)")
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment of the server, e.g. SAGEMAKER_RAY_RL_MAX_BATCH_SIZE=1 (repeatable)",
+    )
     parser.add_argument("--in-process-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.model = args.model.resolve()
@@ -260,10 +325,14 @@ def main() -> None:
     load_at_start = os.getloadavg()
     rows, obs = in_process_in_image(args.image, args.model) if args.image else in_process(args.model)
     where = f"image {args.image}" if args.image else f"this venv ({sys.executable})"
-    lines = [f"model: {args.model}, {rows[0]}, client {args.client}, server and in-process calls in {where}"
-             + (f", server environment {' '.join(args.server_env)}" if args.server_env else ""),
-             f"load average at the start: {' '.join(f'{x:.2f}' for x in load_at_start)}",
-             "| what | p50 | p99 | rate |", "| --- | --- | --- | --- |", *rows[1:]]
+    lines = [
+        f"model: {args.model}, {rows[0]}, client {args.client}, server and in-process calls in {where}"
+        + (f", server environment {' '.join(args.server_env)}" if args.server_env else ""),
+        f"load average at the start: {' '.join(f'{x:.2f}' for x in load_at_start)}",
+        "| what | p50 | p99 | rate |",
+        "| --- | --- | --- | --- |",
+        *rows[1:],
+    ]
     backends = ("gunicorn", "ray-serve") if args.backend == "both" else (args.backend,)
     for i, backend in enumerate(backends):
         lines.extend(bench_backend(args, backend, obs, args.port + i))

@@ -68,7 +68,9 @@ def run_container(image: str, work: Path) -> dict:
     (job / "input" / "config").mkdir(parents=True)
     (job / "input" / "config" / "hyperparameters.json").write_text(json.dumps(HYPERPARAMETERS))
     start = time.monotonic()
-    proc = subprocess.run([docker_cli(), "run", "--rm", "-v", f"{job}:/opt/ml", image, "train"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [docker_cli(), "run", "--rm", "-v", f"{job}:/opt/ml", image, "train"], capture_output=True, text=True
+    )
     wall = time.monotonic() - start
     if proc.returncode != 0:
         sys.exit(f"container training failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -82,7 +84,10 @@ def run_raw(work: Path) -> dict:
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     start = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, str(script), str(work / f"ckpt-{time.monotonic_ns()}")], capture_output=True, text=True, env=env
+        [sys.executable, str(script), str(work / f"ckpt-{time.monotonic_ns()}")],
+        capture_output=True,
+        text=True,
+        env=env,
     )
     wall = time.monotonic() - start
     if proc.returncode != 0:
@@ -111,10 +116,14 @@ def main() -> None:
                 )
     median = {kind: statistics.median(r["wall_s"] for r in rs) for kind, rs in runs.items()}
     per_iteration = {kind: statistics.median(r["wall_s"] / r["iterations"] for r in rs) for kind, rs in runs.items()}
-    print(f"median wall to stop: container {median['container']:.1f} s, raw RLlib {median['raw']:.1f} s, "
-          f"ratio {median['container'] / median['raw']:.2f}")
-    print(f"median wall per iteration: container {per_iteration['container']:.2f} s, raw RLlib "
-          f"{per_iteration['raw']:.2f} s, ratio {per_iteration['container'] / per_iteration['raw']:.2f}")
+    print(
+        f"median wall to stop: container {median['container']:.1f} s, raw RLlib {median['raw']:.1f} s, "
+        f"ratio {median['container'] / median['raw']:.2f}"
+    )
+    print(
+        f"median wall per iteration: container {per_iteration['container']:.2f} s, raw RLlib "
+        f"{per_iteration['raw']:.2f} s, ratio {per_iteration['container'] / per_iteration['raw']:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -40,16 +40,27 @@ def main() -> None:
 
     def greedy(observations: np.ndarray) -> np.ndarray:
         body = json.dumps({"instances": observations.tolist()}).encode()
-        request = urllib.request.Request(f"{args.url}/invocations", data=body,
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            f"{args.url}/invocations", data=body, headers={"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(request, timeout=30) as response:
             return np.array([p["action"] for p in json.load(response)["predictions"]])
 
-    result = collect(args.out, env=args.env, env_config={"max_episode_steps": args.max_episode_steps},
-                     num_episodes=args.episodes, num_envs=args.num_envs, behaviour=EPSILON_GREEDY,
-                     epsilon=args.epsilon, greedy=greedy, seed=args.seed)
-    print(f"collected {result.num_episodes} episodes ({result.num_transitions} transitions) through "
-          f"{args.url}: mean return {result.episode_return_mean:.2f}")
+    result = collect(
+        args.out,
+        env=args.env,
+        env_config={"max_episode_steps": args.max_episode_steps},
+        num_episodes=args.episodes,
+        num_envs=args.num_envs,
+        behaviour=EPSILON_GREEDY,
+        epsilon=args.epsilon,
+        greedy=greedy,
+        seed=args.seed,
+    )
+    print(
+        f"collected {result.num_episodes} episodes ({result.num_transitions} transitions) through "
+        f"{args.url}: mean return {result.episode_return_mean:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -49,20 +49,35 @@ def main() -> None:
     d3rlpy.seed(args.seed)
     raw = np.load(args.data)
     dataset = d3rlpy.dataset.MDPDataset(
-        observations=raw["observations"], actions=raw["actions"], rewards=raw["rewards"],
-        terminals=raw["terminals"], timeouts=raw["timeouts"], action_space=d3rlpy.constants.ActionSpace.DISCRETE,
+        observations=raw["observations"],
+        actions=raw["actions"],
+        rewards=raw["rewards"],
+        terminals=raw["terminals"],
+        timeouts=raw["timeouts"],
+        action_space=d3rlpy.constants.ActionSpace.DISCRETE,
     )
     encoder = d3rlpy.models.VectorEncoderFactory(hidden_units=[64, 64])
-    common = dict(learning_rate=args.lr, batch_size=args.batch_size, gamma=args.gamma,
-                  target_update_interval=args.target_update, encoder_factory=encoder)
+    common = dict(
+        learning_rate=args.lr,
+        batch_size=args.batch_size,
+        gamma=args.gamma,
+        target_update_interval=args.target_update,
+        encoder_factory=encoder,
+    )
     if args.algo == "cql":
         algo = d3rlpy.algos.DiscreteCQLConfig(alpha=args.alpha, **common).create(device="cpu:0")
     else:
         algo = d3rlpy.algos.DiscreteBCQConfig(**common).create(device="cpu:0")
     start = time.perf_counter()
     log_dir = args.log_dir or tempfile.mkdtemp(prefix="d3rlpy-logs-")
-    algo.fit(dataset, n_steps=args.steps, n_steps_per_epoch=args.steps, show_progress=False, save_interval=10**9,
-             logger_adapter=d3rlpy.logging.FileAdapterFactory(root_dir=log_dir))
+    algo.fit(
+        dataset,
+        n_steps=args.steps,
+        n_steps_per_epoch=args.steps,
+        show_progress=False,
+        save_interval=10**9,
+        logger_adapter=d3rlpy.logging.FileAdapterFactory(root_dir=log_dir),
+    )
     seconds = time.perf_counter() - start
     env = gym.make("CartPole-v1", max_episode_steps=200)
     returns = []
@@ -74,9 +89,20 @@ def main() -> None:
             total += r
             done = term or trunc
         returns.append(total)
-    print(json.dumps({"library": f"d3rlpy {d3rlpy.__version__}", "algo": f"Discrete{args.algo.upper()}",
-                      "steps": args.steps, "seed": args.seed, "return_mean": float(np.mean(returns)),
-                      "return_std": float(np.std(returns)), "fit_s": round(seconds, 1), "log_dir": log_dir}))
+    print(
+        json.dumps(
+            {
+                "library": f"d3rlpy {d3rlpy.__version__}",
+                "algo": f"Discrete{args.algo.upper()}",
+                "steps": args.steps,
+                "seed": args.seed,
+                "return_mean": float(np.mean(returns)),
+                "return_std": float(np.std(returns)),
+                "fit_s": round(seconds, 1),
+                "log_dir": log_dir,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

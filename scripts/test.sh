@@ -4,7 +4,7 @@
 #   scripts/test.sh [pytest arguments]     (default: all of tests/)
 #
 # Creates .venv (Python 3.11) with torch's CPU build, the locked dependencies and this package,
-# and runs pytest. For the whole suite (no arguments) it also makes sure a Docker engine answers
+# checks the tree with ruff and import-linter (pyproject.toml), and runs pytest. For the whole suite (no arguments) it also makes sure a Docker engine answers
 # (scripts/ensure-docker.sh: starts Debian's as root), installs the release tools once
 # (scripts/ensure-tools.sh: the SageMaker SDK v2/v3 venvs, docker-compose, docker-registry, the AWS
 # CLI and moto) and builds the CPU image once (scripts/build.sh) for the whole run; the CUDA image
@@ -31,6 +31,11 @@ constraints=$(mktemp)
 sed -n 's/^\([A-Za-z0-9_.-]*==[^ ]*\).*/\1/p' docker/requirements-cpu.txt > "$constraints"  # the pins, no hashes
 .venv/bin/pip install --quiet --disable-pip-version-check -c "$constraints" -e '.[test]'
 rm -f "$constraints"
+
+log "ruff (lint and format) and import-linter (the package's layers)"
+.venv/bin/ruff check --quiet .
+.venv/bin/ruff format --check --quiet .
+PYTHONPATH=src .venv/bin/lint-imports --no-cache >/dev/null || { PYTHONPATH=src .venv/bin/lint-imports --no-cache; exit 1; }
 
 if [ $# -eq 0 ]; then
     scripts/ensure-docker.sh || true

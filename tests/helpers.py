@@ -27,12 +27,14 @@ def write_job(base: Path, hyperparameters: dict | None = None, **config_files: d
     for name, content in config_files.items():
         (config / f"{name}.json").write_text(json.dumps(content))
     return base
+
+
 def job_environ(base: Path, **extra: str) -> dict[str, str]:
     """The environment the image gives `train`: our training module and a base dir."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SM_", "SAGEMAKER_"))}
     env.update(
         SAGEMAKER_BASE_DIR=str(base),
-        SAGEMAKER_TRAINING_MODULE="sagemaker_ray_rl.training:main",
+        SAGEMAKER_TRAINING_MODULE="sagemaker_ray_rl.train:main",
         RAY_USAGE_STATS_ENABLED="0",
         PYTHONUNBUFFERED="1",
     )
@@ -49,10 +51,10 @@ class TrainingRun:
 
 
 def run_train(base: Path, timeout: float = 600, **extra: str) -> TrainingRun:
-    """`python -m sagemaker_ray_rl.standalone && train`, as the image's entrypoint runs them."""
+    """`python -m sagemaker_ray_rl.contract.standalone && train`, as the image's entrypoint runs them."""
     env = job_environ(base, **extra)
     start = time.monotonic()
-    subprocess.run([sys.executable, "-m", "sagemaker_ray_rl.standalone"], env=env, check=True)
+    subprocess.run([sys.executable, "-m", "sagemaker_ray_rl.contract.standalone"], env=env, check=True)
     proc = subprocess.run(
         [str(BIN / "train")], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout
     )
@@ -76,7 +78,9 @@ def rllib_reference(checkpoint: Path, observations: list) -> dict[str, np.ndarra
     module = RLModule.from_checkpoint(str(checkpoint / "learner_group" / "learner" / "rl_module" / "default_policy"))
     module.eval()
     episodes = [
-        SingleAgentEpisode(observations=[obs], observation_space=e2m.input_observation_space, action_space=m2e.action_space)
+        SingleAgentEpisode(
+            observations=[obs], observation_space=e2m.input_observation_space, action_space=m2e.action_space
+        )
         for obs in observations
     ]
     shared: dict = {}
@@ -100,6 +104,8 @@ def train_policies(out: Path, kinds: list[str]) -> dict[str, Path]:
     env.pop("RAY_ADDRESS", None)
     log = out / "train.log"
     with log.open("w") as sink:  # a file, not a pipe: Ray's daemons may hold inherited pipes open
-        proc = subprocess.run([sys.executable, str(script), str(out), *kinds], env=env, stdout=sink, stderr=subprocess.STDOUT, timeout=600)
+        proc = subprocess.run(
+            [sys.executable, str(script), str(out), *kinds], env=env, stdout=sink, stderr=subprocess.STDOUT, timeout=600
+        )
     assert proc.returncode == 0, log.read_text()[-4000:]
     return {kind: out / kind for kind in kinds}

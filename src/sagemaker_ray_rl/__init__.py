@@ -21,12 +21,12 @@ except PackageNotFoundError:  # running from a source tree that was not installe
 
 _LAZY = {
     "register_env": "ray.tune.registry",
-    "build_config": "sagemaker_ray_rl.hyperparameters",
-    "build_experiment": "sagemaker_ray_rl.hyperparameters",
-    "run_experiment": "sagemaker_ray_rl.experiment",
-    "build_metadata": "sagemaker_ray_rl.export",
-    "export_model": "sagemaker_ray_rl.export",
-    "Environment": "sagemaker_ray_rl.environment",
+    "build_config": "sagemaker_ray_rl.training.hyperparameters",
+    "build_experiment": "sagemaker_ray_rl.training.hyperparameters",
+    "run_experiment": "sagemaker_ray_rl.training.experiment",
+    "build_metadata": "sagemaker_ray_rl.checkpoint",
+    "export_model": "sagemaker_ray_rl.checkpoint",
+    "Environment": "sagemaker_ray_rl.contract.environment",
     "ray_cluster": "sagemaker_ray_rl.cluster",
 }
 

@@ -20,10 +20,10 @@ import sys
 
 from sagemaker_ray_rl.cluster.launcher import ray_cluster
 from sagemaker_ray_rl.cluster.settings import ClusterSettings
-from sagemaker_ray_rl.environment import Environment
-from sagemaker_ray_rl.errors import SageMakerRayRLError
-from sagemaker_ray_rl.failure import write_failure
-from sagemaker_ray_rl.standalone import fill_missing_config
+from sagemaker_ray_rl.contract.environment import Environment
+from sagemaker_ray_rl.contract.errors import SageMakerRayRLError
+from sagemaker_ray_rl.contract.failure import write_failure
+from sagemaker_ray_rl.contract.standalone import fill_missing_config
 
 USAGE = "usage: python -m sagemaker_ray_rl.launch [--] COMMAND [ARG...]"
 #: Seconds the command gets to stop after SIGTERM before it is killed (SageMaker allows 120 in all).

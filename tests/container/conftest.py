@@ -13,7 +13,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from helpers import write_job
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,7 +33,9 @@ def image() -> str:
     engine_up = shutil.which(docker_cli()) is not None and docker("info", timeout=60).returncode == 0
     if not engine_up:
         if os.environ.get("CI") == "true":
-            pytest.fail("no Docker engine answers: container tests must run in CI (scripts/ensure-docker.sh starts one)")
+            pytest.fail(
+                "no Docker engine answers: container tests must run in CI (scripts/ensure-docker.sh starts one)"
+            )
         pytest.skip("no Docker engine answers (start one with scripts/ensure-docker.sh)")
     tag = os.environ.get("SAGEMAKER_RAY_RL_IMAGE")
     if not tag:

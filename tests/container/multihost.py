@@ -64,18 +64,28 @@ class MultiHostJob:
             resource_config = {"current_host": name, "hosts": names, "network_interface_name": "eth0"}
             if self.heterogeneous:
                 resource_config.update(current_group_name=group, instance_groups=instance_groups)
-            base = write_job(
-                self.root / name, self.hyperparameters, resourceconfig=resource_config, inputdataconfig={}
-            )
+            base = write_job(self.root / name, self.hyperparameters, resourceconfig=resource_config, inputdataconfig={})
             self.hosts.append(Host(name, base, f"{self.network}-{name}", group))
         docker("network", "create", self.network, check=True)
 
     def start(self, host: Host, *command: str) -> None:
         """`docker run -d` the host's container on the job network, with `command` (`train` if none)."""
         docker(
-            "run", "-d", "--name", host.container, "--hostname", host.name,
-            "--network", self.network, "--network-alias", host.name,
-            "-v", f"{host.base}:/opt/ml", self.image, *(command or ("train",)), check=True,
+            "run",
+            "-d",
+            "--name",
+            host.container,
+            "--hostname",
+            host.name,
+            "--network",
+            self.network,
+            "--network-alias",
+            host.name,
+            "-v",
+            f"{host.base}:/opt/ml",
+            self.image,
+            *(command or ("train",)),
+            check=True,
         )
 
     def start_all(self, *command: str) -> float:

@@ -12,7 +12,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from container.conftest import docker
 from helpers import write_job
 
@@ -30,7 +29,11 @@ def cuda_image() -> str:
 
 def test_torch_is_the_cuda_build_and_tags_labels_env_agree(cuda_image: str):
     run = docker(
-        "run", "--rm", cuda_image, "python", "-c",
+        "run",
+        "--rm",
+        cuda_image,
+        "python",
+        "-c",
         "import json, os, torch; print(json.dumps([torch.__version__, torch.version.cuda,"
         " os.environ.get('NVIDIA_VISIBLE_DEVICES'), os.environ.get('NVIDIA_DRIVER_CAPABILITIES')]))",
     )
@@ -47,7 +50,7 @@ def test_torch_is_the_cuda_build_and_tags_labels_env_agree(cuda_image: str):
 def test_training_code_puts_learners_on_gpus_when_the_job_has_them(cuda_image: str):
     """The config the built-in experiment builds, with SM_NUM_GPUS as SageMaker sets it."""
     script = (
-        "import json; from sagemaker_ray_rl.hyperparameters import build_config;"
+        "import json; from sagemaker_ray_rl.training.hyperparameters import build_config;"
         "c = build_config({'stop.training_iteration': 1}, num_cpus=4);"
         "print(json.dumps([c.num_learners, c.num_gpus_per_learner, c.num_gpus_per_env_runner]))"
     )
@@ -58,7 +61,10 @@ def test_training_code_puts_learners_on_gpus_when_the_job_has_them(cuda_image: s
 
 
 def test_training_on_a_gpu(cuda_image: str, tmp_path: Path):
-    if shutil.which("nvidia-smi") is None or docker("run", "--rm", "--gpus", "all", cuda_image, "nvidia-smi").returncode:
+    if (
+        shutil.which("nvidia-smi") is None
+        or docker("run", "--rm", "--gpus", "all", cuda_image, "nvidia-smi").returncode
+    ):
         pytest.skip("no GPU that Docker can give a container (nvidia-smi and the NVIDIA container runtime)")
     base = write_job(tmp_path, {"stop.training_iteration": "2", "num_env_runners": "1"})
     run = docker("run", "--rm", "--gpus", "all", "-v", f"{base}:/opt/ml", cuda_image, "train", timeout=900)

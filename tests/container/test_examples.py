@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from container.conftest import REPO, docker
 from container.test_image import Server
 from helpers import write_job
@@ -27,8 +26,11 @@ SHORT = {
 EXAMPLES = {
     "cartpole.py": {**SHORT, "rl.training.config.lr": 0.0005},
     "newsvendor.py": {**SHORT, "evaluation_episodes": 5, "env_config": {"mean_demand": 8.0}},
-    "custom_model.py": {**SHORT, "custom_model": "residual_mlp",
-                        "rl_module.model_config": {"hidden_dim": 32, "num_blocks": 3}},
+    "custom_model.py": {
+        **SHORT,
+        "custom_model": "residual_mlp",
+        "rl_module.model_config": {"hidden_dim": 32, "num_blocks": 3},
+    },
     "multi_agent.py": SHORT,
 }
 
@@ -43,7 +45,14 @@ def example_jobs(image: str, tmp_path_factory) -> dict[str, tuple[Path, object]]
             {**hyperparameters, "sagemaker_program": program, "sagemaker_submit_directory": "/opt/ml/code"},
         )
         run = docker(
-            "run", "--rm", "-v", f"{base}:/opt/ml", "-v", f"{REPO / 'examples'}:/opt/ml/code:ro", image, "train",
+            "run",
+            "--rm",
+            "-v",
+            f"{base}:/opt/ml",
+            "-v",
+            f"{REPO / 'examples'}:/opt/ml/code:ro",
+            image,
+            "train",
             timeout=900,
         )
         jobs[program] = (base, run)
@@ -104,7 +113,13 @@ def test_custom_rlmodule_selected_by_hyperparameter(image: str, example_jobs):
     module_dir = base / "model" / "learner_group" / "learner" / "rl_module" / "default_policy"
     # The module's own class and its model_config (from the hyperparameter) are in the checkpoint.
     ctor = docker(
-        "run", "--rm", "-v", f"{module_dir}:/m:ro", image, "python", "-c",
+        "run",
+        "--rm",
+        "-v",
+        f"{module_dir}:/m:ro",
+        image,
+        "python",
+        "-c",
         "from ray.rllib.core.rl_module.rl_module import RLModule; m = RLModule.from_checkpoint('/m'); "
         "print(type(m).__name__, len(m.encoder) - 2, m.pi.in_features)",
     )

@@ -7,12 +7,10 @@ import re
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
-
 from container.conftest import docker
-import numpy as np
-
 from helpers import rllib_reference, train_policies, write_job
 
 pytestmark = pytest.mark.container
@@ -86,7 +84,16 @@ class Server:
 
     def __init__(self, image: str, model_dir: Path, *serve_args: str) -> None:
         run = docker(
-            "run", "-d", "-p", "127.0.0.1::8080", "-v", f"{model_dir}:/opt/ml/model", image, "serve", *serve_args, check=True
+            "run",
+            "-d",
+            "-p",
+            "127.0.0.1::8080",
+            "-v",
+            f"{model_dir}:/opt/ml/model",
+            image,
+            "serve",
+            *serve_args,
+            check=True,
         )
         self.container = run.stdout.strip()
         port = docker("port", self.container, "8080/tcp", check=True).stdout.strip().splitlines()[0]
@@ -98,7 +105,10 @@ class Server:
             try:
                 if requests.get(f"{self.url}/ping", timeout=1).status_code == 200:
                     return
-            except (requests.ConnectionError, requests.Timeout):  # Ray Serve's proxy holds /ping until the replica is up
+            except (
+                requests.ConnectionError,
+                requests.Timeout,
+            ):  # Ray Serve's proxy holds /ping until the replica is up
                 pass
             time.sleep(0.2)
         raise AssertionError(f"no 200 on /ping within {timeout} s:\n{self.logs()}")
@@ -182,7 +192,9 @@ def test_image_serves_what_rllibs_pipeline_computes(image: str, user_checkpoints
             timeout=30,
         )
         assert [json.loads(line)["action"] for line in lines.text.splitlines()] == served.tolist()
-        legacy = requests.post(f"{server.url}/invocations", json={"inputs": {"observations": instances[:1]}}, timeout=30)
+        legacy = requests.post(
+            f"{server.url}/invocations", json={"inputs": {"observations": instances[:1]}}, timeout=30
+        )
         assert legacy.json()["outputs"]["actions_0"] == served.tolist()[:1]
         assert requests.get(f"{server.url}/execution-parameters", timeout=5).status_code == 200
     finally:
@@ -217,7 +229,12 @@ def test_image_ray_serve_backend_answers_like_gunicorn(image: str, user_checkpoi
 
         observations = np.random.default_rng(0).uniform(-1, 1, (16, 4)).round(3).tolist()
         with ThreadPoolExecutor(16) as pool:
-            batched = list(pool.map(lambda o: requests.post(f"{ray_serve.url}/invocations", json={"observation": o}, timeout=60), observations))
+            batched = list(
+                pool.map(
+                    lambda o: requests.post(f"{ray_serve.url}/invocations", json={"observation": o}, timeout=60),
+                    observations,
+                )
+            )
         alone = requests.post(f"{gunicorn.url}/invocations", json={"instances": observations}, timeout=30).json()
         assert [r.json()["predictions"][0] for r in batched] == alone["predictions"]
     finally:

@@ -11,7 +11,6 @@ import json
 import time
 
 import pytest
-
 from container.multihost import MultiHostJob
 
 pytestmark = pytest.mark.container

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_image import Server
-
 from conftest import REPO, docker
 from helpers import write_job
+from test_image import Server
+
 from sagemaker_ray_rl.offline.dataset import read_dataset
 
 pytestmark = pytest.mark.container
@@ -26,15 +26,31 @@ ENV = {"env": "CartPole-v1", "env_config": {"max_episode_steps": 200}}
 
 @pytest.fixture(scope="module")
 def offline_jobs(image: str, tmp_path_factory):
-    collect = write_job(tmp_path_factory.mktemp("collect"), {
-        "mode": "collect", **ENV, "offline.num_episodes": 100, "offline.num_envs": 20,
-    })
+    collect = write_job(
+        tmp_path_factory.mktemp("collect"),
+        {
+            "mode": "collect",
+            **ENV,
+            "offline.num_episodes": 100,
+            "offline.num_envs": 20,
+        },
+    )
     run = docker("run", "--rm", "-v", f"{collect}:/opt/ml", image, "train", timeout=600)
     assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
-    offline = write_job(tmp_path_factory.mktemp("offline"), {
-        "mode": "offline", **ENV, "offline.num_updates": 400, "offline.evaluate_every": 200,
-        "offline.num_runs": 1, "offline.fqe_updates": 200, "offline.model_updates": 300, "offline.eval_episodes": 2,
-    }, inputdataconfig={"train": {}})
+    offline = write_job(
+        tmp_path_factory.mktemp("offline"),
+        {
+            "mode": "offline",
+            **ENV,
+            "offline.num_updates": 400,
+            "offline.evaluate_every": 200,
+            "offline.num_runs": 1,
+            "offline.fqe_updates": 200,
+            "offline.model_updates": 300,
+            "offline.eval_episodes": 2,
+        },
+        inputdataconfig={"train": {}},
+    )
     shutil.copytree(collect / "output" / "data" / "dataset", offline / "input" / "data" / "train")
     run = docker("run", "--rm", "-v", f"{offline}:/opt/ml", image, "train", timeout=900)
     assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
@@ -58,9 +74,21 @@ def test_the_exported_model_serves_and_collects_the_next_dataset(image: str, off
     try:
         server.wait_until_healthy()
         run = subprocess.run(
-            [sys.executable, str(REPO / "scripts" / "collect_http.py"), "--url", server.url,
-             "--out", str(tmp_path / "next"), "--episodes", "10", "--num-envs", "5"],
-            capture_output=True, text=True, timeout=300,
+            [
+                sys.executable,
+                str(REPO / "scripts" / "collect_http.py"),
+                "--url",
+                server.url,
+                "--out",
+                str(tmp_path / "next"),
+                "--episodes",
+                "10",
+                "--num-envs",
+                "5",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         assert run.returncode == 0, run.stderr[-4000:]
     finally:

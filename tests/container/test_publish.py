@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from container.conftest import docker, docker_cli
 
 pytestmark = pytest.mark.container
@@ -130,7 +129,10 @@ def test_publish_creates_the_repository_and_pushes_every_tag(image: str, registr
         # The ECR API now has the repository, as the real CLI sees it.
         described = subprocess.run(
             [env["AWS"], "ecr", "describe-repositories", "--repository-names", "smrl-release-publish-test"],
-            capture_output=True, text=True, env=env, check=True,
+            capture_output=True,
+            text=True,
+            env=env,
+            check=True,
         )
         [repo] = json.loads(described.stdout)["repositories"]
         assert repo["imageScanningConfiguration"] == {"scanOnPush": True}

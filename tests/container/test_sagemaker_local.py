@@ -22,7 +22,6 @@ import tarfile
 from pathlib import Path
 
 import pytest
-
 from container.conftest import docker
 
 pytestmark = pytest.mark.container
@@ -77,9 +76,7 @@ def compose_project(tmp_path: Path):
         docker("network", "rm", *networks)
 
 
-def run_driver(
-    python: str, script: str, *args: str, timeout: float = 1200, **extra_env: str
-) -> tuple[dict, str]:
+def run_driver(python: str, script: str, *args: str, timeout: float = 1200, **extra_env: str) -> tuple[dict, str]:
     """Run an SDK driver script; return its RESULT and its whole output."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SM_", "SAGEMAKER_"))}
     env.update(
@@ -100,7 +97,7 @@ def run_driver(
     )
     results = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert proc.returncode == 0 and results, proc.stdout[-6000:]
-    return json.loads(results[-1][len("RESULT "):]), proc.stdout
+    return json.loads(results[-1][len("RESULT ") :]), proc.stdout
 
 
 @pytest.mark.parametrize("instance_count", SDK2_INSTANCE_COUNTS)
@@ -149,6 +146,8 @@ def test_sdk_v3_model_trainer_local_container_trains(
     assert f"Ray cluster up: {instance_count} of {instance_count} host(s) alive" in plain
     assert "Reporting training SUCCESS" in output
     with tarfile.open(result["model_tar"]) as tar:
-        metadata = json.load(tar.extractfile(next(m for m in tar.getmembers() if m.name.removeprefix("./") == "metadata.json")))
+        metadata = json.load(
+            tar.extractfile(next(m for m in tar.getmembers() if m.name.removeprefix("./") == "metadata.json"))
+        )
     assert metadata["algorithm"] == "PPO" and metadata["metrics"]["training_iteration"] == 2
     assert metadata["hyperparameters"]["rl.training.config.lr"] == 0.0003

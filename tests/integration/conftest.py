@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from helpers import BIN, TrainingRun, job_environ, run_train, train_policies, write_job
 
 #: Policy kinds trained by tests/integration/train_policies.py.
@@ -56,9 +55,7 @@ class ServeProcess:
     def __init__(self, model_dir: Path, tmp: Path, **env: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        environ = job_environ(
-            tmp, SM_MODEL_DIR=str(model_dir), SAGEMAKER_BIND_TO_PORT=str(self.port), **env
-        )
+        environ = job_environ(tmp, SM_MODEL_DIR=str(model_dir), SAGEMAKER_BIND_TO_PORT=str(self.port), **env)
         environ.setdefault("SAGEMAKER_MODEL_SERVER_WORKERS", "1")
         self.log = tmp / f"serve-{self.port}.log"
         self._log_file = self.log.open("w")

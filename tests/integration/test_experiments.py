@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import csv
 import json
-from pathlib import Path
 
 import pytest
-
 from helpers import TrainingRun, run_train, write_job
 
 LRS = [0.0003, 0.00001]
@@ -53,18 +51,26 @@ def test_the_best_trial_is_the_exported_model(grid_job: TrainingRun):
     args, _ = saved["ctor_args_and_kwargs"]
     assert args[0]["lr"] == pytest.approx(float(best["lr"]))
 
+
 def test_tune_files_curve_and_tensorboard(grid_job: TrainingRun):
     data = grid_job.base / "output" / "data"
     for name in ("progress.csv", "result.json", "params.json"):
         assert (data / name).stat().st_size > 0, name
     progress = list(csv.DictReader((data / "progress.csv").open()))
     assert [int(r["training_iteration"]) for r in progress] == [1, 2, 3]
-    for column in ("env_runners/episode_return_min", "env_runners/episode_return_mean",
-                   "env_runners/episode_return_max"):
+    for column in (
+        "env_runners/episode_return_min",
+        "env_runners/episode_return_mean",
+        "env_runners/episode_return_max",
+    ):
         values = [float(r[column]) for r in progress]
         assert all(v > 0 for v in values), column
-    assert all(float(r["env_runners/episode_return_min"]) <= float(r["env_runners/episode_return_mean"])
-               <= float(r["env_runners/episode_return_max"]) for r in progress)
+    assert all(
+        float(r["env_runners/episode_return_min"])
+        <= float(r["env_runners/episode_return_mean"])
+        <= float(r["env_runners/episode_return_max"])
+        for r in progress
+    )
     png = data / "training_curve.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     events = list((grid_job.base / "output" / "tensorboard").glob("*/events.out.tfevents.*"))

@@ -64,7 +64,9 @@ options = st.fixed_dictionaries(
     optional={
         "explore": st.one_of(st.booleans(), json_values),
         "outputs": st.one_of(
-            st.lists(st.sampled_from(["action_prob", "action_logp", "action_dist_inputs", "vf_preds", "x"]), max_size=4),
+            st.lists(
+                st.sampled_from(["action_prob", "action_logp", "action_dist_inputs", "vf_preds", "x"]), max_size=4
+            ),
             json_values,
         ),
         "module_id": st.one_of(st.sampled_from(["default_policy", "p0", "nope"]), json_values),
@@ -81,7 +83,10 @@ def json_bodies(draw) -> bytes:
     elif kind == "observation":
         payload = {"observation": draw(observations), **draw(options)}
     elif kind == "agents":
-        payload = {"agents": draw(st.dictionaries(st.sampled_from(["0", "1", "7", "a"]), observations, max_size=3)), **draw(options)}
+        payload = {
+            "agents": draw(st.dictionaries(st.sampled_from(["0", "1", "7", "a"]), observations, max_size=3)),
+            **draw(options),
+        }
     elif kind == "inputs":
         payload = {"inputs": {"observations": draw(st.lists(observations, max_size=3)), "prev_action": [0]}}
     else:
@@ -116,15 +121,35 @@ headers = st.fixed_dictionaries(
     {},
     optional={
         "Content-Type": st.sampled_from(
-            ["application/json", "application/jsonlines", "text/csv", "application/x-npy", "text/plain",
-             "application/json; charset=utf-8", "", "*/*", "application/x-jsonlines"]
+            [
+                "application/json",
+                "application/jsonlines",
+                "text/csv",
+                "application/x-npy",
+                "text/plain",
+                "application/json; charset=utf-8",
+                "",
+                "*/*",
+                "application/x-jsonlines",
+            ]
         ),
         "Accept": st.sampled_from(
-            ["application/json", "application/jsonlines", "text/csv", "application/x-npy", "*/*", "text/html",
-             "application/json;q=0", "text/csv;q=abc, */*", ""]
+            [
+                "application/json",
+                "application/jsonlines",
+                "text/csv",
+                "application/x-npy",
+                "*/*",
+                "text/html",
+                "application/json;q=0",
+                "text/csv;q=abc, */*",
+                "",
+            ]
         ),
         "X-Amzn-SageMaker-Custom-Attributes": st.one_of(
-            st.sampled_from(["explore=true", "explore=maybe", "outputs=vf_preds,action_prob", "module_id=p0", "=", ";;,"]),
+            st.sampled_from(
+                ["explore=true", "explore=maybe", "outputs=vf_preds,action_prob", "module_id=p0", "=", ";;,"]
+            ),
             st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=30).map(str.strip),
         ),
     },

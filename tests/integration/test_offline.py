@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from helpers import TrainingRun, run_train, write_job
+
 from sagemaker_ray_rl.offline.dataset import dataset_spaces, read_dataset
 
 pytestmark = pytest.mark.integration
@@ -24,10 +24,18 @@ NO_DASHBOARD = {"ray.include_dashboard": "false"}
 
 @pytest.fixture(scope="module")
 def collect_job(tmp_path_factory) -> TrainingRun:
-    base = write_job(tmp_path_factory.mktemp("collect"), {
-        "mode": "collect", "env": "CartPole-v1", "env_config": ENV_CONFIG,
-        "offline.num_episodes": 120, "offline.num_envs": 20, "offline.seed": 3, **NO_DASHBOARD,
-    })
+    base = write_job(
+        tmp_path_factory.mktemp("collect"),
+        {
+            "mode": "collect",
+            "env": "CartPole-v1",
+            "env_config": ENV_CONFIG,
+            "offline.num_episodes": 120,
+            "offline.num_envs": 20,
+            "offline.seed": 3,
+            **NO_DASHBOARD,
+        },
+    )
     run = run_train(base)
     assert run.returncode == 0, run.output[-4000:]
     return run
@@ -35,12 +43,23 @@ def collect_job(tmp_path_factory) -> TrainingRun:
 
 @pytest.fixture(scope="module")
 def offline_job(collect_job, tmp_path_factory) -> TrainingRun:
-    base = write_job(tmp_path_factory.mktemp("offline"), {
-        "mode": "offline", "env": "CartPole-v1", "env_config": ENV_CONFIG,
-        "offline.num_updates": 400, "offline.evaluate_every": 200, "offline.num_runs": 2,
-        "offline.fqe_updates": 200, "offline.model_updates": 300, "offline.eval_episodes": 3,
-        "offline.select": "dr", **NO_DASHBOARD,
-    }, inputdataconfig={"train": {}})
+    base = write_job(
+        tmp_path_factory.mktemp("offline"),
+        {
+            "mode": "offline",
+            "env": "CartPole-v1",
+            "env_config": ENV_CONFIG,
+            "offline.num_updates": 400,
+            "offline.evaluate_every": 200,
+            "offline.num_runs": 2,
+            "offline.fqe_updates": 200,
+            "offline.model_updates": 300,
+            "offline.eval_episodes": 3,
+            "offline.select": "dr",
+            **NO_DASHBOARD,
+        },
+        inputdataconfig={"train": {}},
+    )
     shutil.copytree(collect_job.base / "output" / "data" / "dataset", base / "input" / "data" / "train")
     run = run_train(base)
     assert run.returncode == 0, run.output[-4000:]
@@ -64,8 +83,12 @@ def test_dataset_round_trips_through_rllibs_offline_reader(collect_job: Training
 
     path = collect_job.base / "output" / "data" / "dataset"
     obs_space, act_space = dataset_spaces(path)
-    config = BCConfig().environment(observation_space=obs_space, action_space=act_space).offline_data(input_=[str(path)])
-    spec = config.get_multi_rl_module_spec(spaces={"__env__": (obs_space, act_space), "default_policy": (obs_space, act_space)})
+    config = (
+        BCConfig().environment(observation_space=obs_space, action_space=act_space).offline_data(input_=[str(path)])
+    )
+    spec = config.get_multi_rl_module_spec(
+        spaces={"__env__": (obs_space, act_space), "default_policy": (obs_space, act_space)}
+    )
     ray.init(address="local", num_cpus=1, include_dashboard=False)
     try:
         prelearner = OfflinePreLearner(config=config, spaces=(obs_space, act_space), module_spec=spec)
@@ -93,7 +116,7 @@ def test_offline_job_prints_ope_metric_lines_per_checkpoint(offline_job: Trainin
 
 
 def test_offline_job_exports_the_checkpoint_with_the_best_dr_estimate(offline_job: TrainingRun):
-    from sagemaker_ray_rl.policy import Policy
+    from sagemaker_ray_rl.inference.policy import Policy
 
     out = offline_job.base / "output" / "data"
     with open(out / "ope.csv") as f:
@@ -143,15 +166,27 @@ def test_rllib_imitation_algorithms_train_on_whole_episodes_and_their_model_is_s
 ):
     """offline.algorithm=bc/marwil: RLlib's own BC/MARWIL train from the dataset, OPE picks a
     checkpoint, and the exported model answers batch-transform records with action_prob."""
-    from sagemaker_ray_rl.policy import Policy
-    from sagemaker_ray_rl.serving.app import create_app
-    from sagemaker_ray_rl.environment import ServingSettings
+    from sagemaker_ray_rl.contract.environment import ServingSettings
+    from sagemaker_ray_rl.inference.policy import Policy
+    from sagemaker_ray_rl.serving.flask_app import create_app
 
-    base = write_job(tmp_path, {
-        "mode": "offline", "env": "CartPole-v1", "env_config": ENV_CONFIG, "offline.algorithm": algorithm,
-        "offline.num_updates": 20, "offline.evaluate_every": 10, "offline.num_runs": 1, "offline.fqe_updates": 100,
-        "offline.model_updates": 200, "offline.eval_episodes": 2, **NO_DASHBOARD,
-    }, inputdataconfig={"train": {}})
+    base = write_job(
+        tmp_path,
+        {
+            "mode": "offline",
+            "env": "CartPole-v1",
+            "env_config": ENV_CONFIG,
+            "offline.algorithm": algorithm,
+            "offline.num_updates": 20,
+            "offline.evaluate_every": 10,
+            "offline.num_runs": 1,
+            "offline.fqe_updates": 100,
+            "offline.model_updates": 200,
+            "offline.eval_episodes": 2,
+            **NO_DASHBOARD,
+        },
+        inputdataconfig={"train": {}},
+    )
     shutil.copytree(collect_job.base / "output" / "data" / "dataset", base / "input" / "data" / "train")
     run = run_train(base)
     assert run.returncode == 0, run.output[-4000:]
@@ -164,8 +199,10 @@ def test_rllib_imitation_algorithms_train_on_whole_episodes_and_their_model_is_s
     assert metadata["algorithm"] == name
 
     client = create_app(Policy.load(base / "model"), ServingSettings()).test_client()
-    records = "".join(json.dumps({"observation": [0.01 * i, 0.0, -0.02, 0.1], "explore": True,
-                                  "outputs": ["action_prob"]}) + "\n" for i in range(5))
+    records = "".join(
+        json.dumps({"observation": [0.01 * i, 0.0, -0.02, 0.1], "explore": True, "outputs": ["action_prob"]}) + "\n"
+        for i in range(5)
+    )
     response = client.post("/invocations", data=records, content_type="application/jsonlines")
     assert response.status_code == 200, response.data
     answers = [json.loads(line) for line in response.data.decode().splitlines()]
@@ -177,16 +214,17 @@ def test_rllib_imitation_algorithms_train_on_whole_episodes_and_their_model_is_s
 def test_exploring_requests_to_an_epsilon_greedy_model_get_its_probabilities(offline_job: TrainingRun):
     """explore=true on a DQN-style module (the exported DiscreteCQL) is epsilon-greedy at the
     schedule's final epsilon, and action_prob is that policy's probability (never a 5xx)."""
-    from sagemaker_ray_rl.environment import ServingSettings
-    from sagemaker_ray_rl.policy import Policy
-    from sagemaker_ray_rl.serving.app import create_app
+    from sagemaker_ray_rl.contract.environment import ServingSettings
+    from sagemaker_ray_rl.inference.policy import Policy
+    from sagemaker_ray_rl.serving.flask_app import create_app
 
     policy = Policy.load(offline_job.base / "model")
     client = create_app(policy, ServingSettings()).test_client()
     observations = [[0.01 * i, 0.0, -0.02, 0.1] for i in range(200)]
     greedy = client.post("/invocations", json={"instances": observations})
-    explored = client.post("/invocations", json={"instances": observations, "explore": True,
-                                                 "outputs": ["action_prob", "action_logp"]})
+    explored = client.post(
+        "/invocations", json={"instances": observations, "explore": True, "outputs": ["action_prob", "action_logp"]}
+    )
     assert greedy.status_code == 200 and explored.status_code == 200, explored.data
     module = policy.pipeline(None).module
     epsilon = float(module.epsilon_schedule.get_current_value())
@@ -199,10 +237,18 @@ def test_exploring_requests_to_an_epsilon_greedy_model_get_its_probabilities(off
 
 @pytest.fixture(scope="module")
 def box_collect_job(tmp_path_factory) -> TrainingRun:
-    base = write_job(tmp_path_factory.mktemp("collect-box"), {
-        "mode": "collect", "env": "Pendulum-v1", "env_config": {"max_episode_steps": 50},
-        "offline.num_episodes": 12, "offline.num_envs": 4, "offline.seed": 5, **NO_DASHBOARD,
-    })
+    base = write_job(
+        tmp_path_factory.mktemp("collect-box"),
+        {
+            "mode": "collect",
+            "env": "Pendulum-v1",
+            "env_config": {"max_episode_steps": 50},
+            "offline.num_episodes": 12,
+            "offline.num_envs": 4,
+            "offline.seed": 5,
+            **NO_DASHBOARD,
+        },
+    )
     run = run_train(base)
     assert run.returncode == 0, run.output[-4000:]
     return run
@@ -223,15 +269,26 @@ def test_rllib_cql_and_iql_train_on_box_actions_and_their_model_is_served(
     """offline.algorithm=cql/iql on a Box dataset: RLlib's own CQL/IQL train from it, only the mb
     estimate is made (the others are reported as skipped), the real-env return is measured, and the
     exported model's actions through the server lie in the Box."""
-    from sagemaker_ray_rl.environment import ServingSettings
-    from sagemaker_ray_rl.policy import Policy
-    from sagemaker_ray_rl.serving.app import create_app
+    from sagemaker_ray_rl.contract.environment import ServingSettings
+    from sagemaker_ray_rl.inference.policy import Policy
+    from sagemaker_ray_rl.serving.flask_app import create_app
 
-    base = write_job(tmp_path, {
-        "mode": "offline", "env": "Pendulum-v1", "env_config": {"max_episode_steps": 50},
-        "offline.algorithm": algorithm, "offline.num_updates": 20, "offline.evaluate_every": 10,
-        "offline.num_runs": 1, "offline.model_updates": 100, "offline.eval_episodes": 1, **NO_DASHBOARD,
-    }, inputdataconfig={"train": {}})
+    base = write_job(
+        tmp_path,
+        {
+            "mode": "offline",
+            "env": "Pendulum-v1",
+            "env_config": {"max_episode_steps": 50},
+            "offline.algorithm": algorithm,
+            "offline.num_updates": 20,
+            "offline.evaluate_every": 10,
+            "offline.num_runs": 1,
+            "offline.model_updates": 100,
+            "offline.eval_episodes": 1,
+            **NO_DASHBOARD,
+        },
+        inputdataconfig={"train": {}},
+    )
     shutil.copytree(box_collect_job.base / "output" / "data" / "dataset", base / "input" / "data" / "train")
     run = run_train(base)
     assert run.returncode == 0, run.output[-4000:]
@@ -258,8 +315,9 @@ def test_an_algorithm_that_does_not_fit_the_action_space_fails_before_ray_starts
     collect_job: TrainingRun, box_collect_job: TrainingRun, tmp_path: Path, algorithm: str, kind: str
 ):
     source = box_collect_job if kind == "Box" else collect_job
-    base = write_job(tmp_path, {"mode": "offline", "offline.algorithm": algorithm, **NO_DASHBOARD},
-                     inputdataconfig={"train": {}})
+    base = write_job(
+        tmp_path, {"mode": "offline", "offline.algorithm": algorithm, **NO_DASHBOARD}, inputdataconfig={"train": {}}
+    )
     shutil.copytree(source.base / "output" / "data" / "dataset", base / "input" / "data" / "train")
     run = run_train(base)
     assert run.returncode != 0

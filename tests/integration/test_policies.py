@@ -18,7 +18,6 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import requests
-
 from helpers import rllib_reference
 
 pytestmark = pytest.mark.integration
@@ -42,7 +41,7 @@ def samples(space: gym.Space, n: int = N, seed: int = 0) -> list:
 
 @pytest.mark.parametrize("kind", ["cartpole", "pendulum", "meanstd", "dict_obs"])
 def test_served_actions_equal_rllibs_pipeline(kind, policy_dirs, servers):
-    from sagemaker_ray_rl.policy import Policy
+    from sagemaker_ray_rl.inference.policy import Policy
 
     space = Policy.load(policy_dirs[kind]).pipeline(None).observation_space
     observations = samples(space)
@@ -126,7 +125,9 @@ def test_multi_agent_requests_map_agent_ids_with_the_policy_mapping_fn(servers):
     answer = response.json()["agents"]
     for agent_id, module_id in (("0", "p0"), ("1", "p1")):
         alone = requests.post(
-            url, json={"observation": observations[agent_id], "module_id": module_id, "outputs": ["action_dist_inputs"]}, timeout=30
+            url,
+            json={"observation": observations[agent_id], "module_id": module_id, "outputs": ["action_dist_inputs"]},
+            timeout=30,
         ).json()["predictions"][0]
         assert answer[agent_id] == alone
     unknown = requests.post(url, json={"agents": {"7": observations["0"]}}, timeout=30)
@@ -141,7 +142,9 @@ def test_lstm_state_goes_in_and_out(policy_dirs, servers):
     from ray.rllib.core.columns import Columns
     from ray.rllib.core.rl_module.rl_module import RLModule
 
-    module = RLModule.from_checkpoint(str(policy_dirs["lstm"] / "learner_group" / "learner" / "rl_module" / "default_policy"))
+    module = RLModule.from_checkpoint(
+        str(policy_dirs["lstm"] / "learner_group" / "learner" / "rl_module" / "default_policy")
+    )
     url = f"{servers('lstm').url}/invocations"
     observations = [[0.01, -0.02, 0.03, 0.04], [0.1, 0.5, -0.1, -0.5], [-0.2, 0.0, 0.2, 1.0]]
     state = tree.map_structure(lambda s: torch.as_tensor(s)[None], module.get_initial_state())
@@ -155,7 +158,9 @@ def test_lstm_state_goes_in_and_out(policy_dirs, servers):
         response = requests.post(url, json=body, timeout=30)
         assert response.status_code == 200, response.text
         prediction = response.json()["predictions"][0]
-        np.testing.assert_allclose(prediction["action_dist_inputs"], out[Columns.ACTION_DIST_INPUTS][0, 0].numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            prediction["action_dist_inputs"], out[Columns.ACTION_DIST_INPUTS][0, 0].numpy(), rtol=1e-5, atol=1e-6
+        )
         assert prediction["action"] == int(out[Columns.ACTION_DIST_INPUTS][0, 0].argmax())
         state, served_state = out[Columns.STATE_OUT], prediction["state_out"]
     bad = requests.post(url, json={"observation": observations[0], "state": {"h": [1.0]}}, timeout=30)
@@ -172,7 +177,10 @@ def test_explore_samples_and_reports_logp(servers):
     assert all(abs(np.exp(p["action_logp"]) - p["action_prob"]) < 1e-5 * max(1, p["action_prob"]) for p in sampled)
     assert len({p["vf_preds"] for p in sampled}) == 1
     header = requests.post(
-        url, json={"instances": body["instances"]}, headers={"X-Amzn-SageMaker-Custom-Attributes": "explore=true"}, timeout=30
+        url,
+        json={"instances": body["instances"]},
+        headers={"X-Amzn-SageMaker-Custom-Attributes": "explore=true"},
+        timeout=30,
     ).json()["predictions"]
     assert len({p["action"][0] for p in header}) > 100
 
@@ -187,13 +195,18 @@ def test_json_lines_round_trip_of_1000_records(policy_dirs, servers):
     assert len(out) == 1000
     reference = requests.post(url, json={"instances": observations}, timeout=60).json()["predictions"]
     assert out == reference
-    assert out == [{"action": int(a)} for a in rllib_reference(policy_dirs["cartpole"], np.float32(observations))["action"]]
+    assert out == [
+        {"action": int(a)} for a in rllib_reference(policy_dirs["cartpole"], np.float32(observations))["action"]
+    ]
 
 
 def test_csv_and_npy_round_trips(servers):
     url = f"{servers('pendulum').url}/invocations"
     observations = np.float32([[1.0, 0.0, 0.5], [0.0, 1.0, -3.0], [-1.0, 0.0, 8.0]])
-    reference = [p["action"] for p in requests.post(url, json={"instances": observations.tolist()}, timeout=30).json()["predictions"]]
+    reference = [
+        p["action"]
+        for p in requests.post(url, json={"instances": observations.tolist()}, timeout=30).json()["predictions"]
+    ]
     csv_body = "\n".join(",".join(repr(float(v)) for v in row) for row in observations)
     csv_answer = requests.post(url, data=csv_body, headers={"Content-Type": "text/csv"}, timeout=30)
     assert csv_answer.status_code == 200 and csv_answer.headers["Content-Type"].startswith("text/csv")
@@ -204,7 +217,10 @@ def test_csv_and_npy_round_trips(servers):
     assert npy_answer.status_code == 200
     np.testing.assert_array_equal(np.load(io.BytesIO(npy_answer.content)), np.float32(reference))
     as_json = requests.post(
-        url, data=buffer.getvalue(), headers={"Content-Type": "application/x-npy", "Accept": "application/json"}, timeout=30
+        url,
+        data=buffer.getvalue(),
+        headers={"Content-Type": "application/x-npy", "Accept": "application/json"},
+        timeout=30,
     )
     assert [p["action"] for p in as_json.json()["predictions"]] == reference
     wrong = requests.post(url, data="1,2\n", headers={"Content-Type": "text/csv"}, timeout=30)
@@ -214,7 +230,15 @@ def test_csv_and_npy_round_trips(servers):
 def test_legacy_exported_policy_request(servers):
     """Seed 002's request, answered in the legacy ``outputs`` shape."""
     url = f"{servers('pendulum').url}/invocations"
-    body = {"inputs": {"observations": [[1.0, 0.0, 0.5]], "prev_action": [0], "is_training": False, "prev_reward": -1, "seq_lens": -1}}
+    body = {
+        "inputs": {
+            "observations": [[1.0, 0.0, 0.5]],
+            "prev_action": [0],
+            "is_training": False,
+            "prev_reward": -1,
+            "seq_lens": -1,
+        }
+    }
     response = requests.post(url, json=body, timeout=30)
     assert response.status_code == 200, response.text
     outputs = response.json()["outputs"]
@@ -228,11 +252,15 @@ def test_legacy_exported_policy_request(servers):
 def test_execution_parameters_and_payload_limit(servers):
     server = servers("cartpole")
     assert requests.get(f"{server.url}/execution-parameters", timeout=5).json() == {
-        "MaxConcurrentTransforms": 1, "BatchStrategy": "MULTI_RECORD", "MaxPayloadInMB": 6
+        "MaxConcurrentTransforms": 1,
+        "BatchStrategy": "MULTI_RECORD",
+        "MaxPayloadInMB": 6,
     }
     big = b'{"instances": [' + b",".join([b"[0.1, 0.2, 0.3, 0.4]"] * 320_000) + b"]}"
     assert len(big) > 6 * 1024 * 1024
-    response = requests.post(f"{server.url}/invocations", data=big, headers={"Content-Type": "application/json"}, timeout=30)
+    response = requests.post(
+        f"{server.url}/invocations", data=big, headers={"Content-Type": "application/json"}, timeout=30
+    )
     assert response.status_code == 413 and response.json()["error"] == "RequestEntityTooLarge"
     assert requests.get(f"{server.url}/ping", timeout=5).status_code == 200
 
@@ -250,7 +278,11 @@ def test_corrupt_model_makes_serve_exit_with_the_reason(policy_dirs, tmp_path):
         state.write_bytes(state.read_bytes()[:40])
     start = time.monotonic()
     proc = subprocess.run(
-        [str(BIN / "serve")], env=job_environ(tmp_path, SM_MODEL_DIR=str(model)), capture_output=True, text=True, timeout=60
+        [str(BIN / "serve")],
+        env=job_environ(tmp_path, SM_MODEL_DIR=str(model)),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     print(f"corrupt model: serve exited {proc.returncode} after {time.monotonic() - start:.1f} s")
     assert proc.returncode == 1
@@ -288,17 +320,20 @@ def test_sigterm_lets_the_request_in_flight_finish(policy_dirs, tmp_path):
 def test_ray_serve_backend_answers_like_gunicorn(policy_dirs, servers, tmp_path):
     """Same statuses and bodies as gunicorn, also for concurrent single observations that Ray
     Serve's ``@serve.batch`` runs as one forward pass (float32 rounding of a batch aside)."""
+    import shutil
+    import tempfile
     from concurrent.futures import ThreadPoolExecutor
 
     from integration.conftest import ServeProcess
 
-    import shutil
-    import tempfile
-
     ray_tmp = Path(tempfile.mkdtemp(prefix="smrl-rs-", dir="/tmp"))  # Ray's socket paths must stay short
     server = ServeProcess(
-        policy_dirs["pendulum"], tmp_path, SAGEMAKER_RAY_RL_SERVER="ray-serve", SAGEMAKER_RAY_SERVE_REPLICAS="1",
-        SAGEMAKER_RAY_SERVE_BATCH_WAIT_TIMEOUT_S="0.05", RAY_TMPDIR=str(ray_tmp),
+        policy_dirs["pendulum"],
+        tmp_path,
+        SAGEMAKER_RAY_RL_SERVER="ray-serve",
+        SAGEMAKER_RAY_SERVE_REPLICAS="1",
+        SAGEMAKER_RAY_SERVE_BATCH_WAIT_TIMEOUT_S="0.05",
+        RAY_TMPDIR=str(ray_tmp),
     )
     try:
         server.wait_until_healthy(timeout=180)
@@ -313,7 +348,10 @@ def test_ray_serve_backend_answers_like_gunicorn(policy_dirs, servers, tmp_path)
             reference = requests.post(f"{gunicorn}/invocations", json=body, timeout=30)
             assert (ours.status_code, ours.json()) == (reference.status_code, reference.json())
         lines = requests.post(
-            f"{server.url}/invocations", data="[1, 0, 0.5]\n[0, 1, -3]\n", headers={"Content-Type": "application/jsonlines"}, timeout=30
+            f"{server.url}/invocations",
+            data="[1, 0, 0.5]\n[0, 1, -3]\n",
+            headers={"Content-Type": "application/jsonlines"},
+            timeout=30,
         )
         assert lines.status_code == 200 and len(lines.text.splitlines()) == 2
         assert requests.get(f"{server.url}/execution-parameters", timeout=5).json()["BatchStrategy"] == "MULTI_RECORD"
@@ -347,7 +385,7 @@ def test_concurrent_requests_answer_as_each_alone(kind, policy_dirs, servers):
     rounding)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from sagemaker_ray_rl.policy import Policy
+    from sagemaker_ray_rl.inference.policy import Policy
 
     url = servers(kind).url + "/invocations"
     space = Policy.load(policy_dirs[kind]).pipeline(None).observation_space
@@ -357,7 +395,11 @@ def test_concurrent_requests_answer_as_each_alone(kind, policy_dirs, servers):
     alone = [requests.post(url, json=body, timeout=30) for body in bodies]
     with ThreadPoolExecutor(len(bodies)) as pool:
         together = list(pool.map(lambda body: requests.post(url, json=body, timeout=60), bodies))
-    assert [r.status_code for r in together] == [r.status_code for r in alone] == [400 if i == 9 else 200 for i in range(32)]
+    assert (
+        [r.status_code for r in together]
+        == [r.status_code for r in alone]
+        == [400 if i == 9 else 200 for i in range(32)]
+    )
     assert together[9].json() == alone[9].json()
     for i, (one, batched) in enumerate(zip(alone, together)):
         if i in (9, 20):
@@ -375,9 +417,9 @@ def test_batched_jobs_answer_as_each_alone_in_one_forward_pass(kind, policy_dirs
     go through one `Policy.compute`, a request with other options through its own, and every
     request gets the answer it gets alone (Discrete actions identical; floats up to the float32
     rounding MKL's matrix products give a different batch size)."""
-    from sagemaker_ray_rl.policy import Policy
+    from sagemaker_ray_rl.inference.policy import Policy
     from sagemaker_ray_rl.serving import codecs
-    from sagemaker_ray_rl.serving.app import compute_jobs, plan
+    from sagemaker_ray_rl.serving.protocol import compute_jobs, plan
 
     policy = Policy.load(policy_dirs[kind])
     space = policy.pipeline(None).observation_space
@@ -386,7 +428,9 @@ def test_batched_jobs_answer_as_each_alone_in_one_forward_pass(kind, policy_dirs
     if kind == "lstm":
         alone_state = policy.compute(np.zeros((1, 4), np.float32))["state_out"]
         requests_[7]["state"] = {k: np.asarray(v)[0].tolist() for k, v in alone_state.items()}
-    jobs = [job for body in requests_ for job in plan(policy, codecs.decode(json.dumps(body).encode(), codecs.JSON, {}))]
+    jobs = [
+        job for body in requests_ for job in plan(policy, codecs.decode(json.dumps(body).encode(), codecs.JSON, {}))
+    ]
     alone = [compute_jobs(policy, [job])[0] for job in jobs]
 
     calls = []
@@ -418,7 +462,7 @@ def tree_leaves(value):
 def test_episode_path_equals_the_batched_path(kind, policy_dirs):
     """The fallback for pipelines with connectors the batched path does not know (RLlib's
     per-episode connectors) gives the same answers as the batched path."""
-    from sagemaker_ray_rl.policy import Policy
+    from sagemaker_ray_rl.inference.policy import Policy
     from sagemaker_ray_rl.serving.observations import observation_batch
 
     pipeline = Policy.load(policy_dirs[kind]).pipeline(None)

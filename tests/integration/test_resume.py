@@ -35,10 +35,8 @@ def test_sigterm_checkpoints_and_a_restart_resumes(tmp_path: Path):
         },
     )
     env = job_environ(base)
-    subprocess.run([sys.executable, "-m", "sagemaker_ray_rl.standalone"], env=env, check=True)
-    proc = subprocess.Popen(
-        [str(BIN / "train")], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    subprocess.run([sys.executable, "-m", "sagemaker_ray_rl.contract.standalone"], env=env, check=True)
+    proc = subprocess.Popen([str(BIN / "train")], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
     sent = None
     watchdog = threading.Timer(300, proc.kill)

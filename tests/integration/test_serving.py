@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 import requests
-
-from integration.conftest import free_port
 from helpers import BIN, TrainingRun, job_environ
+from integration.conftest import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -20,15 +19,15 @@ OBS = [[0.01, -0.02, 0.03, 0.04], [0.1, 0.5, -0.1, -0.5], [-0.2, 0.0, 0.2, 1.0]]
 
 @pytest.fixture(scope="module")
 def policy(trained_job: TrainingRun):
-    from sagemaker_ray_rl.policy import Policy
+    from sagemaker_ray_rl.inference.policy import Policy
 
     return Policy.load(trained_job.base / "model")
 
 
 @pytest.fixture(scope="module")
 def client(policy):
-    from sagemaker_ray_rl.environment import ServingSettings
-    from sagemaker_ray_rl.serving.app import create_app
+    from sagemaker_ray_rl.contract.environment import ServingSettings
+    from sagemaker_ray_rl.serving.flask_app import create_app
 
     return create_app(policy, ServingSettings(max_payload_mb=0.01)).test_client()
 
@@ -117,8 +116,6 @@ def test_serve_command_over_http(trained_job: TrainingRun, policy):
 
 
 def test_serve_without_a_model_exits_with_the_reason(tmp_path: Path):
-    proc = subprocess.run(
-        [str(BIN / "serve")], env=job_environ(tmp_path), capture_output=True, text=True, timeout=60
-    )
+    proc = subprocess.run([str(BIN / "serve")], env=job_environ(tmp_path), capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     assert f"model directory {tmp_path / 'model'} does not exist" in proc.stderr

@@ -8,7 +8,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from helpers import TrainingRun, run_train, write_job
 
 pytestmark = pytest.mark.integration

@@ -40,9 +40,8 @@ def config(kind: str):
     if kind == "multi_agent":
         from ray.rllib.examples.envs.classes.multi_agent import MultiAgentCartPole
 
-        return (
-            cfg.environment(MultiAgentCartPole, env_config={"num_agents": 2})
-            .multi_agent(policies={"p0", "p1"}, policy_mapping_fn=lambda agent_id, episode, **kw: f"p{agent_id}")
+        return cfg.environment(MultiAgentCartPole, env_config={"num_agents": 2}).multi_agent(
+            policies={"p0", "p1"}, policy_mapping_fn=lambda agent_id, episode, **kw: f"p{agent_id}"
         )
     if kind == "lstm":
         return cfg.environment("CartPole-v1").rl_module(

@@ -46,9 +46,9 @@ from sagemaker_ray_rl.cluster.node import (
 )
 from sagemaker_ray_rl.cluster.placement import actor_hosts, host_of
 from sagemaker_ray_rl.cluster.settings import ClusterSettings
-from sagemaker_ray_rl.environment import Environment
-from sagemaker_ray_rl.errors import ClusterError
-from sagemaker_ray_rl.failure import write_failure
+from sagemaker_ray_rl.contract.environment import Environment
+from sagemaker_ray_rl.contract.errors import ClusterError
+from sagemaker_ray_rl.contract.failure import write_failure
 
 #: Where a worker host finds the master's "job is over" message (written by `mark_job_done`).
 DONE_MARKER = Path(tempfile.gettempdir()) / "sagemaker_ray_rl" / "job_done"
@@ -389,7 +389,9 @@ def master_sigterm_exits() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def fail_on_lost_host(contract: Environment, cluster: Cluster, kill: Callable[[], None] = lambda: None) -> Callable[[str], None]:
+def fail_on_lost_host(
+    contract: Environment, cluster: Cluster, kill: Callable[[], None] = lambda: None
+) -> Callable[[str], None]:
     """The master's reaction to a lost host (for `Cluster.watch`): write the failure file naming the
     host, run `kill` (e.g. stop a user entry point), stop the head and end the process with status 1.
 

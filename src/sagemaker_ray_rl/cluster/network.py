@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import psutil
 
-from sagemaker_ray_rl.errors import ClusterError
+from sagemaker_ray_rl.contract.errors import ClusterError
 
 
 def resolve_host(

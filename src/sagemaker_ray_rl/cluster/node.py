@@ -121,9 +121,7 @@ def host_object_store(requested_bytes: int | None) -> ObjectStorePlan:
     return plan_object_store(requested_bytes, shm_free_bytes=shm_free, memory_bytes=_memory_limit())
 
 
-def node_resources(
-    host: str, group: str, settings: ClusterSettings
-) -> dict[str, float]:
+def node_resources(host: str, group: str, settings: ClusterSettings) -> dict[str, float]:
     """The custom resources of the node on `host` in instance group `group` (module docstring)."""
     resources = {f"{GROUP_RESOURCE_PREFIX}{group}": 1.0, f"{HOST_RESOURCE_PREFIX}{host}": 1.0}
     if settings.learner_group == group:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from sagemaker_ray_rl.cluster.node import ENV_RUNNER_RESOURCE, HOST_RESOURCE_PREFIX, LEARNER_RESOURCE
 from sagemaker_ray_rl.cluster.settings import ClusterSettings
-from sagemaker_ray_rl.errors import ClusterError
+from sagemaker_ray_rl.contract.errors import ClusterError
 
 if TYPE_CHECKING:
     from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
@@ -81,9 +81,7 @@ def default_num_env_runners(
         num_learners: remote learners (``num_learners``), one CPU each.
     """
     alive = [n for n in nodes if n.get("Alive")]
-    runner_hosts = [
-        n for n in alive if not settings.env_runner_groups or ENV_RUNNER_RESOURCE in n.get("Resources", {})
-    ]
+    runner_hosts = [n for n in alive if not settings.env_runner_groups or ENV_RUNNER_RESOURCE in n.get("Resources", {})]
     cpus = sum(int(n.get("Resources", {}).get("CPU", 0)) for n in runner_hosts)
     if any(host_of(n.get("Resources", {})) == master_host for n in runner_hosts):
         cpus -= 1
@@ -110,8 +108,11 @@ def check_fits(config: AlgorithmConfig, nodes: Iterable[Mapping[str, Any]]) -> N
     for node in nodes:
         if node.get("Alive"):
             have.update(node.get("Resources", {}))
-    short = [f"{name}: {amount:g} asked, {have.get(name, 0):g} in the cluster" for name, amount in wanted.items()
-             if amount > have.get(name, 0) + 1e-9]
+    short = [
+        f"{name}: {amount:g} asked, {have.get(name, 0):g} in the cluster"
+        for name, amount in wanted.items()
+        if amount > have.get(name, 0) + 1e-9
+    ]
     if short:
         raise ClusterError(
             f"the experiment's {len(bundles)} actors (main process, env runners, learners) do not fit in the "
@@ -123,7 +124,7 @@ def host_of(resources: Mapping[str, Any]) -> str | None:
     """The SageMaker host name carried by a node's resources, or None for a node that is not ours."""
     for name in resources:
         if name.startswith(HOST_RESOURCE_PREFIX):
-            return name[len(HOST_RESOURCE_PREFIX):]
+            return name[len(HOST_RESOURCE_PREFIX) :]
     return None
 
 

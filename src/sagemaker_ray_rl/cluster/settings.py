@@ -30,17 +30,13 @@ take to say so.
 
 from __future__ import annotations
 
-import difflib
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sagemaker_ray_rl.environment import ResourceConfig
-from sagemaker_ray_rl.errors import HyperparameterError
-
-#: Hyperparameters with this prefix configure the cluster, not RLlib.
-PREFIX = "ray."
+from sagemaker_ray_rl.contract import validation
+from sagemaker_ray_rl.contract.environment import ResourceConfig
+from sagemaker_ray_rl.contract.names import CLUSTER_HYPERPARAMETER_PREFIX as PREFIX
 
 JOIN_TIMEOUT_S = "ray.join_timeout_s"
 MIN_HOSTS = "ray.min_hosts"
@@ -111,15 +107,11 @@ class ClusterSettings:
         values = {k: v for k, v in hyperparameters.items() if k.startswith(PREFIX)}
         for key in values:
             if key not in KEYS:
-                close = difflib.get_close_matches(key, KEYS, n=1)
-                hint = f" Did you mean {close[0]!r}?" if close else ""
-                raise HyperparameterError(
-                    f"unknown cluster hyperparameter {key!r}.{hint} Accepted: {', '.join(KEYS)}"
-                )
+                raise validation.unknown(key, KEYS, "the cluster")
         hosts = len(resource_config.hosts)
         min_hosts = values.get(MIN_HOSTS)
         if min_hosts is not None:
-            min_hosts = _integer(MIN_HOSTS, min_hosts, low=1, high=hosts, high_reason=f"the job has {hosts} host(s)")
+            min_hosts = validation.integer(MIN_HOSTS, min_hosts, low=1, high=hosts, why=f"the job has {hosts} host(s)")
         memory_mb = values.get(OBJECT_STORE_MEMORY_MB)
         groups = {g.name for g in resource_config.instance_groups}
         learner_group = values.get(LEARNER_GROUP)
@@ -129,44 +121,20 @@ class ClusterSettings:
             _group(ENV_RUNNER_GROUPS, name, groups) for name in _names(values.get(ENV_RUNNER_GROUPS, []))
         )
         return cls(
-            join_timeout_s=_seconds(JOIN_TIMEOUT_S, values.get(JOIN_TIMEOUT_S, cls.join_timeout_s)),
+            join_timeout_s=validation.seconds(JOIN_TIMEOUT_S, values.get(JOIN_TIMEOUT_S, cls.join_timeout_s)),
             min_hosts=min_hosts,
-            head_lost_timeout_s=_seconds(
+            head_lost_timeout_s=validation.seconds(
                 HEAD_LOST_TIMEOUT_S, values.get(HEAD_LOST_TIMEOUT_S, cls.head_lost_timeout_s)
             ),
-            gcs_port=_integer(GCS_PORT, values.get(GCS_PORT, cls.gcs_port), low=1024, high=65535),
-            include_dashboard=_boolean(INCLUDE_DASHBOARD, values.get(INCLUDE_DASHBOARD, hosts > 1)),
+            gcs_port=validation.integer(GCS_PORT, values.get(GCS_PORT, cls.gcs_port), low=1024, high=65535),
+            include_dashboard=validation.boolean(INCLUDE_DASHBOARD, values.get(INCLUDE_DASHBOARD, hosts > 1)),
             object_store_bytes=None
             if memory_mb is None
-            else _integer(OBJECT_STORE_MEMORY_MB, memory_mb, low=76) * 1024 * 1024,
+            else validation.integer(OBJECT_STORE_MEMORY_MB, memory_mb, low=76) * 1024 * 1024,
             learner_group=learner_group,
             env_runner_groups=env_runner_groups,
-            learner_group_hosts=next(
-                (g.hosts for g in resource_config.instance_groups if g.name == learner_group), ()
-            ),
+            learner_group_hosts=next((g.hosts for g in resource_config.instance_groups if g.name == learner_group), ()),
         )
-
-
-def _integer(key: str, value: Any, *, low: int, high: int | None = None, high_reason: str = "") -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
-        bound = f"an integer >= {low}" if high is None else f"an integer from {low} to {high}"
-        why = f" ({high_reason})" if high_reason else ""
-        raise HyperparameterError(f"hyperparameter {key!r} must be {bound}{why}, got {value!r}")
-    return value
-
-
-def _seconds(key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise HyperparameterError(f"hyperparameter {key!r} must be a number of seconds > 0, got {value!r}")
-    return float(value)
-
-
-def _boolean(key: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    raise HyperparameterError(f"hyperparameter {key!r} must be true or false, got {value!r}")
 
 
 def _names(value: Any) -> list[str]:
@@ -175,16 +143,11 @@ def _names(value: Any) -> list[str]:
         return [name.strip() for name in value.split(",") if name.strip()]
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return value
-    raise HyperparameterError(
-        f"hyperparameter {ENV_RUNNER_GROUPS!r} must be a group name, a comma-separated list or a JSON "
-        f"list of names, got {value!r}"
-    )
+    raise validation.invalid(ENV_RUNNER_GROUPS, "a group name, a comma-separated list or a JSON list of names", value)
 
 
 def _group(key: str, name: Any, groups: set[str]) -> str:
     if not isinstance(name, str) or name not in groups:
         known = ", ".join(sorted(groups)) or "none (resourceconfig.json has no instance_groups)"
-        raise HyperparameterError(
-            f"hyperparameter {key!r} names instance group {name!r}; the job's instance groups are: {known}"
-        )
+        raise validation.invalid(key, f"one of the job's instance groups: {known}", name)
     return name

@@ -110,7 +110,9 @@ class DiscreteCQLConfig(DQNConfig):
         self.min_train_timesteps_per_iteration = 0
         self.min_time_s_per_iteration = 0
 
-    def training(self, *, cql_alpha: float | None = None, num_updates_per_iteration: int | None = None, **kwargs: Any) -> DiscreteCQLConfig:
+    def training(
+        self, *, cql_alpha: float | None = None, num_updates_per_iteration: int | None = None, **kwargs: Any
+    ) -> DiscreteCQLConfig:
         """`DQNConfig.training` plus ``cql_alpha`` (>= 0, the CQL weight α) and
         ``num_updates_per_iteration`` (gradient updates per ``train()`` call)."""
         super().training(**kwargs)

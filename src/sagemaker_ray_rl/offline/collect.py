@@ -3,15 +3,15 @@
 The behaviour policy is what a live system runs today: uniform random (seed 004's start; on a
 `gym.spaces.Discrete` or a bounded `gym.spaces.Box` action space), or epsilon-greedy around an
 exported model (Discrete only) (``/opt/ml/model`` of an earlier job, loaded by
-`sagemaker_ray_rl.policy.Policy`). Every transition records the behaviour policy's probability of
+`sagemaker_ray_rl.inference.policy.Policy`). Every transition records the behaviour policy's probability of
 the action it took, which importance-sampling off-policy evaluation needs (Precup et al. 2000).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable, Mapping
 from typing import Any
 
 import gymnasium as gym
@@ -71,7 +71,9 @@ class BehaviourPolicy:
         self.box = action_space if isinstance(action_space, gym.spaces.Box) else None
         if self.box is not None:
             if name != RANDOM:
-                raise DatasetError(f"behaviour policy {name!r} needs a Discrete action space; a Box space ({action_space}) is collected with 'random'")
+                raise DatasetError(
+                    f"behaviour policy {name!r} needs a Discrete action space; a Box space ({action_space}) is collected with 'random'"
+                )
             self.name, self.n, self.epsilon, self.policy, self.greedy, self.source = name, 0, 0.0, None, None, None
             self.logp = box_log_density(action_space)
             return
@@ -85,8 +87,10 @@ class BehaviourPolicy:
         self.source = "callable" if greedy is not None else None
         if name == EPSILON_GREEDY and greedy is None:
             if model_dir is None:
-                raise DatasetError("behaviour policy 'epsilon_greedy' needs a model dir (an exported checkpoint) or a greedy callable")
-            from sagemaker_ray_rl.policy import Policy
+                raise DatasetError(
+                    "behaviour policy 'epsilon_greedy' needs a model dir (an exported checkpoint) or a greedy callable"
+                )
+            from sagemaker_ray_rl.inference.policy import Policy
 
             self.policy = Policy.load(Path(model_dir))
             self.greedy = lambda observations: self.policy.compute(observations)["action"]
@@ -197,13 +201,25 @@ def collect(
                 prob = float(probs[k, action])
             next_obs, reward, terminated, truncated, _ = envs[i].step(action)
             buf = buffers[i]
-            buf["obs"].append(obs[i]); buf["actions"].append(action); buf["rewards"].append(float(reward))
-            buf["next_obs"].append(next_obs); buf["action_prob"].append(prob)
+            buf["obs"].append(obs[i])
+            buf["actions"].append(action)
+            buf["rewards"].append(float(reward))
+            buf["next_obs"].append(next_obs)
+            buf["action_prob"].append(prob)
             obs[i] = next_obs
             if terminated or truncated:
                 eps_id = f"{len(returns):06d}"
-                rows += episode_rows(eps_id, buf["obs"], buf["actions"], buf["rewards"], buf["next_obs"],
-                                     terminated, truncated, buf["action_prob"], continuous=policy.box is not None)
+                rows += episode_rows(
+                    eps_id,
+                    buf["obs"],
+                    buf["actions"],
+                    buf["rewards"],
+                    buf["next_obs"],
+                    terminated,
+                    truncated,
+                    buf["action_prob"],
+                    continuous=policy.box is not None,
+                )
                 returns.append(sum(buf["rewards"]))
                 buffers[i] = _empty()
                 if started < num_episodes:

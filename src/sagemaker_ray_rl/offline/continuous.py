@@ -6,7 +6,7 @@ transitions drawn uniformly from the in-memory dataset (`InMemoryBoxTransitions`
 ``LearnerGroup.update(batch=...)``, one call per update, so the learners' target networks follow
 their own schedule (SAC/CQL: Polyak averaging with ``tau`` after every update; IQL: its
 ``target_network_update_freq``/``tau``), which RLlib runs once per ``update`` call. The checkpoint is
-an ordinary CQL/IQL checkpoint that `sagemaker_ray_rl.policy.Policy` and our server load unchanged.
+an ordinary CQL/IQL checkpoint that `sagemaker_ray_rl.inference.policy.Policy` and our server load unchanged.
 
 Why not RLlib's `OfflineData` path: on 2 cores ``ray.data``'s default ``map_batches`` concurrency
 starved the read task and ``train()`` hung (``shared/notes/offline-rl.md``), and the dataset of a
@@ -54,7 +54,9 @@ def normalise_actions(actions: np.ndarray, space: gym.spaces.Box) -> np.ndarray:
     if not np.all(np.isfinite(high - low)):
         raise DatasetError(f"CQL/IQL need a bounded Box action space, got {space}")
     if actions.ndim != 2 or actions.shape[1] != low.size:
-        raise DatasetError(f"dataset actions have shape {actions.shape}; the action space {space} needs (n, {low.size})")
+        raise DatasetError(
+            f"dataset actions have shape {actions.shape}; the action space {space} needs (n, {low.size})"
+        )
     scaled = 2.0 * (actions.astype(np.float64) - low) / (high - low) - 1.0
     clipped = np.clip(scaled, -1.0 + ACTION_EPS, 1.0 - ACTION_EPS).astype(np.float32)
     return clipped.reshape(len(actions), *space.shape)
@@ -137,7 +139,6 @@ class BoxCQLConfig(UpdatesPerIterationConfig, CQLConfig):
         self.lr = None  # CQLConfig sets lr=3e-4, which SACConfig.validate refuses on the new stack
 
 
-
 class BoxIQLConfig(UpdatesPerIterationConfig, IQLConfig):
     """`IQLConfig` with in-memory transitions and ``num_updates_per_iteration``; the target
     Q-network Polyak-averaged with ``tau=0.005`` after every update (the paper's setting; RLlib's
@@ -147,7 +148,6 @@ class BoxIQLConfig(UpdatesPerIterationConfig, IQLConfig):
         super().__init__(algo_class=algo_class or BoxIQL)
         _offline_defaults(self)
         self.tau = 0.005
-
 
 
 class BoxCQL(_TransitionTraining, CQL):

@@ -98,15 +98,19 @@ def convert_batch_transform(
     preds = read_jsonl(predictions)
     if records is None:
         if not all(isinstance(p, dict) and JOINED_KEY in p for p in preds):
-            raise DatasetError(f"{predictions}: without records, every line must be an input record joined with "
-                               f"its {JOINED_KEY!r} (batch transform JoinSource=Input)")
+            raise DatasetError(
+                f"{predictions}: without records, every line must be an input record joined with "
+                f"its {JOINED_KEY!r} (batch transform JoinSource=Input)"
+            )
         recs, preds = preds, [p[JOINED_KEY] for p in preds]
     else:
         recs = read_jsonl(records)
     feedback = read_jsonl(rewards)
     if not len(recs) == len(preds) == len(feedback):
-        raise DatasetError(f"records, predictions and rewards must have one line per decision; got "
-                           f"{len(recs)}, {len(preds)} and {len(feedback)} lines")
+        raise DatasetError(
+            f"records, predictions and rewards must have one line per decision; got "
+            f"{len(recs)}, {len(preds)} and {len(feedback)} lines"
+        )
     if not recs:
         raise DatasetError(f"{predictions}: no records")
 
@@ -115,46 +119,74 @@ def convert_batch_transform(
         where = f"line {line}"
         obs = rec["observation"] if isinstance(rec, dict) and "observation" in rec else rec
         if not isinstance(pred, dict) or "action" not in pred:
-            raise DatasetError(f"predictions {where}: expected {{\"action\": a, \"action_prob\": p}}, got {pred!r}")
+            raise DatasetError(f'predictions {where}: expected {{"action": a, "action_prob": p}}, got {pred!r}')
         if "action_prob" not in pred:
-            raise DatasetError(f"predictions {where} has no action_prob: send the records with \"outputs\": "
-                               "[\"action_prob\"] (and \"explore\": true for a stochastic behaviour policy)")
+            raise DatasetError(
+                f'predictions {where} has no action_prob: send the records with "outputs": '
+                '["action_prob"] (and "explore": true for a stochastic behaviour policy)'
+            )
         prob = pred["action_prob"]
         if isinstance(prob, bool) or not isinstance(prob, (int, float)) or not 0.0 < prob <= 1.0:
             raise DatasetError(f"predictions {where}: action_prob must be a number in (0, 1], got {prob!r}")
-        if not isinstance(fb, dict) or not isinstance(fb.get("reward"), (int, float)) or isinstance(fb.get("reward"), bool):
-            raise DatasetError(f"rewards {where}: expected {{\"reward\": number, \"terminated\": bool, \"truncated\": bool}}, got {fb!r}")
+        if (
+            not isinstance(fb, dict)
+            or not isinstance(fb.get("reward"), (int, float))
+            or isinstance(fb.get("reward"), bool)
+        ):
+            raise DatasetError(
+                f'rewards {where}: expected {{"reward": number, "terminated": bool, "truncated": bool}}, got {fb!r}'
+            )
         flags = {k: fb.get(k, False) for k in ("terminated", "truncated")}
         if not all(isinstance(v, bool) for v in flags.values()):
             raise DatasetError(f"rewards {where}: terminated and truncated must be true or false, got {flags}")
         eps_id = fb.get("eps_id", rec.get("eps_id") if isinstance(rec, dict) else None)
-        steps.append({
-            "obs": _observation(obs, obs_space, f"records {where}"),
-            "action": _action(pred["action"], act_space, f"predictions {where}"),
-            "action_prob": float(prob),
-            "reward": float(fb["reward"]),
-            "next_obs": (_observation(fb["next_observation"], obs_space, f"rewards {where} next_observation")
-                         if "next_observation" in fb else None),
-            "eps_id": None if eps_id is None else str(eps_id),
-            "line": line,
-            **flags,
-        })
+        steps.append(
+            {
+                "obs": _observation(obs, obs_space, f"records {where}"),
+                "action": _action(pred["action"], act_space, f"predictions {where}"),
+                "action_prob": float(prob),
+                "reward": float(fb["reward"]),
+                "next_obs": (
+                    _observation(fb["next_observation"], obs_space, f"rewards {where} next_observation")
+                    if "next_observation" in fb
+                    else None
+                ),
+                "eps_id": None if eps_id is None else str(eps_id),
+                "line": line,
+                **flags,
+            }
+        )
 
     rows: list[dict[str, Any]] = []
     returns: list[float] = []
     for eps_id, episode in _episodes(steps):
         last = episode[-1]
         if not (last["terminated"] or last["truncated"]):
-            raise DatasetError(f"episode {eps_id} (lines {episode[0]['line']}-{last['line']}) does not end: its last "
-                               "line in rewards needs \"terminated\": true or \"truncated\": true")
+            raise DatasetError(
+                f"episode {eps_id} (lines {episode[0]['line']}-{last['line']}) does not end: its last "
+                'line in rewards needs "terminated": true or "truncated": true'
+            )
         if last["next_obs"] is None and last["truncated"] and not last["terminated"]:
-            raise DatasetError(f"rewards line {last['line']}: a truncated episode's last step needs "
-                               "\"next_observation\" (the value bootstraps from it)")
-        next_obs = [s["next_obs"] if s["next_obs"] is not None else (episode[k + 1]["obs"] if k + 1 < len(episode) else s["obs"])
-                    for k, s in enumerate(episode)]
-        rows += episode_rows(eps_id, [s["obs"] for s in episode], [s["action"] for s in episode],
-                             [s["reward"] for s in episode], next_obs, last["terminated"], last["truncated"] and not last["terminated"],
-                             [s["action_prob"] for s in episode])
+            raise DatasetError(
+                f"rewards line {last['line']}: a truncated episode's last step needs "
+                '"next_observation" (the value bootstraps from it)'
+            )
+        next_obs = [
+            s["next_obs"]
+            if s["next_obs"] is not None
+            else (episode[k + 1]["obs"] if k + 1 < len(episode) else s["obs"])
+            for k, s in enumerate(episode)
+        ]
+        rows += episode_rows(
+            eps_id,
+            [s["obs"] for s in episode],
+            [s["action"] for s in episode],
+            [s["reward"] for s in episode],
+            next_obs,
+            last["terminated"],
+            last["truncated"] and not last["terminated"],
+            [s["action_prob"] for s in episode],
+        )
         returns.append(sum(s["reward"] for s in episode))
     info = {
         "format": "rllib-columns/parquet",
@@ -210,16 +242,26 @@ def main(argv: list[str] | None = None) -> None:
     """Command line: see the module docstring."""
     parser = argparse.ArgumentParser(description="Batch-transform JSON Lines + rewards -> offline dataset")
     parser.add_argument("--predictions", type=Path, required=True, help="batch-transform output (.out)")
-    parser.add_argument("--rewards", type=Path, required=True, help="one {reward, terminated, truncated} line per record")
+    parser.add_argument(
+        "--rewards", type=Path, required=True, help="one {reward, terminated, truncated} line per record"
+    )
     parser.add_argument("--records", type=Path, default=None, help="batch-transform input (omit for JoinSource=Input)")
     parser.add_argument("--out", type=Path, required=True, help="dataset directory to write")
     parser.add_argument("--env", required=True, help="Gymnasium id of the system (for its spaces)")
     parser.add_argument("--env-config", type=json.loads, default={}, help="JSON object of env keyword arguments")
     args = parser.parse_args(argv)
-    result = convert_batch_transform(args.out, predictions=args.predictions, rewards=args.rewards,
-                                     records=args.records, env=args.env, env_config=args.env_config)
-    print(f"wrote {result.num_episodes} episodes ({result.num_transitions} transitions, mean return "
-          f"{result.episode_return_mean:.2f}) to {result.path}")
+    result = convert_batch_transform(
+        args.out,
+        predictions=args.predictions,
+        rewards=args.rewards,
+        records=args.records,
+        env=args.env,
+        env_config=args.env_config,
+    )
+    print(
+        f"wrote {result.num_episodes} episodes ({result.num_transitions} transitions, mean return "
+        f"{result.episode_return_mean:.2f}) to {result.path}"
+    )
 
 
 if __name__ == "__main__":

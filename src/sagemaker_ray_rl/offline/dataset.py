@@ -44,13 +44,21 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from sagemaker_ray_rl.errors import SageMakerRayRLError
+from sagemaker_ray_rl.contract.errors import SageMakerRayRLError
 
 INFO_FILE = "dataset_info.json"
 PARQUET_GLOB = "*.parquet"
 COLUMNS = (
-    "eps_id", "t", "obs", "actions", "rewards", "new_obs", "terminateds", "truncateds",
-    "action_prob", "action_logp",
+    "eps_id",
+    "t",
+    "obs",
+    "actions",
+    "rewards",
+    "new_obs",
+    "terminateds",
+    "truncateds",
+    "action_prob",
+    "action_logp",
 )
 
 
@@ -110,7 +118,7 @@ class Transitions:
 
     def episode_returns(self, gamma: float = 1.0) -> np.ndarray:
         """float64, shape ``(num_episodes,)``: each episode's (discounted) return."""
-        discounted = self.rewards.astype(np.float64) * gamma ** self.step_index
+        discounted = self.rewards.astype(np.float64) * gamma**self.step_index
         return np.add.reduceat(discounted, self.episode_starts[:-1]) if len(self) else np.zeros(0)
 
 
@@ -138,25 +146,29 @@ def episode_rows(
     obs, actions, rewards, next_obs, action_prob = map(list, (obs, actions, rewards, next_obs, action_prob))
     n = len(actions)
     if n == 0 or not all(len(x) == n for x in (obs, rewards, next_obs, action_prob)):
-        raise DatasetError(f"episode {eps_id}: obs/actions/rewards/new_obs/action_prob must have one entry per step (got {n} actions)")
+        raise DatasetError(
+            f"episode {eps_id}: obs/actions/rewards/new_obs/action_prob must have one entry per step (got {n} actions)"
+        )
     rows = []
     for t in range(n):
         prob = float(action_prob[t])
         if not (0.0 < prob < np.inf if continuous else 0.0 < prob <= 1.0):
             expected = "a finite density > 0" if continuous else "in (0, 1]"
             raise DatasetError(f"episode {eps_id} step {t}: action_prob must be {expected}, got {prob}")
-        rows.append({
-            "eps_id": str(eps_id),
-            "t": t,
-            "obs": np.asarray(obs[t], dtype=np.float32).ravel().tolist(),
-            "actions": np.asarray(actions[t], dtype=np.float32).ravel().tolist() if continuous else int(actions[t]),
-            "rewards": float(rewards[t]),
-            "new_obs": np.asarray(next_obs[t], dtype=np.float32).ravel().tolist(),
-            "terminateds": bool(terminated and t == n - 1),
-            "truncateds": bool(truncated and t == n - 1),
-            "action_prob": prob,
-            "action_logp": float(np.log(prob)),
-        })
+        rows.append(
+            {
+                "eps_id": str(eps_id),
+                "t": t,
+                "obs": np.asarray(obs[t], dtype=np.float32).ravel().tolist(),
+                "actions": np.asarray(actions[t], dtype=np.float32).ravel().tolist() if continuous else int(actions[t]),
+                "rewards": float(rewards[t]),
+                "new_obs": np.asarray(next_obs[t], dtype=np.float32).ravel().tolist(),
+                "terminateds": bool(terminated and t == n - 1),
+                "truncateds": bool(truncated and t == n - 1),
+                "action_prob": prob,
+                "action_logp": float(np.log(prob)),
+            }
+        )
     return rows
 
 
@@ -187,16 +199,23 @@ def write_dataset(
     for old in path.glob("part-*.parquet"):
         old.unlink()
     continuous = bool(rows) and isinstance(rows[0]["actions"], list)
-    schema = pa.schema([
-        ("eps_id", pa.string()), ("t", pa.int64()), ("obs", pa.list_(pa.float32())),
-        ("actions", pa.list_(pa.float32()) if continuous else pa.int64()), ("rewards", pa.float32()),
-        ("new_obs", pa.list_(pa.float32())),
-        ("terminateds", pa.bool_()), ("truncateds", pa.bool_()), ("action_prob", pa.float32()),
-        ("action_logp", pa.float32()),
-    ])
+    schema = pa.schema(
+        [
+            ("eps_id", pa.string()),
+            ("t", pa.int64()),
+            ("obs", pa.list_(pa.float32())),
+            ("actions", pa.list_(pa.float32()) if continuous else pa.int64()),
+            ("rewards", pa.float32()),
+            ("new_obs", pa.list_(pa.float32())),
+            ("terminateds", pa.bool_()),
+            ("truncateds", pa.bool_()),
+            ("action_prob", pa.float32()),
+            ("action_logp", pa.float32()),
+        ]
+    )
     files = []
     for i, start in enumerate(range(0, len(rows), rows_per_file)):
-        table = pa.Table.from_pylist(rows[start:start + rows_per_file], schema=schema)
+        table = pa.Table.from_pylist(rows[start : start + rows_per_file], schema=schema)
         file = path / f"part-{i:05d}.parquet"
         pq.write_table(table, file)
         files.append(file)

@@ -5,7 +5,7 @@ losses and learner connectors unchanged) with one change, ``training_step``: eac
 whole episodes drawn uniformly from the dataset, handed to ``LearnerGroup.update(episodes=...)``,
 so the Learner's own connector pipeline (MARWIL: `AddOneTsToEpisodesAndTruncate` and
 `GeneralAdvantageEstimation`) runs with the *live* module. The checkpoint is an ordinary BC/MARWIL
-checkpoint that `sagemaker_ray_rl.policy.Policy` and our server load unchanged.
+checkpoint that `sagemaker_ray_rl.inference.policy.Policy` and our server load unchanged.
 
 Why not RLlib's `OfflineData` path (``shared/notes/offline-rl.md``): its `OfflinePreLearner` maps
 column data to 1-step episodes, so MARWIL's returns-to-go are about 1 instead of about 25 and its
@@ -41,14 +41,16 @@ class InMemoryEpisodes(InMemoryTransitions):
         while steps < min_steps:
             i = int(self.rng.integers(0, d.num_episodes))
             a, b = int(starts[i]), int(starts[i + 1])
-            episodes.append(SingleAgentEpisode(
-                observations=[*d.obs[a:b], d.next_obs[b - 1]],
-                actions=list(d.actions[a:b]),
-                rewards=list(d.rewards[a:b].astype(np.float64)),
-                terminated=bool(d.terminateds[b - 1]),
-                truncated=bool(d.truncateds[b - 1]),
-                len_lookback_buffer=0,
-            ))
+            episodes.append(
+                SingleAgentEpisode(
+                    observations=[*d.obs[a:b], d.next_obs[b - 1]],
+                    actions=list(d.actions[a:b]),
+                    rewards=list(d.rewards[a:b].astype(np.float64)),
+                    terminated=bool(d.terminateds[b - 1]),
+                    truncated=bool(d.truncateds[b - 1]),
+                    len_lookback_buffer=0,
+                )
+            )
             steps += b - a
         return episodes
 
@@ -93,14 +95,12 @@ class EpisodeMARWILConfig(UpdatesPerIterationConfig, MARWILConfig):
         _offline_defaults(self)
 
 
-
 class EpisodeBCConfig(UpdatesPerIterationConfig, BCConfig):
     """`BCConfig` with whole-episode in-memory data and ``num_updates_per_iteration``."""
 
     def __init__(self, algo_class: type | None = None):
         super().__init__(algo_class=algo_class or EpisodeBC)
         _offline_defaults(self)
-
 
 
 class EpisodeMARWIL(_EpisodeTraining, MARWIL):

@@ -11,7 +11,7 @@ which keeps the greedy policy close to the data. α = 0 gives plain offline doub
 
 RLlib ships a CQL only for continuous actions (``'Discrete' object has no attribute 'low'``,
 ``shared/notes/offline-rl.md``), hence this Learner. It reuses DQN's RLModule unchanged, so the
-checkpoint is an ordinary DQN-module checkpoint that `sagemaker_ray_rl.policy.Policy` serves.
+checkpoint is an ordinary DQN-module checkpoint that `sagemaker_ray_rl.inference.policy.Policy` serves.
 """
 
 from __future__ import annotations

@@ -49,8 +49,10 @@ ESTIMATORS = ("is", "wis", "pdis", "dm", "dr", "mb")
 TargetPolicy = Callable[[np.ndarray], np.ndarray]
 #: Estimators left out on Box-action data, and why (printed and written to ``ope.csv``).
 BOX_SKIPPED = {
-    **dict.fromkeys(("is", "wis", "pdis", "dr"),
-                    "a deterministic target policy has no density ratio against a continuous behaviour density"),
+    **dict.fromkeys(
+        ("is", "wis", "pdis", "dr"),
+        "a deterministic target policy has no density ratio against a continuous behaviour density",
+    ),
     "dm": "fitted-Q evaluation here averages Q over Discrete actions",
 }
 
@@ -115,8 +117,9 @@ class DynamicsModel:
         for _ in range(settings.updates):
             idx = torch.randint(0, len(data), (settings.batch_size,), generator=gen)
             out = self.net(self._inputs(obs[idx], actions[idx]))
-            loss = torch.nn.functional.mse_loss(out[:, :-1], y[idx]) + torch.nn.functional.binary_cross_entropy_with_logits(
-                out[:, -1], term[idx])
+            loss = torch.nn.functional.mse_loss(
+                out[:, :-1], y[idx]
+            ) + torch.nn.functional.binary_cross_entropy_with_logits(out[:, -1], term[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -157,7 +160,7 @@ class DynamicsModel:
                 probs = target_policy(obs)
                 actions = (probs.cumsum(1) > rng.random((len(obs), 1))).argmax(1)
             obs, reward, p_term = self.step(obs, actions)
-            value += gamma ** t * alive * reward
+            value += gamma**t * alive * reward
             alive *= 1.0 - p_term
         return float(value.mean())
 
@@ -175,7 +178,7 @@ def importance_estimates(data: Transitions, target_probs: np.ndarray, gamma: flo
     """
     rho = _ratios(data, target_probs)
     cum = _cumulative_products(data, rho)
-    disc = gamma ** data.step_index
+    disc = gamma**data.step_index
     starts = data.episode_starts[:-1]
     ends = data.episode_starts[1:] - 1
     returns = np.add.reduceat(disc * data.rewards, starts)
@@ -202,7 +205,7 @@ def model_estimates(
     prev = np.where(data.step_index == 0, 1.0, np.roll(cum, 1))
     v = (target_probs * q_values).sum(axis=1)
     q_logged = q_values[np.arange(len(data)), data.actions]
-    disc = gamma ** data.step_index
+    disc = gamma**data.step_index
     starts = data.episode_starts[:-1]
     terms = disc * (cum * (data.rewards - q_logged) + prev * v)
     return {"dm": float(np.mean(v[starts])), "dr": float(np.mean(np.add.reduceat(terms, starts)))}

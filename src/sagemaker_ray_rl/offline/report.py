@@ -1,6 +1,6 @@
 """Per-checkpoint OPE report: metric lines, ``ope.csv``, ``ope.png`` and ``selection.json``.
 
-Metric lines use the ``name: value`` form of `sagemaker_ray_rl.reporting` so SageMaker metric
+Metric lines use the ``name: value`` form of `sagemaker_ray_rl.contract.metrics` so SageMaker metric
 definitions can read them (regex ``ope_dr:?\\s*(<float>)`` etc.).
 """
 
@@ -13,14 +13,24 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sagemaker_ray_rl.reporting import FLOAT_REGEX
+from sagemaker_ray_rl.contract.metrics import metric_definitions
 
 CSV_FILE = "ope.csv"
 PLOT_FILE = "ope.png"
 SELECTION_FILE = "selection.json"
 #: Printed per checkpoint, in this order, when present and finite.
-METRIC_NAMES = ("run", "offline_updates", "ope_is", "ope_wis", "ope_pdis", "ope_dm", "ope_dr", "ope_mb", "eval_return_mean")
-METRIC_DEFINITIONS = [{"Name": n, "Regex": rf"{n}:?\s*({FLOAT_REGEX})"} for n in METRIC_NAMES]
+METRIC_NAMES = (
+    "run",
+    "offline_updates",
+    "ope_is",
+    "ope_wis",
+    "ope_pdis",
+    "ope_dm",
+    "ope_dr",
+    "ope_mb",
+    "eval_return_mean",
+)
+METRIC_DEFINITIONS = metric_definitions(METRIC_NAMES)
 
 
 def metric_lines(row: Mapping[str, Any]) -> list[str]:

@@ -1,4 +1,4 @@
-"""Collect and offline jobs (``mode=collect`` / ``mode=offline``), run by `sagemaker_ray_rl.training`
+"""Collect and offline jobs (``mode=collect`` / ``mode=offline``), run by `sagemaker_ray_rl.train`
 inside its ``ray_cluster(...)`` block on the master host.
 
 Offline job: read the dataset of the input channel -> fit the dynamics model of the ``mb``
@@ -23,13 +23,18 @@ from typing import Any
 
 import numpy as np
 
-from sagemaker_ray_rl.environment import Environment
-from sagemaker_ray_rl.errors import HyperparameterError, TrainingError
+from sagemaker_ray_rl.contract.environment import Environment
+from sagemaker_ray_rl.contract.errors import HyperparameterError, TrainingError
 from sagemaker_ray_rl.offline import report
 from sagemaker_ray_rl.offline.collect import CollectResult, collect, make_env
 from sagemaker_ray_rl.offline.dataset import DatasetError, dataset_spaces, read_dataset
 from sagemaker_ray_rl.offline.ope import (
-    BOX_SKIPPED, ESTIMATORS, DynamicsModel, FQESettings, ModelSettings, evaluate_policy,
+    BOX_SKIPPED,
+    ESTIMATORS,
+    DynamicsModel,
+    FQESettings,
+    ModelSettings,
+    evaluate_policy,
     greedy_probabilities,
 )
 from sagemaker_ray_rl.offline.selection import rank_correlations, select_checkpoint
@@ -119,12 +124,21 @@ def run_collect(contract: Environment, settings: OfflineSettings) -> CollectResu
         model_dir = _unpacked(contract.channels[settings.behaviour_channel])
     start = time.perf_counter()
     result = collect(
-        out, env=settings.env, env_config=settings.env_config, num_episodes=settings.num_episodes,
-        num_envs=settings.num_envs, behaviour=settings.behaviour, epsilon=settings.epsilon,
-        model_dir=model_dir, seed=settings.seed,
+        out,
+        env=settings.env,
+        env_config=settings.env_config,
+        num_episodes=settings.num_episodes,
+        num_envs=settings.num_envs,
+        behaviour=settings.behaviour,
+        epsilon=settings.epsilon,
+        model_dir=model_dir,
+        seed=settings.seed,
     )
-    print(f"Collected {result.num_episodes} episodes ({result.num_transitions} transitions) with the "
-          f"{settings.behaviour} policy into {out} in {time.perf_counter() - start:.1f} s", flush=True)
+    print(
+        f"Collected {result.num_episodes} episodes ({result.num_transitions} transitions) with the "
+        f"{settings.behaviour} policy into {out} in {time.perf_counter() - start:.1f} s",
+        flush=True,
+    )
     print(f"episode_return_mean: {result.episode_return_mean:.6g}", flush=True)
     return result
 
@@ -188,8 +202,7 @@ def build_config(dataset_dir: Path, settings: OfflineSettings, seed: int | None 
         model_config = {"fcnet_hiddens": list(settings.hidden)}
         training["lr"] = lr_schedule(settings)
     config = (
-        config
-        .environment(observation_space=spaces[0], action_space=spaces[1])
+        config.environment(observation_space=spaces[0], action_space=spaces[1])
         .offline_data(input_=[str(dataset_dir)])
         .training(**training)
         .rl_module(model_config=model_config)
@@ -232,8 +245,9 @@ def train_offline(
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _train_offline(dataset_dir, settings, checkpoint_root=checkpoint_root,
-                              output_data_dir=output_data_dir, model_dir=model_dir)
+        return _train_offline(
+            dataset_dir, settings, checkpoint_root=checkpoint_root, output_data_dir=output_data_dir, model_dir=model_dir
+        )
     finally:
         torch.set_num_threads(threads)
 
@@ -246,15 +260,18 @@ def _train_offline(
     output_data_dir: Path,
     model_dir: Path,
 ) -> OfflineResult:
-    from sagemaker_ray_rl.export import build_metadata, export_model
-    from sagemaker_ray_rl.policy import Policy
+    from sagemaker_ray_rl.checkpoint import build_metadata, export_model
+    from sagemaker_ray_rl.inference.policy import Policy
 
     data = read_dataset(dataset_dir)
     config = build_config(dataset_dir, settings)
     box = data.continuous
     algorithm = (BOX_ALGORITHM_NAMES if box else ALGORITHM_NAMES)[settings.algorithm]
-    print(f"Offline training {algorithm} on {data.num_episodes} episodes ({len(data)} transitions, "
-          f"logged mean return {data.episode_returns().mean():.2f}) for {settings.num_updates} updates", flush=True)
+    print(
+        f"Offline training {algorithm} on {data.num_episodes} episodes ({len(data)} transitions, "
+        f"logged mean return {data.episode_returns().mean():.2f}) for {settings.num_updates} updates",
+        flush=True,
+    )
     eval_env = make_env(settings.env, settings.env_config) if settings.eval_episodes else None
     output_data_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_root.mkdir(parents=True, exist_ok=True)
@@ -263,11 +280,20 @@ def _train_offline(
     if settings.model_updates:
         horizon = settings.horizon or episode_limit(dataset_dir, settings, data)
         tick = time.perf_counter()
-        model = DynamicsModel(data, None if box else int(config.action_space.n), ModelSettings(
-            updates=settings.model_updates, horizon=horizon, seed=settings.seed))
-        print(f"Dynamics model for mb fitted in {time.perf_counter() - tick:.1f} s (rollouts of {horizon} steps)", flush=True)
-    estimators = tuple(e for e in ESTIMATORS if (fqe or e not in ("dm", "dr")) and (model or e != "mb")
-                       and not (box and e in BOX_SKIPPED))
+        model = DynamicsModel(
+            data,
+            None if box else int(config.action_space.n),
+            ModelSettings(updates=settings.model_updates, horizon=horizon, seed=settings.seed),
+        )
+        print(
+            f"Dynamics model for mb fitted in {time.perf_counter() - tick:.1f} s (rollouts of {horizon} steps)",
+            flush=True,
+        )
+    estimators = tuple(
+        e
+        for e in ESTIMATORS
+        if (fqe or e not in ("dm", "dr")) and (model or e != "mb") and not (box and e in BOX_SKIPPED)
+    )
     reasons = {reason: [k for k, r in BOX_SKIPPED.items() if r == reason] for reason in BOX_SKIPPED.values()}
     skipped = "; ".join(f"{', '.join(names)}: {reason}" for reason, names in reasons.items()) if box else ""
     if box:
@@ -289,6 +315,7 @@ def _train_offline(
                 path = Path(algo.save_to_path(str(run_root / f"checkpoint_{updates:07d}")))
                 policy = Policy.load(path)
                 if box:
+
                     def target(obs: np.ndarray, _policy=policy) -> np.ndarray:
                         actions = _policy.compute(obs.astype(np.float32))["action"]
                         return np.asarray(actions, dtype=np.float32).reshape(len(obs), -1)
@@ -305,7 +332,9 @@ def _train_offline(
                     "learn_time_s": round(learn_time, 1),
                     "time_total_s": round(time.perf_counter() - start, 1),
                 }
-                row.update({f"ope_{k}": v for k, v in evaluate_policy(data, target, settings.gamma, fqe, model).items()})
+                row.update(
+                    {f"ope_{k}": v for k, v in evaluate_policy(data, target, settings.gamma, fqe, model).items()}
+                )
                 if box:
                     row["ope_skipped"] = skipped
                 if eval_env is not None:
@@ -324,16 +353,28 @@ def _train_offline(
     correlations = rank_correlations(rows, estimators, "eval_return_mean") if eval_env is not None else {}
     report.write_csv(output_data_dir / report.CSV_FILE, rows)
     report.write_plot(output_data_dir / report.PLOT_FILE, rows, estimators)
-    report.write_selection(output_data_dir / report.SELECTION_FILE, {
-        "select": settings.select, "selected": selected, "rank_correlations": correlations,
-    })
+    report.write_selection(
+        output_data_dir / report.SELECTION_FILE,
+        {
+            "select": settings.select,
+            "selected": selected,
+            "rank_correlations": correlations,
+        },
+    )
     metrics = {k: v for k, v in selected.items() if isinstance(v, (int, float))}
     metadata = build_metadata(
-        Path(selected["checkpoint"]), algorithm=algorithm, env=settings.env, env_config=settings.env_config,
-        metrics=metrics, hyperparameters=settings.hyperparameters,
+        Path(selected["checkpoint"]),
+        algorithm=algorithm,
+        env=settings.env,
+        env_config=settings.env_config,
+        metrics=metrics,
+        hyperparameters=settings.hyperparameters,
     )
-    metadata["offline"] = {"select": settings.select, "rank_correlations": correlations,
-                           "dataset": {"episodes": data.num_episodes, "transitions": len(data)}}
+    metadata["offline"] = {
+        "select": settings.select,
+        "rank_correlations": correlations,
+        "dataset": {"episodes": data.num_episodes, "transitions": len(data)},
+    }
     export_model(Path(selected["checkpoint"]), model_dir, metadata)
     print(f"Exported {selected['checkpoint']} (selected by {settings.select}) to {model_dir}", flush=True)
     for name, rho in correlations.items():
@@ -374,7 +415,8 @@ def evaluate_in_env(policy: Any, env: Any, episodes: int, seed: int) -> list[flo
         while not done:
             action = policy.compute(np.asarray(obs, dtype=np.float32)[None])["action"][0]
             obs, reward, terminated, truncated, _ = env.step(
-                np.asarray(action) if isinstance(env.action_space, gym.spaces.Box) else int(action))
+                np.asarray(action) if isinstance(env.action_space, gym.spaces.Box) else int(action)
+            )
             total += float(reward)
             done = terminated or truncated
         returns.append(total)

@@ -1,6 +1,6 @@
 """The ``mode`` hyperparameter and the ``offline.*`` hyperparameters of collect and offline jobs.
 
-`sagemaker_ray_rl.hyperparameters` skips these keys (as it skips ``ray.*``); this module checks
+`sagemaker_ray_rl.training.hyperparameters` skips these keys (as it skips ``ray.*``); this module checks
 them, before Ray starts, and fails with `HyperparameterError` naming the key.
 
 ==============================  =============================================================
@@ -61,18 +61,20 @@ them, before Ray starts, and fails with `HyperparameterError` naming the key.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sagemaker_ray_rl.errors import HyperparameterError
+from sagemaker_ray_rl.contract import validation
+from sagemaker_ray_rl.contract.errors import HyperparameterError
+from sagemaker_ray_rl.contract.names import MODE_HYPERPARAMETER as MODE
+from sagemaker_ray_rl.contract.names import OFFLINE_HYPERPARAMETER_PREFIX as PREFIX
 from sagemaker_ray_rl.offline.collect import BEHAVIOUR_POLICIES
 from sagemaker_ray_rl.offline.ope import ESTIMATORS
 
-MODE = "mode"
 TRAIN, COLLECT, OFFLINE = "train", "collect", "offline"
 MODES = (TRAIN, COLLECT, OFFLINE)
-PREFIX = "offline."
 OUTPUTS = ("output_data", "model")
 SELECTIONS = (*ESTIMATORS, "last")
 ALGORITHMS = ("cql", "iql", "bc", "marwil")
@@ -81,32 +83,6 @@ DISCRETE_ALGORITHMS = ("cql", "bc", "marwil")
 BOX_ALGORITHMS = ("cql", "iql")
 #: ``offline.select`` values on Box actions (only ``mb`` of the OPE estimators is defined there).
 BOX_SELECTIONS = ("mb", "last")
-
-_DEFAULTS: dict[str, Any] = {
-    "num_episodes": 500,
-    "num_envs": 100,
-    "behaviour": "random",
-    "epsilon": 0.1,
-    "behaviour_channel": "model",
-    "output": "output_data",
-    "seed": 0,
-    "input_channel": "train",
-    "algorithm": "cql",
-    "cql_alpha": 1.0,
-    "beta": 1.0,
-    "lr": 5e-4,
-    "lr_end": 5e-5,
-    "num_updates": 6000,
-    "num_runs": 5,
-    "evaluate_every": 500,
-    "gamma": 0.99,
-    "select": "mb",
-    "fqe_updates": 2000,
-    "model_updates": 3000,
-    "horizon": 0,
-    "eval_episodes": 0,
-    "hidden": [64, 64],
-}
 
 
 def is_offline_key(key: str) -> bool:
@@ -120,10 +96,7 @@ def requested_mode(hyperparameters: Mapping[str, Any]) -> str:
     Raises:
         HyperparameterError: not one of `MODES`.
     """
-    mode = hyperparameters.get(MODE, TRAIN)
-    if mode not in MODES:
-        raise HyperparameterError(f"hyperparameter {MODE!r} must be one of {list(MODES)}, got {mode!r}")
-    return mode
+    return validation.choice(MODE, hyperparameters.get(MODE, TRAIN), MODES)
 
 
 @dataclass(frozen=True)
@@ -168,39 +141,39 @@ class OfflineSettings:
         mode = requested_mode(hyperparameters)
         if mode == TRAIN:
             return None
-        values = dict(_DEFAULTS)
+        defaults = _defaults()
+        values = dict(defaults)
         for key, value in hyperparameters.items():
             if not key.startswith(PREFIX):
                 continue
-            name = key[len(PREFIX):]
-            if name not in _DEFAULTS:
-                raise HyperparameterError(f"unknown hyperparameter {key!r}; offline.* accepts {sorted(_DEFAULTS)}")
-            values[name] = _check(key, value, _DEFAULTS[name])
-        _choice("offline.behaviour", values["behaviour"], BEHAVIOUR_POLICIES)
-        _choice("offline.output", values["output"], OUTPUTS)
-        _choice("offline.select", values["select"], SELECTIONS)
-        _choice("offline.algorithm", values["algorithm"], ALGORITHMS)
+            name = key[len(PREFIX) :]
+            if name not in defaults:
+                raise validation.unknown(key, [PREFIX + n for n in defaults], "collect and offline jobs")
+            values[name] = validation.like(key, value, defaults[name])
+        validation.choice("offline.behaviour", values["behaviour"], BEHAVIOUR_POLICIES)
+        validation.choice("offline.output", values["output"], OUTPUTS)
+        validation.choice("offline.select", values["select"], SELECTIONS)
+        validation.choice("offline.algorithm", values["algorithm"], ALGORITHMS)
         for name in ("lr", "lr_end"):
-            if values[name] <= 0:
-                raise HyperparameterError(f"hyperparameter offline.{name} must be > 0, got {values[name]}")
+            validation.number(f"offline.{name}", values[name], low=0, low_open=True)
         for name in ("num_episodes", "num_envs", "num_updates", "num_runs", "evaluate_every"):
-            if values[name] <= 0:
-                raise HyperparameterError(f"hyperparameter offline.{name} must be > 0, got {values[name]}")
-        for name in ("fqe_updates", "model_updates", "horizon", "eval_episodes", "cql_alpha", "beta"):
-            if values[name] < 0:
-                raise HyperparameterError(f"hyperparameter offline.{name} must be >= 0, got {values[name]}")
-        if not 0.0 <= values["gamma"] <= 1.0 or not 0.0 <= values["epsilon"] <= 1.0:
-            raise HyperparameterError("hyperparameters offline.gamma and offline.epsilon must be in [0, 1]")
+            validation.integer(f"offline.{name}", values[name], low=1)
+        for name in ("fqe_updates", "model_updates", "horizon", "eval_episodes"):
+            validation.integer(f"offline.{name}", values[name], low=0)
+        for name in ("cql_alpha", "beta"):
+            validation.number(f"offline.{name}", values[name], low=0)
+        for name in ("gamma", "epsilon"):
+            validation.number(f"offline.{name}", values[name], low=0, high=1)
         if values["select"] in ("dm", "dr") and values["fqe_updates"] == 0:
-            raise HyperparameterError(f"offline.select={values['select']} needs fitted-Q evaluation: offline.fqe_updates > 0")
+            raise validation.invalid(
+                "offline.fqe_updates", f"> 0: offline.select={values['select']} needs fitted-Q evaluation", 0
+            )
         if values["select"] == "mb" and values["model_updates"] == 0:
-            raise HyperparameterError("offline.select=mb needs a dynamics model: offline.model_updates > 0")
+            raise validation.invalid("offline.model_updates", "> 0: offline.select=mb needs a dynamics model", 0)
         hidden = values.pop("hidden")
-        if not isinstance(hidden, list) or not hidden or not all(isinstance(h, int) and h > 0 for h in hidden):
-            raise HyperparameterError(f"hyperparameter offline.hidden must be a JSON list of positive integers, got {hidden!r}")
-        env_config = hyperparameters.get("env_config", {})
-        if not isinstance(env_config, dict):
-            raise HyperparameterError(f"hyperparameter 'env_config' must be a JSON object, got {env_config!r}")
+        if not isinstance(hidden, (list, tuple)) or not hidden or not all(isinstance(h, int) and h > 0 for h in hidden):
+            raise validation.invalid("offline.hidden", "a JSON list of positive integers", hidden)
+        env_config = validation.json_object("env_config", hyperparameters.get("env_config", {}))
         return cls(
             mode=mode,
             env=str(hyperparameters.get("env", "CartPole-v1")),
@@ -211,25 +184,10 @@ class OfflineSettings:
         )
 
 
-def _check(key: str, value: Any, default: Any) -> Any:
-    if isinstance(default, bool) or isinstance(default, str):
-        if not isinstance(value, str):
-            raise HyperparameterError(f"hyperparameter {key} must be a string, got {value!r}")
-        return value
-    if isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise HyperparameterError(f"hyperparameter {key} must be an integer, got {value!r}")
-        return value
-    if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise HyperparameterError(f"hyperparameter {key} must be a number, got {value!r}")
-        return float(value)
-    return value
-
-
-def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise HyperparameterError(f"hyperparameter {key} must be one of {list(allowed)}, got {value!r}")
+def _defaults() -> dict[str, Any]:
+    """The ``offline.*`` names and their defaults, read from `OfflineSettings`' fields (written once)."""
+    skip = {"mode", "env", "env_config", "hyperparameters"}
+    return {f.name: f.default for f in dataclasses.fields(OfflineSettings) if f.name not in skip}
 
 
 def check_action_space(settings: OfflineSettings, action_space: Any) -> None:
@@ -250,7 +208,9 @@ def check_action_space(settings: OfflineSettings, action_space: Any) -> None:
     elif isinstance(action_space, gym.spaces.Box):
         kind, allowed = "Box", BOX_ALGORITHMS
     else:
-        raise HyperparameterError(f"offline training handles Discrete or Box action spaces, the dataset has {action_space}")
+        raise HyperparameterError(
+            f"offline training handles Discrete or Box action spaces, the dataset has {action_space}"
+        )
     if settings.algorithm not in allowed:
         raise HyperparameterError(
             f"hyperparameter offline.algorithm={settings.algorithm} does not fit the {kind} action space "

@@ -12,7 +12,8 @@ share one call. Measured (docs/benchmarks.md): 1.3x the requests/s at concurrenc
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import gevent
 from gevent.event import AsyncResult

@@ -45,8 +45,8 @@ import numpy as np
 import orjson
 import tree
 
-from sagemaker_ray_rl.errors import RequestError
-from sagemaker_ray_rl.policy import OPTIONAL_OUTPUTS
+from sagemaker_ray_rl.contract.errors import RequestError
+from sagemaker_ray_rl.inference import OPTIONAL_OUTPUTS
 
 JSON = "application/json"
 JSONLINES = "application/jsonlines"
@@ -156,10 +156,14 @@ def options(raw: dict[str, Any], defaults: dict[str, Any], where: str = "") -> O
     merged = {**defaults, **{k: raw[k] for k in ("module_id", "explore", "outputs") if k in raw}}
     explore = merged.get("explore", False)
     if not isinstance(explore, bool):
-        raise RequestError(f"'explore' must be true or false, got {explore!r}", field=f"{where}explore", expected="true or false")
+        raise RequestError(
+            f"'explore' must be true or false, got {explore!r}", field=f"{where}explore", expected="true or false"
+        )
     module_id = merged.get("module_id")
     if module_id is not None and not isinstance(module_id, str):
-        raise RequestError(f"'module_id' must be a string, got {module_id!r}", field=f"{where}module_id", expected="a module id")
+        raise RequestError(
+            f"'module_id' must be a string, got {module_id!r}", field=f"{where}module_id", expected="a module id"
+        )
     outputs = merged.get("outputs", ())
     if not isinstance(outputs, (list, tuple)) or any(o not in OPTIONAL_OUTPUTS for o in outputs):
         raise RequestError(
@@ -220,14 +224,20 @@ def _decode_json(body: bytes, header_options: dict[str, Any]) -> Decoded:
             )
         states = payload.get("states")
         if states is not None and not isinstance(states, dict):
-            raise RequestError("'states' must be an object keyed by agent id", field="states", expected='{"agent_id": state}')
+            raise RequestError(
+                "'states' must be an object keyed by agent id", field="states", expected='{"agent_id": state}'
+            )
         group = Group(list(agents.values()), "agents", opts, list(range(len(agents))))
         if states is not None:
             group.states = [states.get(agent_id) for agent_id in agents]
         return Decoded([group], len(agents), agents=list(agents))
     if key == "inputs":
         inputs = payload["inputs"]
-        if not isinstance(inputs, dict) or not isinstance(inputs.get("observations"), list) or not inputs["observations"]:
+        if (
+            not isinstance(inputs, dict)
+            or not isinstance(inputs.get("observations"), list)
+            or not inputs["observations"]
+        ):
             raise RequestError(
                 "'inputs' must be an object with a non-empty list 'observations'",
                 field="inputs.observations",
@@ -236,14 +246,22 @@ def _decode_json(body: bytes, header_options: dict[str, Any]) -> Decoded:
         opts = options(inputs, header_options)
         legacy = Options(opts.module_id, opts.explore, OPTIONAL_OUTPUTS)
         observations = inputs["observations"]
-        return Decoded([Group(observations, "inputs.observations", legacy, list(range(len(observations))))], len(observations), legacy=True)
+        return Decoded(
+            [Group(observations, "inputs.observations", legacy, list(range(len(observations))))],
+            len(observations),
+            legacy=True,
+        )
     instances = payload["instances"]
     if not isinstance(instances, list) or not instances:
-        raise RequestError("'instances' must be a non-empty list of observations", field="instances", expected=_JSON_SHAPE)
+        raise RequestError(
+            "'instances' must be a non-empty list of observations", field="instances", expected=_JSON_SHAPE
+        )
     states = payload.get("states")
     if states is not None and (not isinstance(states, list) or len(states) != len(instances)):
         raise RequestError(
-            "'states' must be a list with one state per instance", field="states", expected=f"a list of {len(instances)} states"
+            "'states' must be a list with one state per instance",
+            field="states",
+            expected=f"a list of {len(instances)} states",
         )
     return Decoded([Group(instances, "instances", opts, list(range(len(instances))), states)], len(instances))
 
@@ -259,7 +277,7 @@ def _decode_jsonlines(body: bytes, header_options: dict[str, Any]) -> Decoded:
         if not line.strip():
             continue
         where = f"line {number}"
-        record = _loads(line, where, "one observation, or {\"observation\": observation, ...}, per line")
+        record = _loads(line, where, 'one observation, or {"observation": observation, ...}, per line')
         state = None
         if isinstance(record, dict) and "observation" in record:
             opts = options(record, header_options, where=f"{where}: ")
@@ -295,7 +313,9 @@ def _decode_csv(body: bytes, header_options: dict[str, Any]) -> Decoded:
         ) from exc
     if values.size == 0:
         raise RequestError("request body has no rows", expected="one observation per row")
-    return Decoded([Group(values, "row", options({}, header_options), list(range(len(values))))], len(values), content_type=CSV)
+    return Decoded(
+        [Group(values, "row", options({}, header_options), list(range(len(values))))], len(values), content_type=CSV
+    )
 
 
 def _decode_npy(body: bytes, header_options: dict[str, Any]) -> Decoded:
@@ -317,9 +337,7 @@ def encode(results: list[dict[str, Any]], accept: str, decoded: Decoded) -> byte
     1,024 answers; non-finite floats become ``null``, never invalid JSON)."""
     if decoded.agents is not None:
         if accept != JSON:
-            raise RequestError(
-                "'agents' requests are answered in JSON", status=406, field="Accept", expected=JSON
-            )
+            raise RequestError("'agents' requests are answered in JSON", status=406, field="Accept", expected=JSON)
         return orjson.dumps({"agents": dict(zip(decoded.agents, results))})
     if accept == JSON:
         if decoded.legacy:

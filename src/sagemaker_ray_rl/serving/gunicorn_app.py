@@ -27,7 +27,7 @@ from typing import Any
 import gevent
 from gunicorn.app.base import BaseApplication
 
-from sagemaker_ray_rl.environment import Environment
+from sagemaker_ray_rl.contract.environment import Environment
 
 #: Seconds gunicorn gives workers to finish in-flight requests after SIGTERM (SageMaker sends
 #: SIGKILL 30 s after SIGTERM on endpoint updates).

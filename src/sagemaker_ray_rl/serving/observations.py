@@ -17,7 +17,7 @@ import gymnasium as gym
 import numpy as np
 import tree
 
-from sagemaker_ray_rl.errors import RequestError
+from sagemaker_ray_rl.contract.errors import RequestError
 
 
 def describe(space: gym.Space) -> str:
@@ -144,7 +144,9 @@ def _decode_array(value: Any, space: gym.Space, where: str, expected: str) -> np
             with np.errstate(over="ignore", invalid="ignore"):
                 cast = arr.astype(space.dtype)
             if not np.isfinite(cast).all():
-                raise RequestError(f"observation has values that are infinite in {space.dtype}", field=where, expected=expected)
+                raise RequestError(
+                    f"observation has values that are infinite in {space.dtype}", field=where, expected=expected
+                )
             return cast
         if space.dtype.kind in "iu" and not space.contains(np.asarray(arr).astype(space.dtype)):
             raise RequestError("observation is outside the space's bounds", field=where, expected=expected)
@@ -195,7 +197,9 @@ def state_batch(states: list[Any] | None, initial: Any, field: str) -> Any:
         try:
             value = tree.map_structure_up_to(template, lambda t, s: np.asarray(s, dtype=np.float32), template, state)
         except (TypeError, ValueError) as exc:
-            raise RequestError(f"state does not match the module's state: {exc}", field=where, expected=expected) from None
+            raise RequestError(
+                f"state does not match the module's state: {exc}", field=where, expected=expected
+            ) from None
         if tree.map_structure(lambda x: list(x.shape), value) != shapes or not all(
             np.isfinite(x).all() for x in tree.flatten(value)
         ):

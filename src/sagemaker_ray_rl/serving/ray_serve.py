@@ -5,7 +5,7 @@ For users who want replicas of the policy (``SAGEMAKER_RAY_SERVE_REPLICAS``, def
 Serve's autoscaling and observability. ``serve`` starts it when ``SAGEMAKER_RAY_RL_SERVER=ray-serve``
 (or ``serve --backend ray-serve``): a local Ray instance (no dashboard), Serve's HTTP proxy on
 ``SAGEMAKER_BIND_TO_PORT``, and one deployment whose FastAPI ingress answers with the same code as
-the gunicorn backend (`app.read_invocation`, `app.compute_jobs`, `app.write_invocation`), so
+the gunicorn backend (`protocol.read_invocation`, `protocol.compute_jobs`, `protocol.write_invocation`), so
 bodies, errors and statuses are identical. Concurrent requests are batched into one forward pass
 with Ray Serve's ``@serve.batch`` (``SAGEMAKER_RAY_SERVE_MAX_BATCH_SIZE``,
 ``SAGEMAKER_RAY_SERVE_BATCH_WAIT_TIMEOUT_S``); the answers equal the unbatched ones.
@@ -21,18 +21,18 @@ import sys
 import time
 from pathlib import Path
 
-from sagemaker_ray_rl.environment import Environment, ServingSettings
+from sagemaker_ray_rl.contract.environment import Environment, ServingSettings
 
 
 def build_app(model_dir: Path, settings: ServingSettings, replicas: int):
     """The Serve application: a deployment of `replicas` replicas, each loading the policy once.
 
     Each replica parses and validates a request as the gunicorn backend does
-    (`app.read_invocation`), then hands its forward passes (`app.Job`) to a ``@serve.batch``
+    (`protocol.read_invocation`), then hands its forward passes (`protocol.Job`) to a ``@serve.batch``
     method: jobs of concurrent requests that queue while a batch runs (up to
     ``settings.ray_serve_max_batch_size`` per batch, waiting ``ray_serve_batch_wait_timeout_s``
     for more after the first) run as one forward pass per module and options
-    (`app.compute_jobs`), and each request gets its own rows back. A replica takes up to twice
+    (`protocol.compute_jobs`), and each request gets its own rows back. A replica takes up to twice
     the batch size in concurrent requests (``max_ongoing_requests``), so the next batch fills
     while one runs.
 
@@ -59,21 +59,23 @@ def build_app(model_dir: Path, settings: ServingSettings, replicas: int):
             import torch
 
             torch.set_num_threads(1)
-            from sagemaker_ray_rl.policy import Policy
-            from sagemaker_ray_rl.serving.app import execution_parameters
+            from sagemaker_ray_rl.inference.policy import Policy
+            from sagemaker_ray_rl.serving.protocol import execution_parameters
 
             self.policy = Policy.load(model_dir)
             self.parameters = execution_parameters(settings)
 
         @serve.batch(max_batch_size=batch_size, batch_wait_timeout_s=settings.ray_serve_batch_wait_timeout_s)
         async def compute(self, jobs: list) -> list:
-            from sagemaker_ray_rl.serving.app import compute_jobs
+            from sagemaker_ray_rl.serving.protocol import compute_jobs
 
             return compute_jobs(self.policy, jobs)
 
         @api.get("/ping")
         def ping(self) -> Response:
-            return Response(b'{"status": "healthy"}', media_type="application/json")
+            from sagemaker_ray_rl.serving.protocol import PING_BODY
+
+            return Response(PING_BODY, media_type="application/json")
 
         @api.get("/execution-parameters")
         def execution_parameters(self) -> Response:
@@ -83,8 +85,8 @@ def build_app(model_dir: Path, settings: ServingSettings, replicas: int):
         async def invocations(self, request: Request) -> Response:
             import asyncio
 
-            from sagemaker_ray_rl.errors import RequestError
-            from sagemaker_ray_rl.serving.app import error_answer, read_invocation, write_invocation
+            from sagemaker_ray_rl.contract.errors import RequestError
+            from sagemaker_ray_rl.serving.protocol import error_answer, read_invocation, write_invocation
 
             body = await request.body()
             try:

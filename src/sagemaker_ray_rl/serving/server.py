@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import sys
 
-from sagemaker_ray_rl.environment import Environment
-from sagemaker_ray_rl.errors import SageMakerRayRLError
+from sagemaker_ray_rl.contract.environment import Environment
+from sagemaker_ray_rl.contract.errors import SageMakerRayRLError
 
 
 def patch_for_gevent() -> None:
@@ -35,7 +35,11 @@ def main(argv: list[str] | None = None) -> None:
     import os
 
     parser = argparse.ArgumentParser(prog="serve", description="Serve the RLlib checkpoint in the model dir.")
-    parser.add_argument("--backend", choices=("gunicorn", "ray-serve"), help="model server (default: $SAGEMAKER_RAY_RL_SERVER or gunicorn)")
+    parser.add_argument(
+        "--backend",
+        choices=("gunicorn", "ray-serve"),
+        help="model server (default: $SAGEMAKER_RAY_RL_SERVER or gunicorn)",
+    )
     args = parser.parse_args(argv)
     if args.backend:
         os.environ["SAGEMAKER_RAY_RL_SERVER"] = args.backend
@@ -53,8 +57,8 @@ def main(argv: list[str] | None = None) -> None:
     # One torch thread, before anything runs: OpenMP thread pools do not survive gunicorn's fork,
     # and requests run in parallel across workers (Ray Serve: across replicas).
     torch.set_num_threads(1)
-    from sagemaker_ray_rl.connectors import connector_names
-    from sagemaker_ray_rl.policy import Policy
+    from sagemaker_ray_rl.inference.pipelines import connector_names
+    from sagemaker_ray_rl.inference.policy import Policy
 
     try:
         policy = Policy.load(contract.model_dir)
@@ -77,12 +81,17 @@ def main(argv: list[str] | None = None) -> None:
     import functools
     import gc
 
-    from sagemaker_ray_rl.serving.app import compute_jobs, create_app
     from sagemaker_ray_rl.serving.batching import GreenBatcher
+    from sagemaker_ray_rl.serving.flask_app import create_app
     from sagemaker_ray_rl.serving.gunicorn_app import GunicornServer, gunicorn_options
+    from sagemaker_ray_rl.serving.protocol import compute_jobs
 
     serving = contract.serving
-    batcher = GreenBatcher(functools.partial(compute_jobs, policy), serving.max_batch_size) if serving.max_batch_size > 1 else None
+    batcher = (
+        GreenBatcher(functools.partial(compute_jobs, policy), serving.max_batch_size)
+        if serving.max_batch_size > 1
+        else None
+    )
     app = create_app(policy, serving, compute=batcher)
     print(
         f"serve: gunicorn on port {serving.port}, {serving.workers} gevent worker(s), "

@@ -1,0 +1,53 @@
+"""Names of the environment variables, files and hyperparameter families of the SageMaker
+container contract.
+
+Only names live here, no values and no reading: `environment.py` reads them once.
+Sources: the SageMaker developer guide ("Use your own training algorithms", "Use your own
+inference code") and aws/sagemaker-training-toolkit (`params.py`, `environment.py`).
+"""
+
+# Where /opt/ml is (the training toolkit's own override, useful outside a container).
+BASE_DIR_ENV = "SAGEMAKER_BASE_DIR"
+DEFAULT_BASE_DIR = "/opt/ml"
+
+# Files under <base>/input/config/.
+HYPERPARAMETERS_FILE = "hyperparameters.json"
+RESOURCE_CONFIG_FILE = "resourceconfig.json"
+INPUT_DATA_CONFIG_FILE = "inputdataconfig.json"
+
+# Set by the training toolkit for user entry points; honoured when present.
+MODEL_DIR_ENV = "SM_MODEL_DIR"
+OUTPUT_DATA_DIR_ENV = "SM_OUTPUT_DATA_DIR"
+CHANNEL_ENV_PREFIX = "SM_CHANNEL_"
+NUM_CPUS_ENV = "SM_NUM_CPUS"
+NUM_GPUS_ENV = "SM_NUM_GPUS"
+CURRENT_HOST_ENV = "SM_CURRENT_HOST"
+
+# The user entry point (the toolkit reads both; the hyperparameter wins).
+USER_PROGRAM_ENV = "SAGEMAKER_PROGRAM"
+USER_PROGRAM_HYPERPARAMETER = "sagemaker_program"
+# Hyperparameters with this prefix belong to the toolkit and the SDK, never to RLlib.
+SAGEMAKER_HYPERPARAMETER_PREFIX = "sagemaker_"
+#: Hyperparameters of the Ray cluster over the job's hosts (`sagemaker_ray_rl.cluster.settings`).
+CLUSTER_HYPERPARAMETER_PREFIX = "ray."
+#: The job kind: ``train`` (default), ``collect`` or ``offline`` (`sagemaker_ray_rl.offline.settings`).
+MODE_HYPERPARAMETER = "mode"
+#: Hyperparameters of collect and offline jobs (`sagemaker_ray_rl.offline.settings`).
+OFFLINE_HYPERPARAMETER_PREFIX = "offline."
+
+# Hosting and batch transform.
+BIND_TO_PORT_ENV = "SAGEMAKER_BIND_TO_PORT"
+MODEL_SERVER_WORKERS_ENV = "SAGEMAKER_MODEL_SERVER_WORKERS"
+MODEL_SERVER_TIMEOUT_ENV = "SAGEMAKER_MODEL_SERVER_TIMEOUT"
+MAX_PAYLOAD_IN_MB_ENV = "SAGEMAKER_MAX_PAYLOAD_IN_MB"
+DEFAULT_INVOCATIONS_ACCEPT_ENV = "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT"
+#: Ours: which model server `serve` runs (``gunicorn``, the default, or ``ray-serve``).
+SERVER_BACKEND_ENV = "SAGEMAKER_RAY_RL_SERVER"
+#: Ours: requests a gunicorn worker answers with one forward pass at most (1: no batching).
+MAX_BATCH_SIZE_ENV = "SAGEMAKER_RAY_RL_MAX_BATCH_SIZE"
+#: Ours: replicas of the Ray Serve deployment.
+RAY_SERVE_REPLICAS_ENV = "SAGEMAKER_RAY_SERVE_REPLICAS"
+#: Ours: requests one ``@serve.batch`` forward pass takes at most (Ray Serve backend).
+RAY_SERVE_MAX_BATCH_SIZE_ENV = "SAGEMAKER_RAY_SERVE_MAX_BATCH_SIZE"
+#: Ours: seconds a batch waits for more requests after its first (Ray Serve backend).
+RAY_SERVE_BATCH_WAIT_TIMEOUT_ENV = "SAGEMAKER_RAY_SERVE_BATCH_WAIT_TIMEOUT_S"

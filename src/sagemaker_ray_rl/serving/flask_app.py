@@ -1,0 +1,74 @@
+"""The flask transport (run by gunicorn): ``GET /ping``, ``POST /invocations`` and
+``GET /execution-parameters`` as routes over `protocol`.
+
+Every error leaves as JSON: `RequestError` with its own status, werkzeug's HTTP errors (404, 405,
+413 for a body over ``SAGEMAKER_MAX_PAYLOAD_IN_MB``) with theirs. An unexpected exception is a
+500 with a JSON body and a logged traceback; the worker keeps serving. User input is validated
+before it reaches the policy (`observations`), so it never gets that far.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException
+
+from sagemaker_ray_rl.contract.environment import ServingSettings
+from sagemaker_ray_rl.contract.errors import RequestError
+from sagemaker_ray_rl.inference.policy import Policy
+from sagemaker_ray_rl.serving import codecs
+from sagemaker_ray_rl.serving.protocol import PING_BODY, Job, answer_invocation, execution_parameters
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(
+    policy: Policy, settings: ServingSettings, compute: Callable[[list[Job]], list[Any]] | None = None
+) -> Flask:
+    """A flask app answering for `policy`.
+
+    Args:
+        policy: the loaded policy (loaded before the app exists, so ``/ping`` is 200 from the start).
+        settings: payload limit, default Accept, worker count (for ``/execution-parameters``).
+        compute: runs a request's jobs (`compute_jobs`' contract), e.g. a `batching.GreenBatcher`
+            that shares forward passes between concurrent requests; default `compute_jobs`.
+    """
+    app = Flask("sagemaker_ray_rl")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_payload_bytes
+    parameters_body = execution_parameters(settings)
+
+    @app.get("/ping")
+    def ping() -> Response:
+        return Response(PING_BODY, status=200, mimetype=codecs.JSON)
+
+    @app.get("/execution-parameters")
+    def parameters() -> Response:
+        return Response(parameters_body, status=200, mimetype=codecs.JSON)
+
+    @app.post("/invocations")
+    def invocations() -> Response:
+        status, mimetype, body = answer_invocation(policy, settings, request.headers, request.get_data(), compute)
+        return Response(body, status=status, mimetype=mimetype)
+
+    @app.errorhandler(RequestError)
+    def request_error(exc: RequestError) -> Response:
+        return _json_error(exc.status, exc.to_dict())
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        return _json_error(exc.code or 500, {"error": exc.name.replace(" ", ""), "message": exc.description})
+
+    @app.errorhandler(Exception)
+    def internal_error(exc: Exception) -> Response:
+        logger.exception("unexpected error answering %s %s", request.method, request.path)
+        return _json_error(500, {"error": "InternalServerError", "message": f"{type(exc).__name__}: {exc}"})
+
+    return app
+
+
+def _json_error(status: int, body: dict) -> Response:
+    return Response(json.dumps(body), status=status, mimetype=codecs.JSON)

@@ -1,0 +1,614 @@
+"""Hyperparameters -> a checked experiment spec -> an RLlib new-stack `AlgorithmConfig`.
+
+SageMaker hands hyperparameters over as strings; `environment.decode_hyperparameters` has already
+turned them into JSON values. This module checks every key and value and fails with
+`HyperparameterError` *before Ray starts*, naming the key and what is accepted.
+
+Accepted keys (the README's hyperparameter table):
+
+==============================  ===============================================================
+``algorithm``                   RLlib algorithm name (``PPO``, ``DQN``, ``SAC``, ...). Default PPO.
+``env``                         Gymnasium id or a name given to `ray.tune.registry.register_env`.
+                                Default ``CartPole-v1``.
+``env_config``                  JSON object passed to the env creator / ``gymnasium.make``.
+``num_env_runners``             Remote env runners. Default: CPUs - 1 (at least 1).
+``checkpoint_frequency``        Iterations between checkpoints (and SIGTERM checkpoints). Default 10.
+``evaluation_episodes``         Episodes to evaluate the exported policy on after training. Default 0.
+``stop.training_iteration``     Stop after this many iterations.
+``stop.episode_return_mean``    Stop once ``env_runners/episode_return_mean`` reaches this.
+``stop.timesteps_total``        Stop after this many env steps sampled.
+``stop.time_total_s``           Stop after this many seconds of training.
+``rl.training.stop.<name>``     The same stop criteria in the seed-000 layout; ``episode_reward_mean``
+                                (old name) stops on ``env_runners/episode_return_mean``.
+``rl.training.config.<name>``   Any keyword of the algorithm config's builder methods, in the
+                                seed-000 style (``rl.training.config.lr``). The builder method
+                                that owns ``<name>`` is found from the config class.
+``<section>.<name>``            The same, naming the builder method (``training.lr``,
+                                ``env_runners.num_envs_per_env_runner``).
+old-stack names               ``num_workers``, ``num_sgd_iter``, ``sgd_minibatch_size``,
+                                ``train_batch_size``, ``model`` / ``model.<key>``, ``num_gpus``,
+                                ``observation_filter``, ``framework``, top level or after
+                                ``rl.training.config.``: translated with a warning (`legacy`).
+``ray.*``                       The Ray cluster over the job's hosts (`cluster.settings`); ignored here.
+``mode``, ``offline.*``         Collect and offline jobs (`offline.settings`); ignored here.
+``sagemaker_*``                 The toolkit's and the SDK's own; ignored here.
+==============================  ===============================================================
+
+With no stop key at all, training stops after `DEFAULT_TRAINING_ITERATIONS` iterations. Several stop
+keys stop at whichever is reached first (Tune's semantics).
+
+RLlib's own `AlgorithmConfig.update_from_dict` silently ignores unknown keys (see
+Ray 2.60's ``algorithm_config.py``); calling the builder methods with keyword arguments raises on them,
+so overrides are applied that way.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from sagemaker_ray_rl.contract import names as p
+from sagemaker_ray_rl.contract import validation
+from sagemaker_ray_rl.contract.errors import HyperparameterError
+from sagemaker_ray_rl.training import legacy
+
+if TYPE_CHECKING:
+    from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
+
+ALGORITHM = "algorithm"
+ENV = "env"
+ENV_CONFIG = "env_config"
+NUM_ENV_RUNNERS = "num_env_runners"
+CHECKPOINT_FREQUENCY = "checkpoint_frequency"
+EVALUATION_EPISODES = "evaluation_episodes"
+RLLIB_CONFIG_PREFIX = "rl.training.config."
+
+DEFAULT_ALGORITHM = "PPO"
+DEFAULT_ENV = "CartPole-v1"
+DEFAULT_TRAINING_ITERATIONS = 100
+DEFAULT_CHECKPOINT_FREQUENCY = 10
+
+#: Stop hyperparameter -> the key of RLlib's result dict that Tune's stopper compares.
+#: Prefixes of stop criteria: ours, and the seed-000 experiment layout's ``rl.training.stop.<name>``.
+STOP_PREFIXES = ("stop.", "rl.training.stop.")
+
+STOP_CRITERIA: Mapping[str, str] = MappingProxyType(
+    {
+        "stop.training_iteration": "training_iteration",
+        "stop.episode_return_mean": "env_runners/episode_return_mean",
+        "stop.timesteps_total": "num_env_steps_sampled_lifetime",
+        "stop.time_total_s": "time_total_s",
+    }
+)
+
+#: Builder methods of `AlgorithmConfig` that overrides may reach, in the order used to find the
+#: owner of a bare name (a few names appear in two methods; the first one wins).
+BUILDER_SECTIONS: tuple[str, ...] = (
+    "environment",
+    "env_runners",
+    "learners",
+    "training",
+    "rl_module",
+    "evaluation",
+    "multi_agent",
+    "offline_data",
+    "framework",
+    "reporting",
+    "checkpointing",
+    "debugging",
+    "fault_tolerance",
+    "resources",
+)
+
+# Builder keywords that have a top-level hyperparameter of their own.
+_TOP_LEVEL_ALIASES = {"env": ENV, "env_config": ENV_CONFIG, "num_env_runners": NUM_ENV_RUNNERS}
+
+
+@dataclass(frozen=True)
+class ConfigOverride:
+    """One hyperparameter applied as ``config.<section>(<name>=<value>)``.
+
+    Attributes:
+        hyperparameter: the key as the user wrote it (for error messages).
+        section: the builder method, one of `BUILDER_SECTIONS`.
+        name: the keyword argument.
+        value: the decoded value.
+    """
+
+    hyperparameter: str
+    section: str
+    name: str
+    value: Any
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    """A checked description of the built-in experiment.
+
+    Attributes:
+        algorithm: RLlib algorithm name, as registered in `ray.rllib.algorithms.registry`.
+        env: Gymnasium id or Tune-registered env name.
+        env_config: keyword arguments for the env.
+        num_env_runners: remote env runner actors (0 samples in the driver).
+        stop: Tune stop criteria, RLlib result key -> threshold.
+        overrides: builder calls applied after the defaults, in hyperparameter order.
+        num_env_runners_set: whether the top-level ``num_env_runners`` key was given.
+        checkpoint_frequency: iterations between checkpoints to ``/opt/ml/checkpoints``.
+        evaluation_episodes: episodes the exported policy is evaluated on after training (0: none).
+    """
+
+    algorithm: str
+    env: str
+    env_config: Mapping[str, Any]
+    num_env_runners: int
+    stop: Mapping[str, float]
+    overrides: tuple[ConfigOverride, ...] = ()
+    num_env_runners_set: bool = False
+    checkpoint_frequency: int = DEFAULT_CHECKPOINT_FREQUENCY
+    evaluation_episodes: int = 0
+
+    @property
+    def num_env_runners_given(self) -> bool:
+        """Whether any hyperparameter set ``num_env_runners`` (else the launcher sizes it to the cluster)."""
+        return self.num_env_runners_set or any(o.name == NUM_ENV_RUNNERS for o in self.overrides)
+
+
+def parse_hyperparameters(
+    hyperparameters: Mapping[str, Any],
+    *,
+    num_cpus: int,
+    ignore: Iterable[str] = (),
+) -> ExperimentSpec:
+    """Check decoded hyperparameters and turn them into an `ExperimentSpec`.
+
+    Imports RLlib (to know the algorithm's settings and registered envs) but does not start Ray.
+
+    Args:
+        hyperparameters: name -> decoded value (see `environment.decode_hyperparameters`).
+        num_cpus: CPUs of this host; sets the default ``num_env_runners`` (``max(1, num_cpus - 1)``).
+        ignore: further keys to skip (a user entry point's own arguments).
+
+    Raises:
+        HyperparameterError: an unknown key, a value of the wrong type, an unknown algorithm or env.
+    """
+    skipped = set(ignore)
+    hps = {
+        k: v
+        for k, v in hyperparameters.items()
+        if k not in skipped
+        and not k.startswith(
+            (p.SAGEMAKER_HYPERPARAMETER_PREFIX, p.CLUSTER_HYPERPARAMETER_PREFIX, p.OFFLINE_HYPERPARAMETER_PREFIX)
+        )
+        and k != p.MODE_HYPERPARAMETER
+    }
+    algorithm = validation.string(ALGORITHM, hps.get(ALGORITHM, DEFAULT_ALGORITHM))
+    config_cls = _algorithm_config_class(algorithm)
+    owners = _builder_keywords(config_cls)
+
+    top_level: dict[str, Any] = {}
+    stop: dict[str, float] = {}
+    overrides: list[ConfigOverride] = []
+    model_config: dict[str, Any] = {}
+    model_keys: list[str] = []
+
+    def add_legacy(key: str, name: str, value: Any) -> None:
+        translated = legacy.translate(key, name, value)
+        if translated is None:
+            return
+        section, keyword, new_value = translated
+        if keyword == "model_config":
+            model_config.update(new_value)
+            model_keys.append(key)
+        else:
+            overrides.append(ConfigOverride(key, section, keyword, new_value))
+
+    for key, value in hps.items():
+        if key in (ALGORITHM, ENV, ENV_CONFIG, NUM_ENV_RUNNERS, CHECKPOINT_FREQUENCY, EVALUATION_EPISODES):
+            _set_once(top_level, key, value, key)
+        elif key in STOP_CRITERIA:
+            stop[STOP_CRITERIA[key]] = _stop_value(key, value)
+        elif key.startswith(STOP_PREFIXES):
+            name = key.split("stop.", 1)[1]
+            result_key = STOP_CRITERIA.get(f"stop.{name}") or legacy.translate_stop(key, name)
+            if result_key is None:
+                raise HyperparameterError(
+                    f"unknown stop criterion {key!r}; accepted: {', '.join(STOP_CRITERIA)} "
+                    f"(and the old stop.episode_reward_mean)"
+                )
+            stop[result_key] = _stop_value(key, value)
+        elif key.startswith(RLLIB_CONFIG_PREFIX):
+            name = key[len(RLLIB_CONFIG_PREFIX) :]
+            if name in _TOP_LEVEL_ALIASES:
+                _set_once(top_level, _TOP_LEVEL_ALIASES[name], value, key)
+            elif legacy.is_legacy(name):
+                add_legacy(key, name, value)
+            elif name in owners:
+                overrides.append(ConfigOverride(key, owners[name][0], name, value))
+            else:
+                raise _unknown(key, name, config_cls, owners)
+        elif legacy.is_legacy(key):
+            add_legacy(key, key, value)
+        elif "." in key and key.split(".", 1)[0] in BUILDER_SECTIONS:
+            section, name = key.split(".", 1)
+            if section not in owners.get(name, ()):
+                raise _unknown(key, name, config_cls, owners, section=section)
+            overrides.append(ConfigOverride(key, section, name, value))
+        else:
+            raise _unknown(key, key, config_cls, owners)
+    if model_config:
+        overrides.append(ConfigOverride(", ".join(model_keys), "rl_module", "model_config", model_config))
+
+    env = validation.string(ENV, top_level.get(ENV, DEFAULT_ENV))
+    env_config = validation.json_object(ENV_CONFIG, top_level.get(ENV_CONFIG, {}))
+    _check_env_registered(env)
+    num_env_runners = validation.integer(NUM_ENV_RUNNERS, top_level.get(NUM_ENV_RUNNERS, max(1, num_cpus - 1)), low=0)
+    checkpoint_frequency = validation.integer(
+        CHECKPOINT_FREQUENCY,
+        top_level.get(CHECKPOINT_FREQUENCY, DEFAULT_CHECKPOINT_FREQUENCY),
+        low=0,
+        why="iterations between checkpoints; 0 for only the last",
+    )
+    evaluation_episodes = validation.integer(
+        EVALUATION_EPISODES,
+        top_level.get(EVALUATION_EPISODES, 0),
+        low=0,
+        why="episodes to evaluate the exported policy on; 0 for none",
+    )
+    if not stop:
+        stop["training_iteration"] = DEFAULT_TRAINING_ITERATIONS
+    return ExperimentSpec(
+        algorithm=algorithm,
+        env=env,
+        env_config=MappingProxyType(dict(env_config)),
+        num_env_runners=num_env_runners,
+        num_env_runners_set=NUM_ENV_RUNNERS in top_level,
+        checkpoint_frequency=checkpoint_frequency,
+        evaluation_episodes=evaluation_episodes,
+        stop=MappingProxyType(stop),
+        overrides=tuple(overrides),
+    )
+
+
+def build_algorithm_config(spec: ExperimentSpec, *, num_gpus: int | None = None) -> AlgorithmConfig:
+    """The RLlib new-stack config for `spec`: the algorithm's defaults, the env, the overrides, then
+    learners on GPUs when the job has GPUs (`place_learners_on_gpus`).
+
+    Does not start Ray. The config is validated (`AlgorithmConfig.validate`), and for Gymnasium envs
+    the env is made and the RLModule built once (`_preflight`), so that settings RLlib refuses fail
+    here, with RLlib's own message, before any cluster exists.
+
+    A value ``{"grid_search": [v1, v2, ...]}`` (Ray Tune's own grid search, as JSON) makes one trial per
+    value: every value is validated on its own, and the returned config holds
+    ``tune.grid_search([...])`` for Tune to expand.
+
+    Args:
+        spec: the checked experiment.
+        num_gpus: GPUs of this host for the learners; the job's own (``SM_NUM_GPUS``, else
+            ``nvidia-smi``; see `Environment.from_environ`) when None.
+
+    Raises:
+        HyperparameterError: RLlib refused an override (wrong type, deprecated name, bad value), or a
+            grid search is not a non-empty list.
+    """
+    config = _algorithm_config_class(spec.algorithm)()
+    config.environment(spec.env, env_config=dict(spec.env_config))
+    config.env_runners(num_env_runners=spec.num_env_runners)
+    grids = [o for o in spec.overrides if is_grid_search(o.value)]
+    for override in spec.overrides:
+        _apply(config, override, grid_values(override)[0] if override in grids else override.value)
+    place_learners_on_gpus(config, spec, _job_gpus() if num_gpus is None else num_gpus)
+    _validate(config, "")
+    _preflight(config)
+    for override in grids:
+        for value in grid_values(override)[1:]:
+            variant = config.copy(copy_frozen=False)
+            _apply(variant, override, value)
+            _validate(variant, f" with {override.hyperparameter}={value!r} (from its grid_search)")
+    for override in grids:
+        _apply(config, override, {GRID_SEARCH: list(grid_values(override))})
+    return config
+
+
+#: Ray Tune's grid search marker: ``tune.grid_search(values) == {"grid_search": values}``.
+GRID_SEARCH = "grid_search"
+
+
+def is_grid_search(value: Any) -> bool:
+    """Whether a hyperparameter value is a Tune grid search (``{"grid_search": [...]}``)."""
+    return isinstance(value, dict) and set(value) == {GRID_SEARCH}
+
+
+def grid_values(override: ConfigOverride) -> list[Any]:
+    """The values of a grid-search override.
+
+    Raises:
+        HyperparameterError: the grid is not a non-empty JSON list.
+    """
+    values = override.value[GRID_SEARCH]
+    if not isinstance(values, list) or not values:
+        raise validation.invalid(
+            override.hyperparameter,
+            'a grid search of a non-empty list of values, e.g. {"grid_search": [0.001, 0.0001]}',
+            values,
+        )
+    return values
+
+
+def first_variant(config: AlgorithmConfig) -> AlgorithmConfig:
+    """A copy of `config` with every top-level grid search replaced by its first value (what the
+    first trial runs), for code that needs one concrete config (e.g. resource checks)."""
+    variant = config.copy(copy_frozen=False)
+    for name, value in vars(variant).items():
+        if is_grid_search(value) and value[GRID_SEARCH]:
+            setattr(variant, name, value[GRID_SEARCH][0])
+    return variant
+
+
+def _apply(config: AlgorithmConfig, override: ConfigOverride, value: Any) -> None:
+    try:
+        getattr(config, override.section)(**{override.name: value})
+    except Exception as exc:  # RLlib raises TypeError, ValueError or its own deprecation errors
+        raise HyperparameterError(
+            f"hyperparameter {override.hyperparameter}={value!r} was refused by RLlib "
+            f"({type(config).__name__}.{override.section}): {exc}"
+        ) from exc
+
+
+def _validate(config: AlgorithmConfig, where: str) -> None:
+    try:
+        config.validate()
+    except Exception as exc:
+        raise HyperparameterError(f"RLlib refused the configuration{where}: {exc}") from exc
+
+
+def place_learners_on_gpus(config: AlgorithmConfig, spec: ExperimentSpec, num_gpus: int) -> None:
+    """Put RLlib's learners on the host's GPUs unless the hyperparameters place them.
+
+    With ``num_gpus > 0`` and no ``num_gpus_per_learner`` hyperparameter: one GPU per learner
+    (``config.learners(num_gpus_per_learner=1)``); with more than one GPU and no ``num_learners``
+    hyperparameter, also one learner per GPU (``num_learners=num_gpus``: RLlib's data-parallel
+    learners). Env runners are left on CPU (``num_gpus_per_env_runner`` stays RLlib's default 0):
+    sampling small envs gains nothing from a GPU. Follows RLlib's scaling guide for the new API
+    stack (``AlgorithmConfig.learners``). With ``num_gpus == 0`` the config is not touched.
+
+    Args:
+        config: the config being built; changed in place.
+        spec: its experiment spec (to see which learner settings the user gave).
+        num_gpus: GPUs of this host (``SM_NUM_GPUS``), >= 0.
+    """
+    if num_gpus <= 0:
+        return
+    given = {o.name for o in spec.overrides if o.section == "learners"}
+    if "num_gpus_per_learner" not in given:
+        config.learners(num_gpus_per_learner=1)
+        if num_gpus > 1 and "num_learners" not in given:
+            config.learners(num_learners=num_gpus)
+
+
+def _job_gpus() -> int:
+    from sagemaker_ray_rl.contract.environment import Environment
+
+    return Environment.from_environ().num_gpus
+
+
+@dataclass(frozen=True)
+class JobExperiment:
+    """What a user entry point needs to run the job's experiment (see `build_experiment`).
+
+    Attributes:
+        config: the RLlib config, ready for `experiment.run_experiment` or ``config.build_algo()``.
+        stop: Tune stop criteria, RLlib result key -> threshold (``stop.*`` hyperparameters).
+        checkpoint_frequency: iterations between checkpoints (``checkpoint_frequency``).
+        evaluation_episodes: episodes to evaluate the exported policy on (``evaluation_episodes``).
+    """
+
+    config: AlgorithmConfig
+    stop: Mapping[str, float]
+    checkpoint_frequency: int
+    evaluation_episodes: int
+
+
+def build_experiment(
+    defaults: Mapping[str, Any] | None = None,
+    *,
+    hyperparameters: Mapping[str, Any] | None = None,
+    env: str | None = None,
+    num_cpus: int | None = None,
+    ignore: Iterable[str] = (),
+) -> JobExperiment:
+    """Public API for user entry points: the job's experiment from the script's defaults and the
+    job's hyperparameters, checked as the built-in experiment's are (before Ray starts).
+
+    Args:
+        defaults: the script's own settings, written as hyperparameters (``"rl.training.config.lr":
+            1e-4``, ``"training.num_epochs": 30``, ``"stop.training_iteration": 300``, ...); a job
+            hyperparameter with the same key or naming the same setting wins over them.
+        hyperparameters: decoded hyperparameters; the job's own (``hyperparameters.json``) when None.
+        env: an env name to use unless the defaults or hyperparameters name one (e.g. one the script
+            registered with `ray.tune.registry.register_env`).
+        num_cpus: CPUs for the default ``num_env_runners``; the job's own when None.
+        ignore: the script's own hyperparameters, which are not RLlib settings.
+
+    Returns:
+        The experiment; ``stop`` is ``{"training_iteration": 100}`` when no stop key was given.
+
+    Raises:
+        HyperparameterError: see `parse_hyperparameters` and `build_algorithm_config`.
+    """
+    from sagemaker_ray_rl.contract.environment import Environment
+
+    if hyperparameters is None or num_cpus is None:
+        contract = Environment.from_environ()
+        hyperparameters = contract.hyperparameters if hyperparameters is None else hyperparameters
+        num_cpus = contract.num_cpus if num_cpus is None else num_cpus
+    hps = {**(defaults or {}), **hyperparameters}
+    if env is not None:
+        hps.setdefault(ENV, env)
+    spec = parse_hyperparameters(hps, num_cpus=num_cpus, ignore=ignore)
+    return JobExperiment(
+        config=build_algorithm_config(spec),
+        stop=spec.stop,
+        checkpoint_frequency=spec.checkpoint_frequency,
+        evaluation_episodes=spec.evaluation_episodes,
+    )
+
+
+def build_config(
+    hyperparameters: Mapping[str, Any] | None = None,
+    *,
+    env: str | None = None,
+    num_cpus: int | None = None,
+    ignore: Iterable[str] = (),
+) -> AlgorithmConfig:
+    """Public API for user entry points: an `AlgorithmConfig` from the job's hyperparameters
+    (`build_experiment` without defaults, its config only).
+
+    Args:
+        hyperparameters: decoded hyperparameters; the job's own (``hyperparameters.json``) when None.
+        env: an env name to use unless the hyperparameters name one.
+        num_cpus: CPUs for the default ``num_env_runners``; the job's own when None.
+        ignore: the script's own hyperparameters, which are not RLlib settings.
+
+    Raises:
+        HyperparameterError: see `parse_hyperparameters` and `build_algorithm_config`.
+    """
+    return build_experiment(hyperparameters=hyperparameters, env=env, num_cpus=num_cpus, ignore=ignore).config
+
+
+def accepted_keys_text(config_name: str = "the algorithm's config") -> str:
+    """One sentence listing the accepted hyperparameter keys, for error messages."""
+    fixed = ", ".join(
+        [ALGORITHM, ENV, ENV_CONFIG, NUM_ENV_RUNNERS, CHECKPOINT_FREQUENCY, EVALUATION_EPISODES, *STOP_CRITERIA]
+    )
+    return (
+        f"Accepted: {fixed}, {RLLIB_CONFIG_PREFIX}<name> and <section>.<name> for any keyword of "
+        f"{config_name}'s builder methods ({', '.join(BUILDER_SECTIONS)}), and sagemaker_* keys."
+    )
+
+
+def _algorithm_config_class(algorithm: str) -> type[AlgorithmConfig]:
+    from ray.rllib.algorithms.registry import ALGORITHMS
+
+    if algorithm not in ALGORITHMS:
+        raise HyperparameterError(
+            f"hyperparameter {ALGORITHM!r}: unknown RLlib algorithm {algorithm!r}; expected one of {sorted(ALGORITHMS)}"
+        )
+    _, default_config = ALGORITHMS[algorithm]()
+    return type(default_config)
+
+
+def _builder_keywords(config_cls: type) -> dict[str, tuple[str, ...]]:
+    """Keyword name -> the builder sections accepting it, preferred section first.
+
+    Subclasses often take ``**kwargs`` and pass them to `AlgorithmConfig`'s method of the same
+    name, so the keywords of every class in the MRO count.
+    """
+    owners: dict[str, list[str]] = {}
+    for section in BUILDER_SECTIONS:
+        for klass in config_cls.__mro__:
+            method = klass.__dict__.get(section)
+            if method is None:
+                continue
+            for name, param in inspect.signature(method).parameters.items():
+                if name == "self" or param.kind in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
+                    continue
+                sections = owners.setdefault(name, [])
+                if section not in sections:
+                    sections.append(section)
+    return {name: tuple(sections) for name, sections in owners.items()}
+
+
+def _unknown(
+    key: str,
+    name: str,
+    config_cls: type,
+    owners: Mapping[str, tuple[str, ...]],
+    section: str | None = None,
+) -> HyperparameterError:
+    candidates = [n for n, s in owners.items() if section is None or section in s]
+    close = difflib.get_close_matches(name, candidates, n=3)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    where = f"{config_cls.__name__}.{section}()" if section else config_cls.__name__
+    return HyperparameterError(
+        f"Unknown hyperparameter {key!r}: {name!r} is not a setting of {where}.{hint} "
+        + accepted_keys_text(config_cls.__name__)
+    )
+
+
+def _set_once(target: dict[str, Any], name: str, value: Any, key: str) -> None:
+    if name in target and target[name] != value:
+        raise HyperparameterError(
+            f"hyperparameter {key!r} sets {name!r} to {value!r}, but it was already set to {target[name]!r}"
+        )
+    target[name] = value
+
+
+def _stop_value(key: str, value: Any) -> float:
+    """A stop threshold: a number > 0, except a return target, which may be any finite number."""
+    if key.endswith("episode_return_mean") or key.endswith("episode_reward_mean"):
+        return validation.number(key, value)
+    return validation.number(key, value, low=0, low_open=True)
+
+
+def _check_env_registered(env: str) -> None:
+    """The env must be a Gymnasium id (``module:EnvId`` imports the module first) or a name
+    registered with `ray.tune.registry.register_env`."""
+    import importlib
+
+    import gymnasium
+    from ray.tune.registry import ENV_CREATOR, _global_registry
+
+    if _global_registry.contains(ENV_CREATOR, env):
+        return
+    if ":" in env:  # gymnasium's "module:EnvId" form: importing the module registers the id
+        module, _, env_id = env.partition(":")
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise HyperparameterError(f"hyperparameter {ENV!r}: cannot import {module!r} for {env!r}: {exc}") from exc
+        env = env_id
+    if env in gymnasium.registry:
+        return
+    close = difflib.get_close_matches(env, list(gymnasium.registry), n=3)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    raise HyperparameterError(
+        f"hyperparameter {ENV!r}: {env!r} is neither a registered Gymnasium id nor an env registered "
+        f"with ray.tune.registry.register_env.{hint} A user entry point (sagemaker_program) can "
+        f"register its own env first."
+    )
+
+
+def _preflight(config: AlgorithmConfig) -> None:
+    """Make the env and build the RLModule once, in this process, before Ray starts.
+
+    RLlib builds both inside env runner actors; when that fails there, the trial dies with an
+    unrelated ``IndexError`` from `EnvRunnerGroup.get_spaces` and the real cause is lost. Done
+    here, a wrong ``env_config`` keyword or ``model_config`` value fails with its own message.
+    Only for Gymnasium ids made as RLlib makes them (``gymnasium.make(env, **env_config)``);
+    envs registered with Tune are the user script's to check.
+    """
+    import gymnasium
+    from ray.tune.registry import ENV_CREATOR, _global_registry
+
+    env_id = config.env
+    if not isinstance(env_id, str) or _global_registry.contains(ENV_CREATOR, env_id):
+        return
+    try:
+        env = gymnasium.make(env_id, **config.env_config)
+    except Exception as exc:
+        raise HyperparameterError(
+            f"hyperparameter {ENV!r}: gymnasium.make({env_id!r}, **{dict(config.env_config)!r}) failed: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    try:
+        config.get_rl_module_spec(env=env).build()
+    except Exception as exc:
+        raise HyperparameterError(
+            f"RLlib cannot build the RLModule for {env_id!r} with this configuration: {type(exc).__name__}: {exc}"
+        ) from exc
+    finally:
+        env.close()
