@@ -21,8 +21,8 @@ except PackageNotFoundError:  # running from a source tree that was not installe
 
 _LAZY = {
     "register_env": "ray.tune.registry",
-    "build_config": "sagemaker_ray_rl.training.hyperparameters",
-    "build_experiment": "sagemaker_ray_rl.training.hyperparameters",
+    "build_config": "sagemaker_ray_rl.training.api",
+    "build_experiment": "sagemaker_ray_rl.training.api",
     "run_experiment": "sagemaker_ray_rl.training.experiment",
     "build_metadata": "sagemaker_ray_rl.checkpoint",
     "export_model": "sagemaker_ray_rl.checkpoint",

@@ -50,7 +50,7 @@ def test_torch_is_the_cuda_build_and_tags_labels_env_agree(cuda_image: str):
 def test_training_code_puts_learners_on_gpus_when_the_job_has_them(cuda_image: str):
     """The config the built-in experiment builds, with SM_NUM_GPUS as SageMaker sets it."""
     script = (
-        "import json; from sagemaker_ray_rl.training.hyperparameters import build_config;"
+        "import json; from sagemaker_ray_rl.training.api import build_config;"
         "c = build_config({'stop.training_iteration': 1}, num_cpus=4);"
         "print(json.dumps([c.num_learners, c.num_gpus_per_learner, c.num_gpus_per_env_runner]))"
     )

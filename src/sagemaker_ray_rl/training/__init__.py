@@ -1,7 +1,8 @@
 """Online training: hyperparameters -> RLlib config -> Tune experiment -> checkpoint -> export.
 
-- `hyperparameters`: the built-in experiment's keys -> a checked spec -> an `AlgorithmConfig`, and
-  `build_experiment` / `build_config` for user entry points; `legacy`: old-stack names translated;
+- `hyperparameters`: the built-in experiment's keys -> a checked `ExperimentSpec` (`legacy`: old-stack
+  names translated); `algorithm_config`: the spec -> an RLlib `AlgorithmConfig`, before Ray starts;
+- `api`: `build_experiment` / `build_config` for user entry points;
 - `builtin`: the built-in experiment's job (prepare before Ray starts, train on the cluster, export);
 - `experiment`: one Tune run with checkpoints, resume and a graceful stop (`graceful_stop`);
 - `reporting`: metric and progress lines; `evaluation`: greedy episodes of the exported policy;

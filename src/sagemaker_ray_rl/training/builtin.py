@@ -33,9 +33,10 @@ def prepare(contract: Environment) -> Plan:
     """Check the hyperparameters and build the RLlib config, before Ray starts.
 
     Raises:
-        HyperparameterError: see `hyperparameters.parse_hyperparameters` and `build_algorithm_config`.
+        HyperparameterError: see `hyperparameters.parse_hyperparameters` and `algorithm_config.build_algorithm_config`.
     """
-    from sagemaker_ray_rl.training.hyperparameters import build_algorithm_config, parse_hyperparameters
+    from sagemaker_ray_rl.training.algorithm_config import build_algorithm_config
+    from sagemaker_ray_rl.training.hyperparameters import parse_hyperparameters
 
     spec = parse_hyperparameters(contract.hyperparameters, num_cpus=contract.num_cpus)
     return Plan(spec, build_algorithm_config(spec, num_gpus=contract.num_gpus))
@@ -55,8 +56,8 @@ def train(contract: Environment, plan: Plan, cluster: Cluster) -> None:
 
     from sagemaker_ray_rl.checkpoint import build_metadata, export_model
     from sagemaker_ray_rl.cluster.placement import check_fits, default_num_env_runners, place_actors
+    from sagemaker_ray_rl.training.algorithm_config import first_variant
     from sagemaker_ray_rl.training.experiment import run_experiment
-    from sagemaker_ray_rl.training.hyperparameters import first_variant
     from sagemaker_ray_rl.training.outputs import write_outputs
 
     spec, config = plan.spec, plan.config

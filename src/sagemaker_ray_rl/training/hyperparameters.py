@@ -186,7 +186,7 @@ def parse_hyperparameters(
         and k != p.MODE_HYPERPARAMETER
     }
     algorithm = validation.string(ALGORITHM, hps.get(ALGORITHM, DEFAULT_ALGORITHM))
-    config_cls = _algorithm_config_class(algorithm)
+    config_cls = algorithm_config_class(algorithm)
     owners = _builder_keywords(config_cls)
 
     top_level: dict[str, Any] = {}
@@ -273,212 +273,6 @@ def parse_hyperparameters(
     )
 
 
-def build_algorithm_config(spec: ExperimentSpec, *, num_gpus: int | None = None) -> AlgorithmConfig:
-    """The RLlib new-stack config for `spec`: the algorithm's defaults, the env, the overrides, then
-    learners on GPUs when the job has GPUs (`place_learners_on_gpus`).
-
-    Does not start Ray. The config is validated (`AlgorithmConfig.validate`), and for Gymnasium envs
-    the env is made and the RLModule built once (`_preflight`), so that settings RLlib refuses fail
-    here, with RLlib's own message, before any cluster exists.
-
-    A value ``{"grid_search": [v1, v2, ...]}`` (Ray Tune's own grid search, as JSON) makes one trial per
-    value: every value is validated on its own, and the returned config holds
-    ``tune.grid_search([...])`` for Tune to expand.
-
-    Args:
-        spec: the checked experiment.
-        num_gpus: GPUs of this host for the learners; the job's own (``SM_NUM_GPUS``, else
-            ``nvidia-smi``; see `Environment.from_environ`) when None.
-
-    Raises:
-        HyperparameterError: RLlib refused an override (wrong type, deprecated name, bad value), or a
-            grid search is not a non-empty list.
-    """
-    config = _algorithm_config_class(spec.algorithm)()
-    config.environment(spec.env, env_config=dict(spec.env_config))
-    config.env_runners(num_env_runners=spec.num_env_runners)
-    grids = [o for o in spec.overrides if is_grid_search(o.value)]
-    for override in spec.overrides:
-        _apply(config, override, grid_values(override)[0] if override in grids else override.value)
-    place_learners_on_gpus(config, spec, _job_gpus() if num_gpus is None else num_gpus)
-    _validate(config, "")
-    _preflight(config)
-    for override in grids:
-        for value in grid_values(override)[1:]:
-            variant = config.copy(copy_frozen=False)
-            _apply(variant, override, value)
-            _validate(variant, f" with {override.hyperparameter}={value!r} (from its grid_search)")
-    for override in grids:
-        _apply(config, override, {GRID_SEARCH: list(grid_values(override))})
-    return config
-
-
-#: Ray Tune's grid search marker: ``tune.grid_search(values) == {"grid_search": values}``.
-GRID_SEARCH = "grid_search"
-
-
-def is_grid_search(value: Any) -> bool:
-    """Whether a hyperparameter value is a Tune grid search (``{"grid_search": [...]}``)."""
-    return isinstance(value, dict) and set(value) == {GRID_SEARCH}
-
-
-def grid_values(override: ConfigOverride) -> list[Any]:
-    """The values of a grid-search override.
-
-    Raises:
-        HyperparameterError: the grid is not a non-empty JSON list.
-    """
-    values = override.value[GRID_SEARCH]
-    if not isinstance(values, list) or not values:
-        raise validation.invalid(
-            override.hyperparameter,
-            'a grid search of a non-empty list of values, e.g. {"grid_search": [0.001, 0.0001]}',
-            values,
-        )
-    return values
-
-
-def first_variant(config: AlgorithmConfig) -> AlgorithmConfig:
-    """A copy of `config` with every top-level grid search replaced by its first value (what the
-    first trial runs), for code that needs one concrete config (e.g. resource checks)."""
-    variant = config.copy(copy_frozen=False)
-    for name, value in vars(variant).items():
-        if is_grid_search(value) and value[GRID_SEARCH]:
-            setattr(variant, name, value[GRID_SEARCH][0])
-    return variant
-
-
-def _apply(config: AlgorithmConfig, override: ConfigOverride, value: Any) -> None:
-    try:
-        getattr(config, override.section)(**{override.name: value})
-    except Exception as exc:  # RLlib raises TypeError, ValueError or its own deprecation errors
-        raise HyperparameterError(
-            f"hyperparameter {override.hyperparameter}={value!r} was refused by RLlib "
-            f"({type(config).__name__}.{override.section}): {exc}"
-        ) from exc
-
-
-def _validate(config: AlgorithmConfig, where: str) -> None:
-    try:
-        config.validate()
-    except Exception as exc:
-        raise HyperparameterError(f"RLlib refused the configuration{where}: {exc}") from exc
-
-
-def place_learners_on_gpus(config: AlgorithmConfig, spec: ExperimentSpec, num_gpus: int) -> None:
-    """Put RLlib's learners on the host's GPUs unless the hyperparameters place them.
-
-    With ``num_gpus > 0`` and no ``num_gpus_per_learner`` hyperparameter: one GPU per learner
-    (``config.learners(num_gpus_per_learner=1)``); with more than one GPU and no ``num_learners``
-    hyperparameter, also one learner per GPU (``num_learners=num_gpus``: RLlib's data-parallel
-    learners). Env runners are left on CPU (``num_gpus_per_env_runner`` stays RLlib's default 0):
-    sampling small envs gains nothing from a GPU. Follows RLlib's scaling guide for the new API
-    stack (``AlgorithmConfig.learners``). With ``num_gpus == 0`` the config is not touched.
-
-    Args:
-        config: the config being built; changed in place.
-        spec: its experiment spec (to see which learner settings the user gave).
-        num_gpus: GPUs of this host (``SM_NUM_GPUS``), >= 0.
-    """
-    if num_gpus <= 0:
-        return
-    given = {o.name for o in spec.overrides if o.section == "learners"}
-    if "num_gpus_per_learner" not in given:
-        config.learners(num_gpus_per_learner=1)
-        if num_gpus > 1 and "num_learners" not in given:
-            config.learners(num_learners=num_gpus)
-
-
-def _job_gpus() -> int:
-    from sagemaker_ray_rl.contract.environment import Environment
-
-    return Environment.from_environ().num_gpus
-
-
-@dataclass(frozen=True)
-class JobExperiment:
-    """What a user entry point needs to run the job's experiment (see `build_experiment`).
-
-    Attributes:
-        config: the RLlib config, ready for `experiment.run_experiment` or ``config.build_algo()``.
-        stop: Tune stop criteria, RLlib result key -> threshold (``stop.*`` hyperparameters).
-        checkpoint_frequency: iterations between checkpoints (``checkpoint_frequency``).
-        evaluation_episodes: episodes to evaluate the exported policy on (``evaluation_episodes``).
-    """
-
-    config: AlgorithmConfig
-    stop: Mapping[str, float]
-    checkpoint_frequency: int
-    evaluation_episodes: int
-
-
-def build_experiment(
-    defaults: Mapping[str, Any] | None = None,
-    *,
-    hyperparameters: Mapping[str, Any] | None = None,
-    env: str | None = None,
-    num_cpus: int | None = None,
-    ignore: Iterable[str] = (),
-) -> JobExperiment:
-    """Public API for user entry points: the job's experiment from the script's defaults and the
-    job's hyperparameters, checked as the built-in experiment's are (before Ray starts).
-
-    Args:
-        defaults: the script's own settings, written as hyperparameters (``"rl.training.config.lr":
-            1e-4``, ``"training.num_epochs": 30``, ``"stop.training_iteration": 300``, ...); a job
-            hyperparameter with the same key or naming the same setting wins over them.
-        hyperparameters: decoded hyperparameters; the job's own (``hyperparameters.json``) when None.
-        env: an env name to use unless the defaults or hyperparameters name one (e.g. one the script
-            registered with `ray.tune.registry.register_env`).
-        num_cpus: CPUs for the default ``num_env_runners``; the job's own when None.
-        ignore: the script's own hyperparameters, which are not RLlib settings.
-
-    Returns:
-        The experiment; ``stop`` is ``{"training_iteration": 100}`` when no stop key was given.
-
-    Raises:
-        HyperparameterError: see `parse_hyperparameters` and `build_algorithm_config`.
-    """
-    from sagemaker_ray_rl.contract.environment import Environment
-
-    if hyperparameters is None or num_cpus is None:
-        contract = Environment.from_environ()
-        hyperparameters = contract.hyperparameters if hyperparameters is None else hyperparameters
-        num_cpus = contract.num_cpus if num_cpus is None else num_cpus
-    hps = {**(defaults or {}), **hyperparameters}
-    if env is not None:
-        hps.setdefault(ENV, env)
-    spec = parse_hyperparameters(hps, num_cpus=num_cpus, ignore=ignore)
-    return JobExperiment(
-        config=build_algorithm_config(spec),
-        stop=spec.stop,
-        checkpoint_frequency=spec.checkpoint_frequency,
-        evaluation_episodes=spec.evaluation_episodes,
-    )
-
-
-def build_config(
-    hyperparameters: Mapping[str, Any] | None = None,
-    *,
-    env: str | None = None,
-    num_cpus: int | None = None,
-    ignore: Iterable[str] = (),
-) -> AlgorithmConfig:
-    """Public API for user entry points: an `AlgorithmConfig` from the job's hyperparameters
-    (`build_experiment` without defaults, its config only).
-
-    Args:
-        hyperparameters: decoded hyperparameters; the job's own (``hyperparameters.json``) when None.
-        env: an env name to use unless the hyperparameters name one.
-        num_cpus: CPUs for the default ``num_env_runners``; the job's own when None.
-        ignore: the script's own hyperparameters, which are not RLlib settings.
-
-    Raises:
-        HyperparameterError: see `parse_hyperparameters` and `build_algorithm_config`.
-    """
-    return build_experiment(hyperparameters=hyperparameters, env=env, num_cpus=num_cpus, ignore=ignore).config
-
-
 def accepted_keys_text(config_name: str = "the algorithm's config") -> str:
     """One sentence listing the accepted hyperparameter keys, for error messages."""
     fixed = ", ".join(
@@ -490,7 +284,7 @@ def accepted_keys_text(config_name: str = "the algorithm's config") -> str:
     )
 
 
-def _algorithm_config_class(algorithm: str) -> type[AlgorithmConfig]:
+def algorithm_config_class(algorithm: str) -> type[AlgorithmConfig]:
     from ray.rllib.algorithms.registry import ALGORITHMS
 
     if algorithm not in ALGORITHMS:
@@ -580,35 +374,3 @@ def _check_env_registered(env: str) -> None:
         f"with ray.tune.registry.register_env.{hint} A user entry point (sagemaker_program) can "
         f"register its own env first."
     )
-
-
-def _preflight(config: AlgorithmConfig) -> None:
-    """Make the env and build the RLModule once, in this process, before Ray starts.
-
-    RLlib builds both inside env runner actors; when that fails there, the trial dies with an
-    unrelated ``IndexError`` from `EnvRunnerGroup.get_spaces` and the real cause is lost. Done
-    here, a wrong ``env_config`` keyword or ``model_config`` value fails with its own message.
-    Only for Gymnasium ids made as RLlib makes them (``gymnasium.make(env, **env_config)``);
-    envs registered with Tune are the user script's to check.
-    """
-    import gymnasium
-    from ray.tune.registry import ENV_CREATOR, _global_registry
-
-    env_id = config.env
-    if not isinstance(env_id, str) or _global_registry.contains(ENV_CREATOR, env_id):
-        return
-    try:
-        env = gymnasium.make(env_id, **config.env_config)
-    except Exception as exc:
-        raise HyperparameterError(
-            f"hyperparameter {ENV!r}: gymnasium.make({env_id!r}, **{dict(config.env_config)!r}) failed: "
-            f"{type(exc).__name__}: {exc}"
-        ) from exc
-    try:
-        config.get_rl_module_spec(env=env).build()
-    except Exception as exc:
-        raise HyperparameterError(
-            f"RLlib cannot build the RLModule for {env_id!r} with this configuration: {type(exc).__name__}: {exc}"
-        ) from exc
-    finally:
-        env.close()

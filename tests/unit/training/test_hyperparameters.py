@@ -3,11 +3,8 @@ from __future__ import annotations
 import pytest
 
 from sagemaker_ray_rl.contract.errors import HyperparameterError
-from sagemaker_ray_rl.training.hyperparameters import (
-    DEFAULT_TRAINING_ITERATIONS,
-    build_algorithm_config,
-    parse_hyperparameters,
-)
+from sagemaker_ray_rl.training.algorithm_config import build_algorithm_config
+from sagemaker_ray_rl.training.hyperparameters import DEFAULT_TRAINING_ITERATIONS, parse_hyperparameters
 
 
 def config_for(hps: dict, num_cpus: int = 4):
@@ -256,7 +253,7 @@ def test_the_jobs_gpu_count_comes_from_sm_num_gpus(monkeypatch):
 
 
 def test_a_scripts_defaults_lie_beneath_the_jobs_hyperparameters():
-    from sagemaker_ray_rl.training.hyperparameters import build_experiment
+    from sagemaker_ray_rl.training.api import build_experiment
 
     defaults = {
         "rl.training.config.lr": 0.0001,
