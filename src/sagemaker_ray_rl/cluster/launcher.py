@@ -17,6 +17,10 @@ SageMaker has already provisioned them and says which they are only through its 
 The "job is over" signal travels through Ray itself: a task pinned to each worker node writes a
 marker file there (`mark_job_done`), because Ray tells worker nodes nothing when a head shuts down
 (their raylets just lose the GCS and exit a minute later).
+
+One concern despite its length: the lifecycle of one cluster (start, join, watch, finish, stop) seen
+from both roles, which share its state and its signals; what stands alone is in `settings`,
+`network`, `node` and `placement`.
 """
 
 from __future__ import annotations

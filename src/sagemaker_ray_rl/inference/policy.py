@@ -3,7 +3,7 @@
 `Policy.load` finds the algorithm checkpoint in the model dir by its ``rllib_checkpoint.json``
 (what ``algo.save(SM_MODEL_DIR)`` in any user entry point writes, with or without our
 ``metadata.json``), loads every RLModule with `RLModule.from_checkpoint` and restores the
-checkpoint's env-to-module and module-to-env connector pipelines (`connectors`). Spaces come from
+checkpoint's env-to-module and module-to-env connector pipelines (`pipelines`). Spaces come from
 the checkpoint itself (the pipelines' input spaces, else the modules'), so the env class need not
 be importable at serving time. No ``ray.init``: loading takes about 0.5 s after the RLlib import.
 

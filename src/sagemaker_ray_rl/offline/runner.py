@@ -8,7 +8,7 @@ gradient updates, every ``evaluate_every`` updates saving a checkpoint and estim
 off-policy (IS, WIS, PDIS, DM and DR with fitted-Q evaluation, MB; on Box actions only MB,
 `ope.BOX_SKIPPED` says why) and, when asked, its real return in the env -> export the checkpoint,
 of all runs, with the best chosen estimate to the model dir (``metadata.json`` by
-`export.build_metadata`) and write ``ope.csv``, ``ope.png``, ``selection.json`` to the output data dir.
+`checkpoint.build_metadata`) and write ``ope.csv``, ``ope.png``, ``selection.json`` to the output data dir.
 """
 
 from __future__ import annotations

@@ -20,17 +20,17 @@ from gevent.event import AsyncResult
 
 
 class GreenBatcher:
-    """Run the jobs (`app.Job`) of the requests that are ready together as one `compute` call.
+    """Run the jobs (`protocol.Job`) of the requests that are ready together as one `compute` call.
 
     The first request to arrive leads: it yields once to gevent's loop (``gevent.sleep(0)``), so
     the other greenlets that are ready to run (connections whose request has arrived) parse their
     requests and queue their jobs behind it; then the leader runs its own jobs and the queued ones
-    through `compute` (`app.compute_jobs`: jobs with equal module and options become one forward
+    through `compute` (`protocol.compute_jobs`: jobs with equal module and options become one forward
     pass) and hands each request its answers. A batch never waits to fill: a request that arrives
     alone runs alone, one pass through the loop later.
 
     Args:
-        compute: ``compute(jobs) -> answers``, one answer per job, in order (`app.compute_jobs`
+        compute: ``compute(jobs) -> answers``, one answer per job, in order (`protocol.compute_jobs`
             bound to the policy).
         max_requests: requests per `compute` call at most (>= 1); the leader runs what queued
             beyond that in further calls before it answers.
