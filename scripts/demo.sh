@@ -2,7 +2,9 @@
 # The main job end to end, inside the image:
 #   1. build sagemaker-ray-rl:<VERSION>-cpu-py311 (scripts/build.sh)
 #   2. train PPO on CartPole-v1 from hyperparameters only (`docker run ... train` over build/demo/job,
-#      a local /opt/ml) until the mean episode return reaches 450 or 40 iterations
+#      a local /opt/ml) until the greedy policy (as the server will answer) returns 475 on average over
+#      the 10 evaluation episodes after an iteration, or 60 iterations; then evaluate the exported
+#      policy on 100 greedy episodes
 #   3. serve the exported model (`docker run ... serve`)
 #   4. play 10 episodes of CartPole-v1 through POST /invocations and print the mean return
 #   5. stop the server
@@ -25,8 +27,9 @@ cat > "$job/input/config/hyperparameters.json" <<'JSON'
   "env": "CartPole-v1",
   "rl.training.config.lr": "0.0003",
   "rl.training.config.num_epochs": "6",
-  "stop.episode_return_mean": "450",
-  "stop.training_iteration": "40"
+  "stop.evaluation_return_mean": "475",
+  "stop.training_iteration": "60",
+  "evaluation_episodes": "100"
 }
 JSON
 log "training: docker run --rm -v $job:/opt/ml $image train"

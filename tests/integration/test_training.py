@@ -140,3 +140,18 @@ def test_the_stopped_head_leaves_no_address_for_a_later_ray_init(trained_job: Tr
     ip = re.search(r"master \S+ \(([\d.]+)\): starting the Ray head", trained_job.output).group(1)
     path = Path(get_ray_address_file(None))
     assert not path.exists() or path.read_text().strip() != f"{ip}:6379"
+
+
+def test_stop_on_the_greedy_evaluation_return(tmp_path: Path):
+    # Any CartPole policy lasts 8 steps: the first iteration's greedy evaluation stops the run,
+    # long before stop.training_iteration, and the exported checkpoint is the one evaluated.
+    base = write_job(
+        tmp_path,
+        {"stop.evaluation_return_mean": "8", "stop.training_iteration": "5", "num_env_runners": "1"},
+    )
+    run = run_train(base)
+    assert run.returncode == 0, run.output[-4000:]
+    assert "evaluation_return_mean:" in run.output
+    metadata = json.loads((base / "model" / "metadata.json").read_text())
+    assert metadata["metrics"]["training_iteration"] == 1
+    assert metadata["metrics"]["evaluation_return_mean"] >= 8

@@ -5,7 +5,9 @@ env runners, metric lines ``evaluation_return_*``). Evaluating the final policy 
 fixed number of episodes, is what users compare jobs by; RLlib has no "evaluate at the end" switch,
 so the checkpoint's weights and connector states are restored into an algorithm built from the same
 config with a local evaluation env runner only, and RLlib's own ``Algorithm.evaluate`` runs the
-episodes (greedy, ``explore=False``, RLlib's evaluation default).
+episodes, greedily as the server answers by default: ``explore=False`` is set on the evaluation
+config, because RLlib's new-stack evaluation env runners otherwise inherit the training config's
+``explore=True`` (`AlgorithmConfig.get_evaluation_config_object`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ def evaluate_checkpoint(config: AlgorithmConfig, checkpoint_dir: Path, episodes:
         evaluation_num_env_runners=0,
         evaluation_duration=episodes,
         evaluation_duration_unit="episodes",
+        evaluation_config={**_overrides(config.evaluation_config), "explore": False},
     )
     evaluation.resources(custom_resources_for_main_process={})
     algo = evaluation.build_algo()
@@ -50,3 +53,12 @@ def evaluate_checkpoint(config: AlgorithmConfig, checkpoint_dir: Path, episodes:
     print(f"Evaluation of the exported policy over {episodes} episode(s):", flush=True)
     print("\n".join(lines), flush=True)
     return {name: lookup(result, path) for name, path in METRICS.items() if name.startswith("evaluation_")}
+
+
+def _overrides(evaluation_config: Any) -> dict[str, Any]:
+    """The user's evaluation overrides as a dict (RLlib accepts a dict, None or an `AlgorithmConfig`)."""
+    if evaluation_config is None:
+        return {}
+    if isinstance(evaluation_config, dict):
+        return dict(evaluation_config)
+    return evaluation_config.to_dict()

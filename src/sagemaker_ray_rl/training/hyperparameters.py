@@ -16,6 +16,10 @@ Accepted keys (the README's hyperparameter table):
 ``evaluation_episodes``         Episodes to evaluate the exported policy on after training. Default 0.
 ``stop.training_iteration``     Stop after this many iterations.
 ``stop.episode_return_mean``    Stop once ``env_runners/episode_return_mean`` reaches this.
+``stop.evaluation_return_mean`` Stop once the greedy policy's mean return over RLlib's evaluation
+                                episodes after an iteration reaches this (evaluation every iteration
+                                over `EVALUATION_STOP_EPISODES` episodes unless
+                                ``evaluation.evaluation_interval`` is given).
 ``stop.timesteps_total``        Stop after this many env steps sampled.
 ``stop.time_total_s``           Stop after this many seconds of training.
 ``rl.training.stop.<name>``     The same stop criteria in the seed-000 layout; ``episode_reward_mean``
@@ -80,6 +84,7 @@ STOP_CRITERIA: Mapping[str, str] = MappingProxyType(
     {
         "stop.training_iteration": "training_iteration",
         "stop.episode_return_mean": "env_runners/episode_return_mean",
+        "stop.evaluation_return_mean": "evaluation/env_runners/episode_return_mean",
         "stop.timesteps_total": "num_env_steps_sampled_lifetime",
         "stop.time_total_s": "time_total_s",
     }
@@ -343,7 +348,7 @@ def _set_once(target: dict[str, Any], name: str, value: Any, key: str) -> None:
 
 def _stop_value(key: str, value: Any) -> float:
     """A stop threshold: a number > 0, except a return target, which may be any finite number."""
-    if key.endswith("episode_return_mean") or key.endswith("episode_reward_mean"):
+    if key.endswith(("episode_return_mean", "episode_reward_mean", "evaluation_return_mean")):
         return validation.number(key, value)
     return validation.number(key, value, low=0, low_open=True)
 

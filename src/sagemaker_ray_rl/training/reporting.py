@@ -79,7 +79,8 @@ def metric_lines(result: Mapping[str, Any]) -> list[str]:
 
 def progress_line(result: Mapping[str, Any], stop: Mapping[str, float] | None = None) -> str:
     """One line a person reads at a glance, e.g.
-    ``[progress] iter 7/40 | return 212.4 (min 31, max 500; stop at 450) | 28,000 env steps | 61 s``.
+    ``[progress] iter 7/40 | return 212.4 (min 31, max 500; stop at 450) | 28,000 env steps | 61 s``,
+    with ``| greedy 480.3 (stop at 475)`` after the return when the iteration evaluated.
 
     Written so that no `METRIC_DEFINITIONS` regex matches it (no metric name appears in it), so
     SageMaker's charts see only the metric lines.
@@ -105,6 +106,10 @@ def progress_line(result: Mapping[str, Any], stop: Mapping[str, float] | None = 
         f"return {number(target)} (min {number(METRICS['episode_return_min'])}, "
         f"max {number(METRICS['episode_return_max'])}{goal})"
     )
+    evaluated = METRICS["evaluation_return_mean"]
+    if lookup(result, evaluated) is not None:
+        goal = f" (stop at {stop[evaluated]:g})" if evaluated in stop else ""
+        returns += f" | greedy {number(evaluated)}{goal}"
     return (
         f"[progress] iter {iteration} | {returns} | {number(METRICS['timesteps_total'])} env steps | "
         f"{number('time_total_s')} s"

@@ -269,3 +269,23 @@ def test_a_scripts_defaults_lie_beneath_the_jobs_hyperparameters():
     assert (experiment.checkpoint_frequency, experiment.evaluation_episodes) == (5, 0)
     with pytest.raises(HyperparameterError, match="'rl.training.config.lrr'"):
         build_experiment({"rl.training.config.lrr": 0.1}, hyperparameters={}, num_cpus=2)
+
+
+def test_stop_on_evaluation_return_evaluates_greedily_every_iteration():
+    spec = parse_hyperparameters({"stop.evaluation_return_mean": 475}, num_cpus=2)
+    assert dict(spec.stop) == {"evaluation/env_runners/episode_return_mean": 475}
+    config = build_algorithm_config(spec)
+    assert (config.evaluation_interval, config.evaluation_duration, config.evaluation_duration_unit) == (
+        1,
+        10,
+        "episodes",
+    )
+    assert config.get_evaluation_config_object().explore is False
+    assert config.explore is True  # training still explores
+
+
+def test_stop_on_evaluation_return_keeps_the_users_evaluation_settings():
+    hps = {"stop.evaluation_return_mean": -200, "evaluation.evaluation_interval": 5}
+    config = build_algorithm_config(parse_hyperparameters(hps, num_cpus=2))
+    assert config.evaluation_interval == 5
+    assert config.get_evaluation_config_object().explore is False

@@ -87,9 +87,15 @@ def test_callback_prints_a_trial_header_only_with_several_trials():
 def test_progress_line_shows_the_stop_criteria_and_no_metric_regex_matches_it():
     stop = {"training_iteration": 40, "env_runners/episode_return_mean": 450}
     line = progress_line(RESULT, stop)
-    assert line == "[progress] iter 3/40 | return 123.4 (min 9, max 500; stop at 450) | 12,000 env steps | 25.1 s"
+    assert line == (
+        "[progress] iter 3/40 | return 123.4 (min 9, max 500; stop at 450) | greedy 480.5 | 12,000 env steps | 25.1 s"
+    )
+    greedy_stop = {"training_iteration": 40, "evaluation/env_runners/episode_return_mean": 475}
+    greedy = progress_line(RESULT, greedy_stop)
+    assert "return 123.4 (min 9, max 500) | greedy 480.5 (stop at 475) |" in greedy
     for definition in METRIC_DEFINITIONS:
         assert re.search(definition["Regex"], line) is None, definition["Name"]
+        assert re.search(definition["Regex"], greedy) is None, definition["Name"]
 
 
 def test_the_readme_metric_definitions_name_every_metric():
