@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from sagemaker_ray_rl.cluster import quiet
 from sagemaker_ray_rl.contract.environment import Environment
 from sagemaker_ray_rl.contract.errors import SageMakerRayRLError
 from sagemaker_ray_rl.contract.failure import write_failure
@@ -43,6 +44,7 @@ def main() -> None:
     from sagemaker_training.errors import ClientError
 
     contract = Environment.from_environ()
+    quiet.install(contract.hyperparameters)
     user_code = False
     try:
         settings = _cluster_settings(contract)

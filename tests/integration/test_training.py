@@ -66,6 +66,13 @@ def test_model_dir_holds_a_loadable_checkpoint_and_metadata(trained_job: Trainin
     assert (trained_job.base / "output" / "success").exists()  # the toolkit's own marker
 
 
+def test_the_job_log_holds_no_known_harmless_noise(trained_job: TrainingRun):
+    # What a user reads: our lines, Tune's table, RLlib's warnings that ask something of them.
+    for noise in ("ERROR", " E ", "Deprecation", "gputil", "Ray runtime started", "new API stack"):
+        assert noise not in trained_job.output, noise
+    assert "[progress] iter 2/2" in trained_job.output
+
+
 def test_unknown_hyperparameter_fails_before_ray_starts(tmp_path: Path):
     base = write_job(tmp_path, {"rl.training.config.lrr": "0.1"})
     run = run_train(base, timeout=120)

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sagemaker_ray_rl.cluster import quiet
 from sagemaker_ray_rl.cluster.network import own_ip, port_open, resolve_host, wait_for_port
 from sagemaker_ray_rl.cluster.node import (
     NodeSpec,
@@ -211,12 +212,18 @@ def start_cluster(contract: Environment, settings: ClusterSettings) -> Cluster:
         head.stop()
         raise ClusterError(
             f"the Ray head on master host {rc.current_host} did not start within {HEAD_START_TIMEOUT_S:g} s "
-            f"(ray start exit status {head.returncode}); its output is in the job log above"
+            f"(ray start exit status {head.returncode}); its last lines:\n{head.output_tail()}"
         )
     os.environ["RAY_ADDRESS"] = address
     cluster = Cluster(contract=contract, settings=settings, address=address, head=head)
     try:
-        ray.init(address=address, logging_level="warning", log_to_driver=True)
+        ray.init(
+            address=address,
+            logging_level="warning",
+            log_to_driver=True,
+        )
+        quiet.install(contract.hyperparameters)
+        quiet.filter_worker_logs(contract.hyperparameters)
         _wait_for_hosts(cluster)
     except BaseException:
         ray.shutdown()

@@ -21,12 +21,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
 
+from sagemaker_ray_rl.cluster.quiet import LineForwarder
 from sagemaker_ray_rl.cluster.settings import ClusterSettings
 
 GROUP_RESOURCE_PREFIX = "instance_group:"
@@ -188,20 +190,37 @@ def _ray_start(spec: NodeSpec) -> list[str]:
 class RayNodeProcess:
     """A running ``ray start --block``: the Ray processes of this host, owned by this process.
 
-    Its output goes to this process's stdout (the job log), line by line.
+    Its output goes to this process's stdout (the job log), line by line, without its banner
+    (`quiet.LineForwarder`); `output_tail` has its last lines for error messages.
     """
 
     def __init__(self, command: list[str], env: dict[str, str]) -> None:
         self.command = command
         self.env = env
-        self.process = subprocess.Popen(command, env=env, start_new_session=True)
+        self._start()
+
+    def _start(self) -> None:
+        self.process = subprocess.Popen(
+            self.command,
+            env=self.env,
+            start_new_session=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+        )
+        self.forwarder = LineForwarder(self.process.stdout)
+        threading.Thread(target=self.forwarder.run, name="ray-start-output", daemon=True).start()
         self.started = time.monotonic()
 
     def restart(self) -> None:
         """Start the same ``ray start`` again (after it exited)."""
         self.stop()
-        self.process = subprocess.Popen(self.command, env=self.env, start_new_session=True)
-        self.started = time.monotonic()
+        self._start()
+
+    def output_tail(self) -> str:
+        """The last lines ``ray start`` printed (banner included)."""
+        return self.forwarder.last_lines()
 
     def running(self) -> bool:
         """Whether ``ray start`` (and so the node) is still up."""

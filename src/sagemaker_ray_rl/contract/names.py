@@ -41,6 +41,8 @@ MODEL_SERVER_WORKERS_ENV = "SAGEMAKER_MODEL_SERVER_WORKERS"
 MODEL_SERVER_TIMEOUT_ENV = "SAGEMAKER_MODEL_SERVER_TIMEOUT"
 MAX_PAYLOAD_IN_MB_ENV = "SAGEMAKER_MAX_PAYLOAD_IN_MB"
 DEFAULT_INVOCATIONS_ACCEPT_ENV = "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT"
+#: Ours: ``debug`` keeps Ray's, Tune's and RLlib's known-harmless lines in the job log.
+LOG_LEVEL_ENV = "SAGEMAKER_RAY_RL_LOG_LEVEL"
 #: Ours: which model server `serve` runs (``gunicorn``, the default, or ``ray-serve``).
 SERVER_BACKEND_ENV = "SAGEMAKER_RAY_RL_SERVER"
 #: Ours: requests a gunicorn worker answers with one forward pass at most (1: no batching).
