@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark the multi-host launcher: cluster bring-up and sampling throughput by host count.
 
-    .venv/bin/python scripts/bench_cluster.py [--image TAG] [--hosts 1 2 3] [--iterations 5]
+    .venv/bin/python scripts/bench/bench_cluster.py [--image TAG] [--hosts 1 2 3] [--iterations 5]
 
 For each host count, runs one PPO CartPole job over that many containers of the image on a docker
 network (SageMaker local mode's layout, see tests/container/multihost.py) and prints:

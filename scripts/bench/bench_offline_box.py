@@ -3,7 +3,7 @@
 offline (`offline.algorithm=cql|iql`), select a checkpoint by the model-based estimate ``mb``, and
 evaluate the exported model and the random behaviour policy over the same greedy-evaluation episodes.
 
-    .venv/bin/python scripts/bench_offline_box.py [--algorithm cql|iql] [--episodes 100]
+    .venv/bin/python scripts/bench/bench_offline_box.py [--algorithm cql|iql] [--episodes 100]
         [--num-updates 2000] [--evaluate-every 500] [--num-runs 1] [--checkpoint-episodes 10]
         [--final-episodes 100] [--seed 0] [--out DIR]
 

@@ -1,6 +1,6 @@
 """Benchmark: training to a mean return of 450 in the container vs the same RLlib config in a venv.
 
-    .venv/bin/python scripts/bench_training.py [--repeats 2] [--image sagemaker-ray-rl:latest-cpu]
+    .venv/bin/python scripts/bench/bench_training.py [--repeats 2] [--image sagemaker-ray-rl:latest-cpu]
 
 Runs, alternating so that both see the same machine load:
 - container: ``docker run --rm -v JOB:/opt/ml IMAGE train`` with the demo's hyperparameters

@@ -1,6 +1,6 @@
 """Benchmark: `serve` over HTTP vs the same RLModule's forward_inference in-process, side by side.
 
-    .venv/bin/python scripts/bench_serving.py --model DIR [--image TAG] [--backend gunicorn|ray-serve|both]
+    .venv/bin/python scripts/bench/bench_serving.py --model DIR [--image TAG] [--backend gunicorn|ray-serve|both]
 
 DIR is an exported checkpoint (scripts/demo.sh leaves one in build/demo/job/model; any
 ``algo.save()`` directory works). Measures, in one run on the same cores:
