@@ -36,11 +36,11 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/, for devtools
+
+from devtools import docker_cli, wait_for_ping  # noqa: E402
+
 BIN = Path(sys.executable).parent
-
-
-def docker_cli() -> str:
-    return os.environ.get("DOCKER") or ("/usr/bin/docker" if os.path.exists("/usr/bin/docker") else "docker")
 
 
 class Client:
@@ -208,16 +208,10 @@ def bench_backend(args, backend: str, obs: list, port: int) -> list[str]:
     start = time.monotonic()
     stop = start_server(args, backend, port)
     try:
-        while True:
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                conn.request("GET", "/ping")
-                if conn.getresponse().status == 200:
-                    break
-            except OSError:
-                time.sleep(0.02)
-            if time.monotonic() - start > 180:
-                raise SystemExit(f"{backend}: no 200 on /ping within 180 s")
+        try:
+            wait_for_ping(f"http://127.0.0.1:{port}", 180, interval=0.02)
+        except TimeoutError as error:
+            raise SystemExit(f"{backend}: {error}") from None
         lines.append(
             f"| {backend}: cold start, `serve` -> first 200 on `/ping` | {time.monotonic() - start:.2f} s | | |"
         )
@@ -277,11 +271,11 @@ def in_process_in_image(image: str, model: Path) -> tuple[list[str], list[float]
         "-v",
         f"{model}:/opt/ml/model:ro",
         "-v",
-        f"{Path(__file__).resolve()}:/opt/bench_serving.py:ro",
+        f"{Path(__file__).resolve().parents[1]}:/opt/scripts:ro",  # this script and devtools.py
         "--entrypoint",
         "python",
         image,
-        "/opt/bench_serving.py",
+        "/opt/scripts/bench/bench_serving.py",
         "--in-process-only",
         "--model",
         "/opt/ml/model",

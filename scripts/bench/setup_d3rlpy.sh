@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/lib.sh
 python=${PYTHON:-python3.11}
-torch_version=$(sed -n 's/^torch==//p' docker/requirements-cpu.txt)
+torch_version=$(lock_pin torch)  # the bare version: no "+cpu", no line continuation
 [ -x .venv-d3rlpy/bin/python ] || "$python" -m venv .venv-d3rlpy
 log "installing torch $torch_version and d3rlpy 2.8.1 into .venv-d3rlpy"
 .venv-d3rlpy/bin/pip install --quiet --disable-pip-version-check "torch==$torch_version" d3rlpy==2.8.1 \
