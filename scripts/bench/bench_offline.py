@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Seed 004's batch-RL benchmark: per seed, collect exactly 500 uniform-random CartPole episodes
+"""The batch-RL acceptance benchmark: per seed, collect exactly 500 uniform-random CartPole episodes
 (200-step limit), train DiscreteCQL offline, estimate every checkpoint off-policy, export the one
 with the best chosen estimate, and evaluate it over 100 greedy episodes in the real env.
 
@@ -12,7 +12,7 @@ Prints, per seed, one line per checkpoint (OPE estimates and real returns over
 the exported checkpoint's 100-episode mean return, and the seconds spent in ``algo.train()``
 (the acceptance budget: 10 minutes on 2 cores). Writes ``results.json`` to ``--out``, and each seed's
 dataset as ``seed<N>/dataset.npz`` for ``scripts/bench/crosscheck_d3rlpy.py``.
-Acceptance (issue 6): mean return >= 195 for 3 of 3 seeds.
+Acceptance: mean return >= 195 for 3 of 3 seeds.
 """
 
 from __future__ import annotations

@@ -260,8 +260,8 @@ def in_process(model: Path) -> tuple[list[str], list[float]]:
 
 def in_process_in_image(image: str, model: Path) -> tuple[list[str], list[float]]:
     """`in_process` run inside the image (its Python build and libraries: the server's), so the
-    ratio compares like with like (Debian's Python in the image ran this ~25% faster than a
-    pyenv build on the host)."""
+    ratio compares like with like (Debian's Python in the image runs this faster than a pyenv
+    build on the host: docs/benchmarks.md)."""
     cmd = [
         docker_cli(),
         "run",
