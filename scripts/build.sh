@@ -45,13 +45,12 @@ require_docker_engine
 name=${IMAGE_NAME:-sagemaker-ray-rl}
 version=$(image_version)
 lock=docker/requirements-$variant.txt
-pin() { sed -n "s/^$1==\([^ +]*\).*/\1/p" "$lock"; }
-ray_version=$(pin ray)
-torch_version=$(pin torch)
+ray_version=$(lock_pin ray "$lock")
+torch_version=$(lock_pin torch "$lock")
 cuda_version=none
 variant_tag=$variant
 if [ "$variant" = cuda ]; then
-    runtime=$(pin nvidia-cuda-runtime)    # e.g. 13.0.96 -> CUDA 13.0 -> cu130
+    runtime=$(lock_pin nvidia-cuda-runtime "$lock")    # e.g. 13.0.96 -> CUDA 13.0 -> cu130
     [ -n "$runtime" ] || { log "$lock pins no nvidia-cuda-runtime: cannot tell the CUDA version"; exit 2; }
     cuda_version=$(echo "$runtime" | cut -d. -f1,2)
     variant_tag=cu$(echo "$cuda_version" | tr -d .)

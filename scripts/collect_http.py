@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Collect the next offline dataset through a deployed endpoint (seed 004's batch-transform step).
+"""Collect the next offline dataset through a deployed endpoint (a live system's batch-transform step).
 
 Steps ``--num-envs`` envs in lockstep; at every step all their observations go to ``POST
 /invocations`` in one request (``{"instances": [...]}``, as batch transform sends a mini-batch of
@@ -10,8 +10,11 @@ observations, are written in the offline dataset format (`sagemaker_ray_rl.offli
     python scripts/collect_http.py --url http://127.0.0.1:8080 --out DIR [--episodes 100]
         [--num-envs 20] [--epsilon 0.1] [--env CartPole-v1] [--max-episode-steps 200] [--seed 0]
 
-Today's server answers greedy actions only; once it returns ``action_prob`` (issue 5), a sampled
-policy's own probabilities can be recorded instead of client-side epsilon-greedy ones.
+It asks for the greedy action (the request has no ``"explore"``) and explores here, so the
+behaviour probabilities are exact whatever the served model's own exploration is. To record a
+model's own sampled actions instead, send ``"explore": true, "outputs": ["action_prob"]`` through a
+batch transform and convert its output (``python -m sagemaker_ray_rl.offline.convert``, see the
+README's batch RL section).
 """
 
 from __future__ import annotations

@@ -22,6 +22,14 @@ require_docker_engine() {
     fi
 }
 
+# The version PACKAGE is pinned to in LOCK (default docker/requirements-cpu.txt), without a local
+# label: `lock_pin torch` prints 2.13.0 for `torch==2.13.0+cpu \`. scripts/devtools.py's lock_pin
+# is the same reading for Python.
+lock_pin() {
+    local package=$1 lock=${2:-$(dirname "${BASH_SOURCE[0]}")/../docker/requirements-cpu.txt}
+    sed -n "s/^$package==\([^ +\\]*\).*/\1/p" "$lock"
+}
+
 image_version() { tr -d '[:space:]' < "$(dirname "${BASH_SOURCE[0]}")/../VERSION"; }
 
 # Start `IMAGE serve` for the model dir MODEL on PORT (host network, read-only mount); prints the

@@ -4,8 +4,9 @@
 
 Each step sends ``POST /invocations`` with ``{"observation": obs}`` and applies the returned
 ``predictions[0].action``. Prints each episode's return and the mean; exits 1 when the mean is
-below ``--min-return``. Needs gymnasium, numpy and requests (the image has them:
-``docker run --network host IMAGE python /scripts/play_http.py ...``).
+below ``--min-return``. Needs gymnasium, numpy and requests, and ``devtools.py`` beside it (the
+image has the packages; mount the folder: ``docker run --network host -v $PWD/scripts:/scripts:ro
+IMAGE python /scripts/play_http.py ...``, as scripts/demo.sh does).
 """
 
 from __future__ import annotations
@@ -16,28 +17,25 @@ import sys
 import gymnasium as gym
 import numpy as np
 import requests
+from devtools import rollout
 
 
 def play(url: str, env_id: str, episodes: int, seed: int) -> list[float]:
     """Returns of `episodes` episodes of `env_id` (seeds seed, seed+1, ...) played by the server."""
-    env = gym.make(env_id)
-    returns = []
     with requests.Session() as session:
-        for episode in range(episodes):
-            obs, _ = env.reset(seed=seed + episode)
-            total, done = 0.0, False
-            while not done:
-                response = session.post(f"{url}/invocations", json={"observation": obs.tolist()}, timeout=30)
-                response.raise_for_status()
-                action = response.json()["predictions"][0]["action"]
-                if isinstance(env.action_space, gym.spaces.Box):
-                    action = np.asarray(action, dtype=env.action_space.dtype)
-                obs, reward, terminated, truncated, _ = env.step(action)
-                total += float(reward)
-                done = terminated or truncated
-            returns.append(total)
-            print(f"episode {episode + 1}: return {total:.1f}", flush=True)
-    return returns
+
+        def act(obs: np.ndarray):
+            response = session.post(f"{url}/invocations", json={"observation": obs.tolist()}, timeout=30)
+            response.raise_for_status()
+            return response.json()["predictions"][0]["action"]
+
+        return rollout(
+            gym.make(env_id),
+            act,
+            episodes,
+            seed,
+            on_episode=lambda i, total: print(f"episode {i + 1}: return {total:.1f}", flush=True),
+        )
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ if [ ! -x .venv/bin/python ]; then
     log "creating .venv with $python"
     "$python" -m venv .venv
 fi
-torch_version=$(sed -n 's/^torch==\([^ +]*\).*/\1/p' docker/requirements-cpu.txt)
+torch_version=$(lock_pin torch)
 if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
     log "installing torch $torch_version"
     .venv/bin/pip install --quiet --disable-pip-version-check "torch==$torch_version" \

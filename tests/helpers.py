@@ -1,9 +1,8 @@
-"""Helpers shared by the tests: real /opt/ml trees in temp dirs, and the `train` command run as the
-image's entrypoint runs it."""
+"""Helpers shared by the tests: real /opt/ml trees in temp dirs (`write_job`, shared with the scripts
+in scripts/devtools.py), and the `train` command run as the image's entrypoint runs it."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -12,21 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from devtools import write_job
+
+__all__ = ["BIN", "TrainingRun", "job_environ", "rllib_reference", "run_train", "train_policies", "write_job"]
 
 BIN = Path(sys.executable).parent
-
-
-def write_job(base: Path, hyperparameters: dict | None = None, **config_files: dict) -> Path:
-    """Make a SageMaker-style base dir: input/config/hyperparameters.json (values as strings, as
-    SageMaker writes them) plus any other config file given as name=content."""
-    config = base / "input" / "config"
-    config.mkdir(parents=True, exist_ok=True)
-    if hyperparameters is not None:
-        encoded = {k: v if isinstance(v, str) else json.dumps(v) for k, v in hyperparameters.items()}
-        (config / "hyperparameters.json").write_text(json.dumps(encoded))
-    for name, content in config_files.items():
-        (config / f"{name}.json").write_text(json.dumps(content))
-    return base
 
 
 def job_environ(base: Path, **extra: str) -> dict[str, str]:

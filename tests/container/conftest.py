@@ -10,22 +10,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
-from helpers import write_job
+from devtools import REPO, docker, docker_cli, write_job
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def docker_cli() -> str:
-    """The docker client: $DOCKER, else Debian's /usr/bin/docker, else `docker` on PATH."""
-    return os.environ.get("DOCKER") or ("/usr/bin/docker" if os.path.exists("/usr/bin/docker") else "docker")
-
-
-def docker(*args: str, timeout: float = 600, check: bool = False) -> subprocess.CompletedProcess:
-    """Run one docker command; stdout and stderr captured as text."""
-    return subprocess.run([docker_cli(), *args], capture_output=True, text=True, timeout=timeout, check=check)
+__all__ = ["REPO", "docker", "docker_cli"]  # the tests import these from here, too
 
 
 @pytest.fixture(scope="session")

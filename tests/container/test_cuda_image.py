@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from container.conftest import docker
+from devtools import lock_pin
 from helpers import write_job
 
 pytestmark = pytest.mark.container
@@ -39,7 +40,7 @@ def test_torch_is_the_cuda_build_and_tags_labels_env_agree(cuda_image: str):
     )
     assert run.returncode == 0, run.stderr
     version, cuda, visible, capabilities = json.loads(run.stdout)
-    assert version.startswith("2.13.0") and "+cpu" not in version and cuda
+    assert version.startswith(lock_pin("torch", "cuda")) and "+cpu" not in version and cuda
     assert (visible, capabilities) == ("all", "compute,utility")
     labels = json.loads(docker("image", "inspect", "-f", "{{json .Config.Labels}}", cuda_image).stdout)
     assert labels["com.sagemaker-ray-rl.variant"] == "cuda"

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import requests
 from container.conftest import docker
+from devtools import lock_pin, wait_for_ping
 from helpers import rllib_reference, train_policies, write_job
 
 pytestmark = pytest.mark.container
@@ -32,7 +33,8 @@ def test_other_commands_run_as_given_with_the_pinned_stack(image: str):
     run = docker("run", "--rm", image, "python", "-c", script)
     assert run.returncode == 0, run.stderr
     python, ray_version, torch_version, cuda = json.loads(run.stdout)
-    assert python == [3, 11] and ray_version == "2.60.0" and torch_version.startswith("2.13.0")
+    assert python == [3, 11] and ray_version == lock_pin("ray") == "2.60.0"
+    assert torch_version.startswith(lock_pin("torch"))
     assert cuda is None
 
 
@@ -40,8 +42,8 @@ def test_labels_carry_versions_and_sagemaker_capabilities(image: str):
     labels = json.loads(docker("image", "inspect", "-f", "{{json .Config.Labels}}", image).stdout)
     version = (Path(__file__).resolve().parents[2] / "VERSION").read_text().strip()
     assert labels["org.opencontainers.image.version"] == version
-    assert labels["com.sagemaker-ray-rl.ray-version"] == "2.60.0"
-    assert labels["com.sagemaker-ray-rl.torch-version"] == "2.13.0"
+    assert labels["com.sagemaker-ray-rl.ray-version"] == lock_pin("ray")
+    assert labels["com.sagemaker-ray-rl.torch-version"] == lock_pin("torch")
     assert labels["com.amazonaws.sagemaker.capabilities.accept-bind-to-port"] == "true"
 
 
@@ -100,18 +102,10 @@ class Server:
         self.url = f"http://127.0.0.1:{port.rsplit(':', 1)[1]}"
 
     def wait_until_healthy(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{self.url}/ping", timeout=1).status_code == 200:
-                    return
-            except (
-                requests.ConnectionError,
-                requests.Timeout,
-            ):  # Ray Serve's proxy holds /ping until the replica is up
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"no 200 on /ping within {timeout} s:\n{self.logs()}")
+        try:
+            wait_for_ping(self.url, timeout)
+        except TimeoutError as error:
+            raise AssertionError(f"{error}:\n{self.logs()}") from None
 
     def logs(self) -> str:
         logs = docker("logs", self.container)

@@ -11,7 +11,7 @@ import json
 import time
 
 import pytest
-from container.multihost import MultiHostJob
+from multihost_job import MultiHostJob
 
 pytestmark = pytest.mark.container
 

@@ -16,13 +16,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import tarfile
 from pathlib import Path
 
 import pytest
 from container.conftest import docker
+from devtools import free_port
 
 pytestmark = pytest.mark.container
 
@@ -44,12 +44,6 @@ def sdk_python(venv: str) -> str:
             pytest.fail(message)
         pytest.skip(message)
     return str(python)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

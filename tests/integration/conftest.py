@@ -3,14 +3,14 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
-import requests
+from devtools import free_port, wait_for_ping
 from helpers import BIN, TrainingRun, job_environ, run_train, train_policies, write_job
+
+__all__ = ["KINDS", "ServeProcess", "free_port"]  # tests import these from here
 
 #: Policy kinds trained by tests/integration/train_policies.py.
 KINDS = ("cartpole", "pendulum", "meanstd", "dict_obs", "multi_agent", "lstm")
@@ -43,12 +43,6 @@ def policy_dirs(tmp_path_factory) -> dict[str, Path]:
     return train_policies(tmp_path_factory.mktemp("policies"), list(KINDS))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class ServeProcess:
     """The `serve` console script on a free loopback port, serving `model_dir`."""
 
@@ -62,16 +56,10 @@ class ServeProcess:
         self.proc = subprocess.Popen([str(BIN / "serve")], env=environ, stdout=self._log_file, stderr=subprocess.STDOUT)
 
     def wait_until_healthy(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                if requests.get(f"{self.url}/ping", timeout=1).status_code == 200:
-                    return
-            except requests.RequestException:  # not listening yet, or Ray Serve's proxy still waiting for a replica
-                pass
+        def running() -> None:
             assert self.proc.poll() is None, self.log.read_text()[-4000:]
-            assert time.monotonic() < deadline, f"serve did not answer /ping within {timeout} s"
-            time.sleep(0.1)
+
+        wait_for_ping(self.url, timeout, check=running)
 
     def stop(self) -> int:
         self.proc.terminate()

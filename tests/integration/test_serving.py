@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
-import time
+import sys
 from pathlib import Path
 
 import pytest
 import requests
+from devtools import REPO, free_port, wait_for_ping
 from helpers import BIN, TrainingRun, job_environ
-from integration.conftest import free_port
+from integration.conftest import ServeProcess
 
 pytestmark = pytest.mark.integration
 
@@ -95,16 +97,11 @@ def test_serve_command_over_http(trained_job: TrainingRun, policy):
     proc = subprocess.Popen([str(BIN / "serve")], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if requests.get(f"{url}/ping", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
+
+        def running() -> None:
             assert proc.poll() is None, proc.stdout.read()
-            assert time.monotonic() < deadline, "serve did not answer /ping within 60 s"
-            time.sleep(0.2)
+
+        wait_for_ping(url, 60, check=running)
         response = requests.post(f"{url}/invocations", json={"instances": OBS}, timeout=10)
         assert response.json() == {"predictions": [{"action": a} for a in reference_actions(policy, OBS)]}
         bad = requests.post(f"{url}/invocations", data="[", headers={"Content-Type": "application/json"}, timeout=10)
@@ -119,3 +116,23 @@ def test_serve_without_a_model_exits_with_the_reason(tmp_path: Path):
     proc = subprocess.run([str(BIN / "serve")], env=job_environ(tmp_path), capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     assert f"model directory {tmp_path / 'model'} does not exist" in proc.stderr
+
+
+def test_play_http_script_plays_episodes_through_serve(trained_job: TrainingRun, tmp_path: Path):
+    """scripts/play_http.py, as the demo runs it (with devtools.py beside it), against the real
+    `serve`: every episode is played to its end over POST /invocations and the mean is the mean of
+    the episodes' returns; ``--min-return`` above what a 2-iteration policy reaches exits 1."""
+    server = ServeProcess(trained_job.base / "model", tmp_path)
+    try:
+        server.wait_until_healthy()
+        script = [sys.executable, str(REPO / "scripts" / "play_http.py"), "--url", server.url, "--episodes", "2"]
+        played = subprocess.run(script, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        assert played.returncode == 0, played.stderr[-3000:]
+        returns = [float(r) for r in re.findall(r"^episode \d+: return ([\d.]+)$", played.stdout, re.M)]
+        assert len(returns) == 2 and all(r >= 1 for r in returns)
+        mean = re.search(r"mean return over 2 episodes of CartPole-v1 played over HTTP: ([\d.]+)", played.stdout)
+        assert mean and float(mean.group(1)) == pytest.approx(sum(returns) / 2, abs=0.06)
+        strict = subprocess.run([*script, "--min-return", "501"], capture_output=True, text=True, timeout=300)
+        assert strict.returncode == 1 and "below the expected 501" in strict.stderr
+    finally:
+        assert server.stop() == 0

@@ -14,7 +14,7 @@ bad value fails on every host before any Ray process starts.
 ``ray.gcs_port``                The head's GCS port. Default 6379.
 ``ray.include_dashboard``       Start Ray's dashboard on the master, bound to 127.0.0.1. Default:
                                 true on several hosts (its state API says which host ran which
-                                actor), false on one (it costs about 3 s of start-up).
+                                actor), false on one (it lengthens start-up; docs/benchmarks.md).
 ``ray.object_store_memory_mb``  Object store size per host. Default: 30% of memory, in /dev/shm when
                                 it fits there, else in /tmp (SageMaker local mode's 64 MB shm).
 ``ray.learner_group``           Instance group whose hosts run the learner(s) (and the algorithm's

@@ -239,11 +239,6 @@ class Environment:
         ``TensorBoardOutputConfig``; SageMaker uploads it to that config's S3 path."""
         return self.output_dir / "tensorboard"
 
-    @property
-    def intermediate_dir(self) -> Path:
-        """``<base>/output/intermediate``: uploaded to S3 while the job runs."""
-        return self.output_dir / "intermediate"
-
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Environment:
         """Read the contract from environment variables and the files under the base dir.

@@ -13,8 +13,8 @@ the filter's running mean and std) and runs one request batch through them in on
 - **episode path**: exactly what ``SingleAgentEnvRunner`` does: one ``SingleAgentEpisode`` per
   observation, ``env_to_module`` -> ``forward_inference`` / ``forward_exploration`` ->
   ``module_to_env``. Correct for any connector, but RLlib's connectors work episode by episode in
-  Python: about 0.2 ms per observation (196 ms for 1,024 observations of Pendulum with a
-  ``MeanStdFilter``, against 12 ms for the module's forward pass).
+  Python: an order of magnitude slower than the batched path on a large request
+  (docs/benchmarks.md, inference in-process).
 - **batched path**: the same steps on the whole batch at once, used when every connector of both
   pipelines is one whose per-observation effect is known: RLlib's default batching connectors
   (which only move data between episodes and batches), ``MeanStdFilter`` (RLlib's own filter

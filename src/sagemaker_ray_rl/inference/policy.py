@@ -5,7 +5,7 @@
 ``metadata.json``), loads every RLModule with `RLModule.from_checkpoint` and restores the
 checkpoint's env-to-module and module-to-env connector pipelines (`pipelines`). Spaces come from
 the checkpoint itself (the pipelines' input spaces, else the modules'), so the env class need not
-be importable at serving time. No ``ray.init``: loading takes about 0.5 s after the RLlib import.
+be importable at serving time. No ``ray.init``: loading is short next to the RLlib import (docs/benchmarks.md).
 
 `Policy.compute` then answers as the env runner would have acted: greedy (``forward_inference``
 and the inference distribution's deterministic action) unless ``explore`` (``forward_exploration``

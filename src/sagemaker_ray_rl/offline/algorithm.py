@@ -9,7 +9,7 @@ server load unchanged.
 Why the data path is our own (`InMemoryTransitions` as ``offline_data_class``): RLlib's
 `OfflineData` streams the dataset through ``ray.data`` and `OfflinePreLearner`; on 2 cores its
 default ``map_batches`` concurrency starved the read task and ``train()`` hung for minutes, and
-its column reader hands the Learner 1-step episodes (``shared/notes/offline-rl.md``). A Q-learner
+its column reader hands the Learner 1-step episodes. A Q-learner
 needs only uniformly sampled transitions, and seed-sized datasets (10^4-10^6 rows) fit in memory,
 so the dataset is read once with pyarrow and minibatches are sampled with NumPy.
 """

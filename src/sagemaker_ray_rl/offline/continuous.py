@@ -9,7 +9,7 @@ their own schedule (SAC/CQL: Polyak averaging with ``tau`` after every update; I
 an ordinary CQL/IQL checkpoint that `sagemaker_ray_rl.inference.policy.Policy` and our server load unchanged.
 
 Why not RLlib's `OfflineData` path: on 2 cores ``ray.data``'s default ``map_batches`` concurrency
-starved the read task and ``train()`` hung (``shared/notes/offline-rl.md``), and the dataset of a
+starved the read task and ``train()`` hung, and the dataset of a
 collect job (10^4-10^6 rows) fits in memory; `sagemaker_ray_rl.offline.algorithm` explains the same
 choice for `DiscreteCQL`.
 

@@ -30,7 +30,7 @@ training needs no env to know the spaces.
 Why our own writer instead of RLlib's ``OfflineSingleAgentEnvRunner`` (``output=...``): its
 episode format needs ``msgpack_numpy`` (not installed by ``ray[rllib]``), and neither of its formats
 records the behaviour policy's action *probability* for uniform-random or externally deployed
-policies (``shared/notes/offline-rl.md``). pyarrow (a Ray dependency) writes the same columns.
+policies. pyarrow (a Ray dependency) writes the same columns.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ so the Learner's own connector pipeline (MARWIL: `AddOneTsToEpisodesAndTruncate`
 `GeneralAdvantageEstimation`) runs with the *live* module. The checkpoint is an ordinary BC/MARWIL
 checkpoint that `sagemaker_ray_rl.inference.policy.Policy` and our server load unchanged.
 
-Why not RLlib's `OfflineData` path (``shared/notes/offline-rl.md``): its `OfflinePreLearner` maps
+Why not RLlib's `OfflineData` path: its `OfflinePreLearner` maps
 column data to 1-step episodes, so MARWIL's returns-to-go are about 1 instead of about 25 and its
 advantage-weighted imitation degenerates to BC (return 9 on seed 004's CartPole data); the
 pre-learner's module copy whose value function GAE uses is never synced with the Learner's; and on 2

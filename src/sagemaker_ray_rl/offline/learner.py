@@ -10,7 +10,7 @@ the second term pushes Q down on actions the dataset does not support and up on 
 which keeps the greedy policy close to the data. α = 0 gives plain offline double DQN.
 
 RLlib ships a CQL only for continuous actions (``'Discrete' object has no attribute 'low'``,
-``shared/notes/offline-rl.md``), hence this Learner. It reuses DQN's RLModule unchanged, so the
+in RLlib 2.60), hence this Learner. It reuses DQN's RLModule unchanged, so the
 checkpoint is an ordinary DQN-module checkpoint that `sagemaker_ray_rl.inference.policy.Policy` serves.
 """
 

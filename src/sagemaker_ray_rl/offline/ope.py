@@ -28,7 +28,7 @@ periodically copied target network Q̄; time-limit truncation bootstraps like an
 Why our own code: RLlib's new-stack ``OfflinePolicyEvaluationRunner`` scores 1-step episodes from
 column data, raises ``KeyError: 'action_logp'`` on episode data, takes the target probability of a
 *sampled* action instead of the logged one, and uses per-step instead of cumulative ratios for PDIS;
-its old-stack estimators need an old-stack ``Policy`` (``shared/notes/offline-rl.md``). The formulas
+its old-stack estimators need an old-stack ``Policy``. The formulas
 above are a few NumPy lines; the tests check them against known answers.
 """
 

@@ -1,7 +1,7 @@
 """Pick the checkpoint to export from per-checkpoint OPE estimates, and score how well OPE ranked.
 
 Returns of mid-training checkpoints of offline learners swing by tens of points on CartPole
-(``shared/notes/offline-rl.md``), so the exported model is the checkpoint with the best chosen
+(docs/benchmarks.md, offline RL), so the exported model is the checkpoint with the best chosen
 OPE estimate, not the last one. When real-env returns are known, Spearman's rank correlation
 (`scipy.stats.spearmanr`) between each estimator and the real return says how well OPE ranked.
 """

@@ -85,11 +85,6 @@ BOX_ALGORITHMS = ("cql", "iql")
 BOX_SELECTIONS = ("mb", "last")
 
 
-def is_offline_key(key: str) -> bool:
-    """Whether `hyperparameters.parse_hyperparameters` must leave `key` to this module."""
-    return key == MODE or key.startswith(PREFIX)
-
-
 def requested_mode(hyperparameters: Mapping[str, Any]) -> str:
     """The ``mode`` hyperparameter (``train`` when absent).
 

@@ -99,7 +99,6 @@ class Decoded:
     groups: list[Group]
     count: int
     legacy: bool = False
-    content_type: str = JSON
     agents: list[str] | None = None
 
 
@@ -299,7 +298,7 @@ def _decode_jsonlines(body: bytes, header_options: dict[str, Any]) -> Decoded:
         group.field = "line"
         if all(s is None for s in group.states):
             group.states = None
-    return Decoded(list(groups.values()), count, content_type=JSONLINES)
+    return Decoded(list(groups.values()), count)
 
 
 def _decode_csv(body: bytes, header_options: dict[str, Any]) -> Decoded:
@@ -313,9 +312,7 @@ def _decode_csv(body: bytes, header_options: dict[str, Any]) -> Decoded:
         ) from exc
     if values.size == 0:
         raise RequestError("request body has no rows", expected="one observation per row")
-    return Decoded(
-        [Group(values, "row", options({}, header_options), list(range(len(values))))], len(values), content_type=CSV
-    )
+    return Decoded([Group(values, "row", options({}, header_options), list(range(len(values))))], len(values))
 
 
 def _decode_npy(body: bytes, header_options: dict[str, Any]) -> Decoded:
@@ -328,7 +325,7 @@ def _decode_npy(body: bytes, header_options: dict[str, Any]) -> Decoded:
         ) from exc
     if not isinstance(array, np.ndarray):
         raise RequestError("request body is an .npz archive", expected="the bytes of numpy.save(array)")
-    return Decoded([Group(array, "array", options({}, header_options), [])], 0, content_type=NPY)
+    return Decoded([Group(array, "array", options({}, header_options), [])], 0)
 
 
 def encode(results: list[dict[str, Any]], accept: str, decoded: Decoded) -> bytes:

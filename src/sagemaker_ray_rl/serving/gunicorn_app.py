@@ -3,8 +3,8 @@
 The policy is loaded in gunicorn's master before the workers fork (``preload_app``), so the RLlib
 import and the checkpoint load are paid once. Each worker is a ``gevent`` process: keep-alive
 connections (SageMaker's front end and batch transform reuse them) served by greenlets, without
-the thread pool hand-off of ``gthread`` workers (measured 1.3-1.45x the requests/s of ``gthread``
-with 4 threads at concurrency 1-32 on 2 cores, before batching; docs/benchmarks.md). gevent
+the thread pool hand-off of ``gthread`` workers (more requests/s at every concurrency, less CPU
+per request: docs/benchmarks.md, serving). gevent
 workers are what SageMaker's earlier Python model servers ran (``sagemaker-containers``:
 gunicorn ``-k gevent``). Forward passes run on the worker's one thread (one torch thread, set
 before the fork): in parallel across workers; within a worker, those of the requests that are
@@ -46,9 +46,8 @@ def take_turns(worker: Any, req: Any, environ: dict, resp: Any) -> None:
     A greenlet that finds its connection's next request already in the socket buffer reads it
     without yielding (gevent only switches when a read would block); on a busy worker that
     connection is served again and again while requests on the worker's other connections wait
-    (measured at concurrency 8: one connection answered 3,490 requests while another got 1,851,
-    p99 55 ms). ``gevent.idle()`` returns once the loop has polled and run everything ready,
-    i.e. round robin (2,714-2,760 requests per connection, p99 3 ms, 1-2% fewer requests/s).
+    (a long tail of latency; docs/benchmarks.md has the figures). ``gevent.idle()`` returns once
+    the loop has polled and run everything ready, i.e. round robin.
     """
     gevent.idle()
 

@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
         flush=True,
     )
     # The preloaded objects (RLlib, torch, the policy: ~330,000 tracked) leave the collector's generations:
-    # full collections stop scanning them (they had made p99 114 ms at concurrency 32, now 10 ms)
+    # full collections stop scanning them (they had made the p99 latency: docs/benchmarks.md)
     # and stop writing to their pages in the forked workers (Python's gc.freeze docs).
     gc.freeze()
     GunicornServer(app, gunicorn_options(contract)).run()

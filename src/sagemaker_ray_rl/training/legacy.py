@@ -8,7 +8,7 @@ ignores some of the old ones without a word (``observation_filter`` is an old-st
 user sees what the job really ran with. ``framework`` other than torch is refused: the new stack is
 torch-only.
 
-Sources: RLlib's "New API stack migration guide" (Ray 2.x docs) and ``shared/notes/ray-2.60.md``.
+Source: RLlib's "New API stack migration guide" (Ray 2.x docs).
 """
 
 from __future__ import annotations

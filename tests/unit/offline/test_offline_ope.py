@@ -5,6 +5,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
+from devtools import rollout
 
 from sagemaker_ray_rl.offline.collect import collect
 from sagemaker_ray_rl.offline.dataset import Transitions, read_dataset
@@ -30,17 +31,9 @@ def _constant_policy(p_left: float):
 
 def _true_value(p_left: float, episodes: int, seed: int) -> float:
     """Monte-Carlo mean undiscounted return of the state-independent policy, on-policy in the env."""
-    env = gym.make("CartPole-v1", **ENV_CONFIG)
     rng = np.random.default_rng(seed)
-    total = 0.0
-    for i in range(episodes):
-        env.reset(seed=seed + i)
-        done = False
-        while not done:
-            _, r, term, trunc, _ = env.step(int(rng.random() >= p_left))
-            total += r
-            done = term or trunc
-    return total / episodes
+    returns = rollout(gym.make("CartPole-v1", **ENV_CONFIG), lambda _: int(rng.random() >= p_left), episodes, seed)
+    return float(np.mean(returns))
 
 
 @pytest.fixture(scope="module")
@@ -76,17 +69,10 @@ def _balancing_policy(obs: np.ndarray) -> np.ndarray:
 
 
 def _greedy_true_value(policy, episodes: int, seed: int, gamma: float) -> float:
-    env = gym.make("CartPole-v1", **ENV_CONFIG)
-    total = 0.0
-    for i in range(episodes):
-        obs, _ = env.reset(seed=seed + i)
-        done, t = False, 0
-        while not done:
-            action = int(policy(np.asarray(obs, np.float32)[None]).argmax(1)[0])
-            obs, r, term, trunc, _ = env.step(action)
-            total += gamma**t * r
-            t, done = t + 1, term or trunc
-    return total / episodes
+    def act(obs: np.ndarray) -> int:
+        return int(policy(np.asarray(obs, np.float32)[None]).argmax(1)[0])
+
+    return float(np.mean(rollout(gym.make("CartPole-v1", **ENV_CONFIG), act, episodes, seed, gamma=gamma)))
 
 
 def test_model_based_estimate_sees_past_the_logged_episodes(random_data):

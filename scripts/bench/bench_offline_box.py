@@ -3,7 +3,7 @@
 offline (`offline.algorithm=cql|iql`), select a checkpoint by the model-based estimate ``mb``, and
 evaluate the exported model and the random behaviour policy over the same greedy-evaluation episodes.
 
-    .venv/bin/python scripts/bench_offline_box.py [--algorithm cql|iql] [--episodes 100]
+    .venv/bin/python scripts/bench/bench_offline_box.py [--algorithm cql|iql] [--episodes 100]
         [--num-updates 2000] [--evaluate-every 500] [--num-runs 1] [--checkpoint-episodes 10]
         [--final-episodes 100] [--seed 0] [--out DIR]
 
@@ -17,11 +17,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/, for devtools
+
+from devtools import rollout  # noqa: E402
 
 
 def main() -> None:
@@ -75,16 +80,14 @@ def main() -> None:
     eval_env = make_env(env, {})
     final = evaluate_in_env(Policy.load(out / "model"), eval_env, args.final_episodes, seed=1_000_000)
     rng = np.random.default_rng(args.seed)
-    random_returns = []
-    for i in range(args.final_episodes):
-        eval_env.reset(seed=1_000_000 + i)
+
+    def reseed(*_) -> None:  # the random policy's sampler: one seed per episode, drawn from --seed
         eval_env.action_space.seed(int(rng.integers(2**31)))
-        done, total = False, 0.0
-        while not done:
-            _, reward, terminated, truncated, _ = eval_env.step(eval_env.action_space.sample())
-            total += float(reward)
-            done = terminated or truncated
-        random_returns.append(total)
+
+    reseed()
+    random_returns = rollout(
+        eval_env, lambda _: eval_env.action_space.sample(), args.final_episodes, seed=1_000_000, on_episode=reseed
+    )
     print(
         f"\ndataset: {collected.num_episodes} random episodes, {collected.num_transitions} transitions, "
         f"mean return {collected.episode_return_mean:.1f}"

@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Benchmark the multi-host launcher: cluster bring-up and sampling throughput by host count.
 
-    .venv/bin/python scripts/bench_cluster.py [--image TAG] [--hosts 1 2 3] [--iterations 5]
+    .venv/bin/python scripts/bench/bench_cluster.py [--image TAG] [--hosts 1 2 3] [--iterations 5]
 
 For each host count, runs one PPO CartPole job over that many containers of the image on a docker
-network (SageMaker local mode's layout, see tests/container/multihost.py) and prints:
+network (SageMaker local mode's layout, see scripts/multihost_job.py) and prints:
 
 - bring-up: seconds from the moment the last container was started (`docker run -d` returned) to
   the moment the master saw every host alive in Ray (``all_alive_at`` in cluster.json);
@@ -24,9 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/, for multihost_job
 
-from container.multihost import MultiHostJob  # noqa: E402
+from multihost_job import MultiHostJob  # noqa: E402
 
 
 def run(image: str, hosts: int, iterations: int) -> dict:

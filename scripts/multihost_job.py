@@ -1,6 +1,8 @@
 """Several containers of the image as the hosts of one training job, the way SageMaker local mode
 runs them: a user-defined docker network, host names ``algo-<i>-<5 random chars>`` that resolve on
-it, and one ``/opt/ml`` tree per host with its own ``resourceconfig.json``."""
+it, and one ``/opt/ml`` tree per host with its own ``resourceconfig.json``.
+
+Used by tests/container/test_multi_host.py and scripts/bench/bench_cluster.py."""
 
 from __future__ import annotations
 
@@ -11,8 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from container.conftest import docker
-from helpers import write_job
+from devtools import docker, write_job
 
 
 @dataclass

@@ -2,13 +2,13 @@
 """Cross-check the discrete offline learner against d3rlpy (an independent, maintained implementation).
 
 Run with the d3rlpy venv's Python (d3rlpy 2.8.1 pins gymnasium 1.0.0, which conflicts with this
-image's gymnasium 1.2.2, so it lives in its own venv, ``scripts/setup_d3rlpy.sh``):
+image's gymnasium 1.2.2, so it lives in its own venv, ``scripts/bench/setup_d3rlpy.sh``):
 
-    .venv-d3rlpy/bin/python scripts/crosscheck_d3rlpy.py --data DATASET.npz --algo cql --steps 3000 \
+    .venv-d3rlpy/bin/python scripts/bench/crosscheck_d3rlpy.py --data DATASET.npz --algo cql --steps 3000 \
         [--alpha 1.0] [--lr 5e-4] [--batch-size 256] [--target-update 100] [--gamma 0.99] \
         [--episodes 100] [--seed 0] [--log-dir DIR]
 
-``DATASET.npz`` (written by ``scripts/bench_offline.py --crosscheck`` from our Parquet dataset):
+``DATASET.npz`` (``seed<N>/dataset.npz``, which ``scripts/bench/bench_offline.py`` writes beside our Parquet dataset):
 observations, actions, rewards, terminals, timeouts. Prints one JSON line: the algorithm, its
 settings, and the mean/std greedy return over ``--episodes`` CartPole-v1 episodes (200-step limit).
 d3rlpy's training logs go to ``--log-dir`` (default: a new temporary directory, never the
@@ -22,10 +22,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/, for devtools
+
+from devtools import rollout  # noqa: E402
 
 
 def main() -> None:
@@ -80,15 +86,9 @@ def main() -> None:
     )
     seconds = time.perf_counter() - start
     env = gym.make("CartPole-v1", max_episode_steps=200)
-    returns = []
-    for i in range(args.episodes):
-        obs, _ = env.reset(seed=1_000_000 + args.seed + i)
-        done, total = False, 0.0
-        while not done:
-            obs, r, term, trunc, _ = env.step(int(algo.predict(obs[None].astype(np.float32))[0]))
-            total += r
-            done = term or trunc
-        returns.append(total)
+    returns = rollout(
+        env, lambda obs: int(algo.predict(obs[None].astype(np.float32))[0]), args.episodes, seed=1_000_000 + args.seed
+    )
     print(
         json.dumps(
             {

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
-"""Seed 004's batch-RL benchmark: per seed, collect exactly 500 uniform-random CartPole episodes
+"""The batch-RL acceptance benchmark: per seed, collect exactly 500 uniform-random CartPole episodes
 (200-step limit), train DiscreteCQL offline, estimate every checkpoint off-policy, export the one
 with the best chosen estimate, and evaluate it over 100 greedy episodes in the real env.
 
-    .venv/bin/python scripts/bench_offline.py [--seeds 0 1 2] [--num-updates 6000] [--evaluate-every 500]
+    .venv/bin/python scripts/bench/bench_offline.py [--seeds 0 1 2] [--num-updates 6000] [--evaluate-every 500]
         [--select dr] [--checkpoint-episodes 20] [--final-episodes 100] [--out DIR]
         [--algorithm cql|bc|marwil] [--lr 5e-4] [--lr-end 5e-5] [--cql-alpha 1]
 
@@ -11,8 +11,8 @@ Prints, per seed, one line per checkpoint (OPE estimates and real returns over
 ``--checkpoint-episodes``), the Spearman rank correlation of each estimator with the real return,
 the exported checkpoint's 100-episode mean return, and the seconds spent in ``algo.train()``
 (the acceptance budget: 10 minutes on 2 cores). Writes ``results.json`` to ``--out``, and each seed's
-dataset as ``seed<N>/dataset.npz`` for ``scripts/crosscheck_d3rlpy.py``.
-Acceptance (issue 6): mean return >= 195 for 3 of 3 seeds.
+dataset as ``seed<N>/dataset.npz`` for ``scripts/bench/crosscheck_d3rlpy.py``.
+Acceptance: mean return >= 195 for 3 of 3 seeds.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def main() -> None:
         collected = collect(
             root / "dataset", env="CartPole-v1", env_config=env_config, num_episodes=500, num_envs=100, seed=seed
         )
-        write_npz(root / "dataset", root / "dataset.npz")  # for scripts/crosscheck_d3rlpy.py
+        write_npz(root / "dataset", root / "dataset.npz")  # for scripts/bench/crosscheck_d3rlpy.py
         settings = OfflineSettings.from_hyperparameters(
             {
                 "mode": "offline",

@@ -1,6 +1,6 @@
 """Benchmark: `serve` over HTTP vs the same RLModule's forward_inference in-process, side by side.
 
-    .venv/bin/python scripts/bench_serving.py --model DIR [--image TAG] [--backend gunicorn|ray-serve|both]
+    .venv/bin/python scripts/bench/bench_serving.py --model DIR [--image TAG] [--backend gunicorn|ray-serve|both]
 
 DIR is an exported checkpoint (scripts/demo.sh leaves one in build/demo/job/model; any
 ``algo.save()`` directory works). Measures, in one run on the same cores:
@@ -36,11 +36,11 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/, for devtools
+
+from devtools import docker_cli, wait_for_ping  # noqa: E402
+
 BIN = Path(sys.executable).parent
-
-
-def docker_cli() -> str:
-    return os.environ.get("DOCKER") or ("/usr/bin/docker" if os.path.exists("/usr/bin/docker") else "docker")
 
 
 class Client:
@@ -208,16 +208,10 @@ def bench_backend(args, backend: str, obs: list, port: int) -> list[str]:
     start = time.monotonic()
     stop = start_server(args, backend, port)
     try:
-        while True:
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                conn.request("GET", "/ping")
-                if conn.getresponse().status == 200:
-                    break
-            except OSError:
-                time.sleep(0.02)
-            if time.monotonic() - start > 180:
-                raise SystemExit(f"{backend}: no 200 on /ping within 180 s")
+        try:
+            wait_for_ping(f"http://127.0.0.1:{port}", 180, interval=0.02)
+        except TimeoutError as error:
+            raise SystemExit(f"{backend}: {error}") from None
         lines.append(
             f"| {backend}: cold start, `serve` -> first 200 on `/ping` | {time.monotonic() - start:.2f} s | | |"
         )
@@ -266,8 +260,8 @@ def in_process(model: Path) -> tuple[list[str], list[float]]:
 
 def in_process_in_image(image: str, model: Path) -> tuple[list[str], list[float]]:
     """`in_process` run inside the image (its Python build and libraries: the server's), so the
-    ratio compares like with like (Debian's Python in the image ran this ~25% faster than a
-    pyenv build on the host)."""
+    ratio compares like with like (Debian's Python in the image runs this faster than a pyenv
+    build on the host: docs/benchmarks.md)."""
     cmd = [
         docker_cli(),
         "run",
@@ -277,11 +271,11 @@ def in_process_in_image(image: str, model: Path) -> tuple[list[str], list[float]
         "-v",
         f"{model}:/opt/ml/model:ro",
         "-v",
-        f"{Path(__file__).resolve()}:/opt/bench_serving.py:ro",
+        f"{Path(__file__).resolve().parents[1]}:/opt/scripts:ro",  # this script and devtools.py
         "--entrypoint",
         "python",
         image,
-        "/opt/bench_serving.py",
+        "/opt/scripts/bench/bench_serving.py",
         "--in-process-only",
         "--model",
         "/opt/ml/model",

@@ -1,6 +1,6 @@
 """Benchmark: training to a mean return of 450 in the container vs the same RLlib config in a venv.
 
-    .venv/bin/python scripts/bench_training.py [--repeats 2] [--image sagemaker-ray-rl:latest-cpu]
+    .venv/bin/python scripts/bench/bench_training.py [--repeats 2] [--image sagemaker-ray-rl:latest-cpu]
 
 Runs, alternating so that both see the same machine load:
 - container: ``docker run --rm -v JOB:/opt/ml IMAGE train`` with the demo's hyperparameters
@@ -22,6 +22,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/, for devtools
+
+from devtools import docker_cli, write_job  # noqa: E402
 
 HYPERPARAMETERS = {
     "algorithm": "PPO",
@@ -59,14 +63,8 @@ print(json.dumps({"iterations": iterations, "return": mean, "inner_s": time.time
 """
 
 
-def docker_cli() -> str:
-    return os.environ.get("DOCKER") or ("/usr/bin/docker" if os.path.exists("/usr/bin/docker") else "docker")
-
-
 def run_container(image: str, work: Path) -> dict:
-    job = work / f"job-{time.monotonic_ns()}"
-    (job / "input" / "config").mkdir(parents=True)
-    (job / "input" / "config" / "hyperparameters.json").write_text(json.dumps(HYPERPARAMETERS))
+    job = write_job(work / f"job-{time.monotonic_ns()}", HYPERPARAMETERS)
     start = time.monotonic()
     proc = subprocess.run(
         [docker_cli(), "run", "--rm", "-v", f"{job}:/opt/ml", image, "train"], capture_output=True, text=True
