@@ -55,6 +55,20 @@ BOX_SKIPPED = {
     ),
     "dm": "fitted-Q evaluation here averages Q over Discrete actions",
 }
+#: Estimators left out when the dataset lacks behaviour probabilities (NaN ``action_prob``: endpoint
+#: captures of answers without ``action_prob``), and why.
+NO_PROBABILITY_SKIPPED = dict.fromkeys(
+    ("is", "wis", "pdis", "dr"),
+    "the dataset has no behaviour probabilities (captured answers without action_prob), which importance ratios need",
+)
+
+
+def skipped_estimators(data: Transitions) -> dict[str, str]:
+    """Estimator name -> why it is not computed on `data` (`BOX_SKIPPED` on Box actions,
+    `NO_PROBABILITY_SKIPPED` without behaviour probabilities); empty when all apply."""
+    if data.continuous:
+        return dict(BOX_SKIPPED)
+    return {} if data.has_behaviour_probabilities else dict(NO_PROBABILITY_SKIPPED)
 
 
 @dataclass(frozen=True)
@@ -258,13 +272,19 @@ def evaluate_policy(
 ) -> dict[str, float]:
     """All estimators (`ESTIMATORS`) of the target policy on `data`; ``dm``/``dr`` only when `fqe`,
     ``mb`` only when `model`. On Box-action data (`Transitions.continuous`) only ``mb``
-    (`BOX_SKIPPED` says why), with `target_policy` giving actions."""
+    (`BOX_SKIPPED` says why), with `target_policy` giving actions; without behaviour
+    probabilities only ``dm`` and ``mb`` (`NO_PROBABILITY_SKIPPED`)."""
     if data.continuous:
         return {} if model is None else {"mb": model.estimate(data, target_policy, gamma)}
     target_probs = target_policy(data.obs)
-    out = importance_estimates(data, target_probs, gamma)
+    ratios = data.has_behaviour_probabilities
+    out = importance_estimates(data, target_probs, gamma) if ratios else {}
     if fqe is not None:
-        out.update(model_estimates(data, target_probs, fitted_q_evaluation(data, target_policy, gamma, fqe), gamma))
+        q_values = fitted_q_evaluation(data, target_policy, gamma, fqe)
+        if ratios:
+            out.update(model_estimates(data, target_probs, q_values, gamma))
+        else:
+            out["dm"] = float(np.mean((target_probs * q_values).sum(axis=1)[data.episode_starts[:-1]]))
     if model is not None:
         out["mb"] = model.estimate(data, target_policy, gamma)
     return out

@@ -6,7 +6,8 @@ estimator once -> ``num_runs`` times, train ``offline.algorithm`` (Discrete acti
 or RLlib's BC or MARWIL; Box actions: RLlib's CQL or IQL) from a fresh seed for ``num_updates``
 gradient updates, every ``evaluate_every`` updates saving a checkpoint and estimating its value
 off-policy (IS, WIS, PDIS, DM and DR with fitted-Q evaluation, MB; on Box actions only MB,
-`ope.BOX_SKIPPED` says why) and, when asked, its real return in the env -> export the checkpoint,
+`ope.BOX_SKIPPED` says why; without behaviour probabilities DM and MB,
+`ope.NO_PROBABILITY_SKIPPED`) and, when asked, its real return in the env -> export the checkpoint,
 of all runs, with the best chosen estimate to the model dir (``metadata.json`` by
 `export.build_metadata`) and write ``ope.csv``, ``ope.png``, ``selection.json`` to the output data dir.
 """
@@ -29,13 +30,13 @@ from sagemaker_ray_rl.offline import report
 from sagemaker_ray_rl.offline.collect import CollectResult, collect, make_env
 from sagemaker_ray_rl.offline.dataset import DatasetError, dataset_spaces, read_dataset
 from sagemaker_ray_rl.offline.ope import (
-    BOX_SKIPPED,
     ESTIMATORS,
     DynamicsModel,
     FQESettings,
     ModelSettings,
     evaluate_policy,
     greedy_probabilities,
+    skipped_estimators,
 )
 from sagemaker_ray_rl.offline.selection import rank_correlations, select_checkpoint
 from sagemaker_ray_rl.offline.settings import COLLECT, OfflineSettings, check_action_space
@@ -289,15 +290,21 @@ def _train_offline(
             f"Dynamics model for mb fitted in {time.perf_counter() - tick:.1f} s (rollouts of {horizon} steps)",
             flush=True,
         )
+    not_applicable = skipped_estimators(data)
     estimators = tuple(
-        e
-        for e in ESTIMATORS
-        if (fqe or e not in ("dm", "dr")) and (model or e != "mb") and not (box and e in BOX_SKIPPED)
+        e for e in ESTIMATORS if (fqe or e not in ("dm", "dr")) and (model or e != "mb") and e not in not_applicable
     )
-    reasons = {reason: [k for k, r in BOX_SKIPPED.items() if r == reason] for reason in BOX_SKIPPED.values()}
-    skipped = "; ".join(f"{', '.join(names)}: {reason}" for reason, names in reasons.items()) if box else ""
-    if box:
-        print(f"OPE on Box actions: only mb; skipped {skipped}", flush=True)
+    reasons: dict[str, list[str]] = {}
+    for name, reason in not_applicable.items():
+        reasons.setdefault(reason, []).append(name)
+    skipped = "; ".join(f"{', '.join(names)}: {reason}" for reason, names in reasons.items())
+    if settings.select in not_applicable:
+        raise DatasetError(
+            f"offline.select={settings.select} cannot rank checkpoints on this dataset: {not_applicable[settings.select]}"
+            " (choose mb, dm or last)"
+        )
+    if skipped:
+        print(f"OPE on Box actions: only mb; skipped {skipped}" if box else f"OPE: skipped {skipped}", flush=True)
     rows: list[dict[str, Any]] = []
     start = time.perf_counter()
     learn_time = 0.0
@@ -335,7 +342,7 @@ def _train_offline(
                 row.update(
                     {f"ope_{k}": v for k, v in evaluate_policy(data, target, settings.gamma, fqe, model).items()}
                 )
-                if box:
+                if skipped:
                     row["ope_skipped"] = skipped
                 if eval_env is not None:
                     returns = evaluate_in_env(policy, eval_env, settings.eval_episodes, seed=10_000 + settings.seed)
