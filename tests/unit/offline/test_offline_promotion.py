@@ -106,9 +106,7 @@ def test_metric_lines_and_json(tmp_path):
     assert lines[-1] == "promotion_verdict: 1"
     written = json.loads(write_report(tmp_path / "promotion.json", report).read_text())
     assert written["verdict"] == "promote" and written["episodes"] == 30 and written["checkpoint"] == "c"
-    assert (
-        set(written["estimates"]) == {"mb", "dm"} and written["logged"]["low"] <= 10.5 <= written["logged"]["high"]
-    )
+    assert set(written["estimates"]) == {"mb", "dm"} and written["logged"]["low"] <= 10.5 <= written["logged"]["high"]
 
 
 def test_promotion_settings():
