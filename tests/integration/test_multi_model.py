@@ -157,3 +157,35 @@ def test_507_when_the_budget_is_below_two_models(model_root, tmp_path):
         assert load(server, "pendulum", model_root / "pendulum" / "model").status_code == 200
     finally:
         assert server.stop() == 0
+
+
+def test_every_worker_answers_the_same(model_root, tmp_path):
+    """Two gunicorn workers: a model loaded through one is served by both (each loads its own copy
+    on first use), and after an unload through one, neither serves it."""
+    import re
+
+    (tmp_path / "none").mkdir()
+    server = ServeProcess(tmp_path / "none", tmp_path, SAGEMAKER_MULTI_MODEL="true", SAGEMAKER_MODEL_SERVER_WORKERS="2")
+    try:
+        server.wait_until_healthy()
+        assert load(server, "cartpole-a", model_root / "cartpole-a" / "model").status_code == 200
+        expected = single_model_answer(model_root / "cartpole-a" / "model", CARTPOLE_OBS)
+        workers_seen = set()
+        for _ in range(60):  # a new connection each time: the workers take turns accepting them
+            answer = requests.post(f"{server.url}/models/cartpole-a/invoke", json=CARTPOLE_OBS, timeout=30)
+            assert (answer.status_code, answer.content) == expected
+            listed = requests.get(f"{server.url}/models", timeout=10).json()["models"]
+            assert [m["modelName"] for m in listed] == ["cartpole-a"]
+            workers_seen = set(re.findall(r"serve: worker (\d+): loaded model 'cartpole-a'", server.log.read_text()))
+            if len(workers_seen) == 2:
+                break
+        assert len(workers_seen) == 2, server.log.read_text()[-3000:]
+        assert requests.delete(f"{server.url}/models/cartpole-a", timeout=10).status_code == 200
+        for _ in range(20):
+            assert (
+                requests.post(f"{server.url}/models/cartpole-a/invoke", json=CARTPOLE_OBS, timeout=30).status_code
+                == 404
+            )
+            assert requests.get(f"{server.url}/models/cartpole-a", timeout=10).status_code == 404
+    finally:
+        assert server.stop() == 0

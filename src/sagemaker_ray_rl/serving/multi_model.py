@@ -44,6 +44,7 @@ import base64
 import json
 import logging
 import os
+import sys
 import threading
 import time
 import uuid
@@ -234,7 +235,7 @@ class ModelRegistry:
             self._local[name] = local
         finally:
             path.with_suffix(".claim").unlink(missing_ok=True)
-        logger.info("loaded model %r from %s in %.2f s", name, url, entry["loadSeconds"])
+        _say(f"loaded model {name!r} from {url} in {entry['loadSeconds']:.2f} s")
         return _public(entry)
 
     def list(self, max_results: str | None = None, next_page_token: str | None = None) -> dict[str, Any]:
@@ -285,7 +286,7 @@ class ModelRegistry:
             raise ModelNotFound(name)
         self._entry_path(name).unlink(missing_ok=True)
         self._local.pop(name, None)
-        logger.info("unloaded model %r", name)
+        _say(f"unloaded model {name!r}")
         return {"modelName": name, "status": "unloaded"}
 
     def invoke(self, name: str, headers: Any, body: bytes) -> tuple[int, str, bytes]:
@@ -327,6 +328,7 @@ class ModelRegistry:
             return local
         local = self._load_local(entry)
         self._local[name] = local
+        _say(f"loaded model {name!r} from {entry['modelUrl']} on first use")
         return local
 
     def _load_local(self, entry: dict[str, Any]) -> _Local:
@@ -340,6 +342,11 @@ class ModelRegistry:
             ) from exc
         compute = self._compute_factory(policy) if self._compute_factory is not None else None
         return _Local(entry["token"], policy, compute)
+
+
+def _say(message: str) -> None:
+    """One line on stderr (the container log), naming this worker."""
+    print(f"serve: worker {os.getpid()}: {message}", file=sys.stderr, flush=True)
 
 
 def _public(entry: dict[str, Any]) -> dict[str, Any]:
