@@ -224,8 +224,13 @@ def write_steps(
             episode = sorted(episode, key=lambda s: s["t"])
         last = episode[-1]
         if not (last["terminated"] or last["truncated"]):
+            span = (
+                f"lines {episode[0]['line']}-{last['line']}"
+                if isinstance(last["line"], int)
+                else f"{episode[0]['line']} to {last['line']}"
+            )
             raise DatasetError(
-                f"episode {eps_id} (lines {episode[0]['line']}-{last['line']}) does not end: its last "
+                f"episode {eps_id} ({span}) does not end: its last "
                 'line in rewards needs "terminated": true or "truncated": true'
             )
         if last["next_obs"] is None and last["truncated"] and not last["terminated"]:

@@ -360,3 +360,16 @@ def test_cli_converts_captures_and_exits_2_with_the_message(collected, tmp_path,
     with pytest.raises(SystemExit) as exited:
         main([*args, "--out", str(tmp_path / "out2"), "--env-config", json.dumps(ENV_CONFIG)])
     assert exited.value.code == 2 and "no reward in" in capsys.readouterr().err
+
+
+def test_an_episode_that_does_not_end_names_its_reward_lines(collected, tmp_path):
+    files = write_capture(collected, tmp_path, ["observation"])
+    rewards = _lines(files["rewards"])
+    last = next(f for f in rewards if f["terminated"] or f["truncated"])
+    last.update(terminated=False, truncated=False)
+    _write_lines(files["rewards"], rewards)
+    with pytest.raises(
+        DatasetError,
+        match=rf"episode {last['eps_id']} \(.*rewards.jsonl line \d+ to .*rewards.jsonl line \d+\) does not end",
+    ):
+        convert_capture(tmp_path / "out", env="CartPole-v1", env_config=ENV_CONFIG, **files)
