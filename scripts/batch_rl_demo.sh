@@ -3,8 +3,8 @@
 #   1. collect: 500 uniform-random CartPole-v1 episodes (200-step limit)   -> job1/output/data/dataset
 #   2. offline: DiscreteCQL from that dataset as channel `train`, no env stepping while learning; 5
 #      training runs, every 500 updates a checkpoint, its OPE estimates (IS/WIS/PDIS/DM/DR/MB) and 20
-#      real episodes; the checkpoint with the best MB (model-based) estimate is exported
-#                                                                                       -> job2/model, job2/output/data/ope.csv
+#      real episodes; the checkpoint with the best MB (model-based) estimate is exported, and the
+#      promotion verdict (its MB lower bound vs the logged return)  -> job2/model, job2/output/data/{ope.csv,promotion.json}
 #   3. serve the exported model (`docker run ... serve`)
 #   4. batch transform stand-in: 100 episodes through POST /invocations (20 envs per request,
 #      epsilon-greedy 0.1 on the served greedy actions, with their probabilities) -> job3 (the next dataset)
@@ -38,6 +38,9 @@ log "2. offline training: docker run --rm -v $root/job2:/opt/ml $image train"
 "$DOCKER" run --rm -v "$root/job2:/opt/ml" "$image" train
 log "OPE per checkpoint ($root/job2/output/data/ope.csv):"
 cut -d, -f2- "$root/job2/output/data/ope.csv"
+log "Promotion verdict ($root/job2/output/data/promotion.json): exported policy vs the random logged policy"
+python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); print(r["verdict"] + ": " + r["reason"])' \
+    "$root/job2/output/data/promotion.json"
 
 port=${DEMO_PORT:-8080}
 server=$(start_server "$root/job2/model" "$port" "$image")

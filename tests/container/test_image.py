@@ -45,6 +45,7 @@ def test_labels_carry_versions_and_sagemaker_capabilities(image: str):
     assert labels["com.sagemaker-ray-rl.ray-version"] == lock_pin("ray")
     assert labels["com.sagemaker-ray-rl.torch-version"] == lock_pin("torch")
     assert labels["com.amazonaws.sagemaker.capabilities.accept-bind-to-port"] == "true"
+    assert labels["com.amazonaws.sagemaker.capabilities.multi-models"] == "true"
 
 
 def test_train_from_hyperparameters_only(container_job):
@@ -234,3 +235,66 @@ def test_image_ray_serve_backend_answers_like_gunicorn(image: str, user_checkpoi
     finally:
         codes = ray_serve.stop(), gunicorn.stop()
         assert codes == (0, 0), ray_serve.logs()[-3000:]
+
+
+def test_image_serves_a_multi_model_endpoint(image: str, user_checkpoints, tmp_path: Path):
+    """``SAGEMAKER_MULTI_MODEL=true``: SageMaker's calls as it makes them (models under
+    ``/opt/ml/models/<name>/model``), each answer equal to RLlib's pipeline for that policy."""
+    import shutil
+
+    import gymnasium as gym
+
+    models = tmp_path / "models"
+    for kind in ("cartpole", "pendulum"):
+        shutil.copytree(user_checkpoints[kind], models / kind / "model")
+    run = docker(
+        "run",
+        "-d",
+        "-p",
+        "127.0.0.1::8080",
+        "-e",
+        "SAGEMAKER_MULTI_MODEL=true",
+        "-v",
+        f"{models}:/opt/ml/models",
+        image,
+        "serve",
+        check=True,
+    )
+    server = Server.__new__(Server)
+    server.container = run.stdout.strip()
+    port = docker("port", server.container, "8080/tcp", check=True).stdout.strip().splitlines()[0]
+    server.url = f"http://127.0.0.1:{port.rsplit(':', 1)[1]}"
+    try:
+        server.wait_until_healthy()
+        for kind in ("cartpole", "pendulum"):
+            url = f"/opt/ml/models/{kind}/model"
+            loaded = requests.post(f"{server.url}/models", json={"model_name": kind, "url": url}, timeout=120)
+            assert loaded.status_code == 200, loaded.text + server.logs()
+        assert (
+            requests.post(
+                f"{server.url}/models",
+                json={"model_name": "cartpole", "url": "/opt/ml/models/cartpole/model"},
+                timeout=60,
+            ).status_code
+            == 409
+        )
+        listed = requests.get(f"{server.url}/models", timeout=10).json()
+        assert [m["modelName"] for m in listed["models"]] == ["cartpole", "pendulum"]
+        for kind in ("cartpole", "pendulum"):
+            space = gym.spaces.Box(-1.0, 1.0, (4,) if kind == "cartpole" else (3,), np.float32)
+            space.seed(5)
+            observations = [space.sample() for _ in range(8)]
+            expected = rllib_reference(user_checkpoints[kind], observations)["action"]
+            answer = requests.post(
+                f"{server.url}/models/{kind}/invoke", json={"instances": [o.tolist() for o in observations]}, timeout=30
+            )
+            assert answer.status_code == 200, answer.text
+            served = np.array([p["action"] for p in answer.json()["predictions"]])
+            np.testing.assert_allclose(served, expected, rtol=1e-6, atol=1e-6)
+        assert requests.delete(f"{server.url}/models/cartpole", timeout=10).status_code == 200
+        assert (
+            requests.post(f"{server.url}/models/cartpole/invoke", json={"instances": OBS}, timeout=10).status_code
+            == 404
+        )
+    finally:
+        assert server.stop() == 0, server.logs()

@@ -7,6 +7,7 @@ import collections
 import csv
 import json
 import shutil
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +19,17 @@ from sagemaker_ray_rl.offline.dataset import dataset_spaces, read_dataset
 pytestmark = pytest.mark.integration
 
 ENV_CONFIG = {"max_episode_steps": 200}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 #: Ray's dashboard needs ray[default] packages that this venv's ray[rllib] lacks; the jobs do not need it.
-NO_DASHBOARD = {"ray.include_dashboard": "false"}
+#: A free GCS port: another job's Ray head on the same machine (parallel test runs) holds 6379.
+NO_DASHBOARD = {"ray.include_dashboard": "false", "ray.gcs_port": str(_free_port())}
 
 
 @pytest.fixture(scope="module")
@@ -139,6 +149,67 @@ def test_offline_job_exports_the_checkpoint_with_the_best_dr_estimate(offline_jo
     # the exported module is the selected checkpoint's, not the last one's
     module = Path("learner_group") / "learner" / "rl_module" / "default_policy"
     assert _files(model_dir / module) == _files(Path(best["checkpoint"]) / module)
+
+
+def test_offline_job_ends_with_a_promotion_verdict_against_the_logged_return(offline_job: TrainingRun, collect_job):
+    out = offline_job.base / "output" / "data"
+    report = json.loads((out / "promotion.json").read_text())
+    selection = json.loads((out / "selection.json").read_text())
+    logged = read_dataset(collect_job.base / "output" / "data" / "dataset")
+    assert report["estimator"] == "dr" and report["checkpoint"] == selection["selected"]["checkpoint"]
+    assert report["episodes"] == logged.num_episodes == 120 and report["gamma"] == 0.99
+    assert report["logged"]["return_mean"] == pytest.approx(logged.episode_returns(0.99).mean())
+    assert report["logged"]["undiscounted_return_mean"] == pytest.approx(logged.episode_returns().mean())
+    assert {"is", "pdis", "dm", "dr", "mb"} <= set(report["estimates"])
+    for name, interval in report["estimates"].items():
+        if interval["low"] is not None:
+            assert interval["low"] <= interval["estimate"] <= interval["high"], name
+    # the selected checkpoint's estimates, recomputed per episode for the bootstrap, are the ones it was selected by
+    assert report["estimates"]["dr"]["estimate"] == pytest.approx(selection["selected"]["ope_dr"], rel=1e-4)
+    assert report["estimates"]["mb"]["estimate"] == pytest.approx(selection["selected"]["ope_mb"], rel=1e-4)
+    beats = report["estimates"]["dr"]["low"] > report["logged"]["return_mean"]
+    assert report["verdict"] == ("promote" if beats else "keep")
+    assert f"\npromotion_verdict: {1 if beats else 0}\n" in offline_job.output
+    assert f"Promotion verdict: {report['verdict']} (dr lower bound" in offline_job.output
+    metadata = json.loads((offline_job.base / "model" / "metadata.json").read_text())
+    assert metadata["offline"]["promotion"]["verdict"] == report["verdict"]
+
+
+def test_offline_job_on_data_without_behaviour_probabilities_skips_importance_sampling(
+    collect_job: TrainingRun, tmp_path: Path
+):
+    """A dataset converted from endpoint captures whose answers had no action_prob (NaN there)."""
+    import pyarrow.parquet as pq
+
+    base = write_job(
+        tmp_path,
+        {
+            "mode": "offline",
+            "env": "CartPole-v1",
+            "env_config": ENV_CONFIG,
+            "offline.num_updates": 200,
+            "offline.evaluate_every": 200,
+            "offline.num_runs": 1,
+            "offline.fqe_updates": 100,
+            "offline.model_updates": 100,
+            **NO_DASHBOARD,
+        },
+        inputdataconfig={"train": {}},
+    )
+    channel = base / "input" / "data" / "train"
+    shutil.copytree(collect_job.base / "output" / "data" / "dataset", channel)
+    for file in channel.glob("*.parquet"):
+        table = pq.read_table(file)
+        nan = table.column("action_prob").to_numpy() * np.nan
+        table = table.set_column(table.schema.get_field_index("action_prob"), "action_prob", [nan])
+        pq.write_table(table.set_column(table.schema.get_field_index("action_logp"), "action_logp", [nan]), file)
+    run = run_train(base)
+    assert run.returncode == 0, run.output[-4000:]
+    assert "OPE: skipped is, wis, pdis, dr: the dataset has no behaviour probabilities" in run.output
+    assert "\nope_is: " not in run.output and "\nope_dm: " in run.output and "\nope_mb: " in run.output
+    report = json.loads((base / "output" / "data" / "promotion.json").read_text())
+    assert set(report["estimates"]) == {"dm", "mb"} and set(report["skipped"]) == {"is", "wis", "pdis", "dr"}
+    assert report["estimator"] == "mb"
 
 
 def _files(root: Path) -> dict[str, bytes]:

@@ -163,6 +163,9 @@ class ServingSettings:
             (``@serve.batch``; ``SAGEMAKER_RAY_SERVE_MAX_BATCH_SIZE``, 32; 1 turns batching off).
         ray_serve_batch_wait_timeout_s: seconds a batch waits for more requests after its first
             (``SAGEMAKER_RAY_SERVE_BATCH_WAIT_TIMEOUT_S``, 0: take what is queued, add no latency).
+        multi_model: a multi-model endpoint (``SAGEMAKER_MULTI_MODEL=true``; `serving.multi_model`).
+        mme_memory_mb: its memory budget in MB (``SAGEMAKER_RAY_RL_MME_MEMORY_MB``); None: the
+            default of `serving.multi_model`.
     """
 
     port: int = 8080
@@ -175,6 +178,8 @@ class ServingSettings:
     ray_serve_replicas: int = 1
     ray_serve_max_batch_size: int = 32
     ray_serve_batch_wait_timeout_s: float = 0.0
+    multi_model: bool = False
+    mme_memory_mb: float | None = None
 
     @property
     def max_payload_bytes(self) -> int:
@@ -296,6 +301,8 @@ class Environment:
                 ray_serve_batch_wait_timeout_s=max(
                     0.0, _number_var(env, p.RAY_SERVE_BATCH_WAIT_TIMEOUT_ENV, 0.0, float)
                 ),
+                multi_model=_bool_var(env, p.MULTI_MODEL_ENV),
+                mme_memory_mb=_number_var(env, p.MME_MEMORY_ENV, None, float),
             ),
         )
 
@@ -332,6 +339,16 @@ def _number_var(env: Mapping[str, str], name: str, default: Any, kind: type = in
     except ValueError as exc:
         noun = "an integer" if kind is int else "a number"
         raise ContractError(f"environment variable {name} must be {noun}, got {value!r}") from exc
+
+
+def _bool_var(env: Mapping[str, str], name: str) -> bool:
+    """Variable `name` as ``true``/``false`` (any case, or 1/0); false when unset or empty."""
+    value = (env.get(name) or "").strip().lower()
+    if value in ("", "false", "0"):
+        return False
+    if value in ("true", "1"):
+        return True
+    raise ContractError(f"environment variable {name} must be true or false, got {env[name]!r}")
 
 
 def _available_cpus() -> int:

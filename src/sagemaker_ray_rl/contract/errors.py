@@ -43,7 +43,8 @@ class RequestError(SageMakerRayRLError):
     """A request to the model server that the server must refuse with a 4xx status.
 
     Attributes:
-        status: HTTP status code (400, 406, 413, 415, ...).
+        status: HTTP status code (400, 404, 406, 409, 413, 415, ...; 507 for a multi-model load
+            over the memory budget, which SageMaker's contract asks for).
         message: what was wrong, in one sentence.
         field: the request field at fault (e.g. ``instances[3]``), or None.
         expected: what would have been accepted (e.g. ``array of shape (4,) float32``), or None.
@@ -80,5 +81,7 @@ _REASONS = {
     405: "MethodNotAllowed",
     406: "NotAcceptable",
     413: "PayloadTooLarge",
+    409: "Conflict",
     415: "UnsupportedMediaType",
+    507: "InsufficientStorage",
 }

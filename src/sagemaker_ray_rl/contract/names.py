@@ -53,3 +53,7 @@ RAY_SERVE_REPLICAS_ENV = "SAGEMAKER_RAY_SERVE_REPLICAS"
 RAY_SERVE_MAX_BATCH_SIZE_ENV = "SAGEMAKER_RAY_SERVE_MAX_BATCH_SIZE"
 #: Ours: seconds a batch waits for more requests after its first (Ray Serve backend).
 RAY_SERVE_BATCH_WAIT_TIMEOUT_ENV = "SAGEMAKER_RAY_SERVE_BATCH_WAIT_TIMEOUT_S"
+#: SageMaker's: ``true`` on a multi-model endpoint (the container then implements ``/models``).
+MULTI_MODEL_ENV = "SAGEMAKER_MULTI_MODEL"
+#: Ours: memory budget (MB) of a multi-model endpoint's loaded models; over it a load is 507.
+MME_MEMORY_ENV = "SAGEMAKER_RAY_RL_MME_MEMORY_MB"

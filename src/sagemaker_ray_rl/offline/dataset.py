@@ -16,7 +16,9 @@ column              type                       meaning
 ``terminateds``     bool                       the episode ended in a terminal state
 ``truncateds``      bool                       the episode was cut by a time limit
 ``action_prob``     float32                    behaviour policy's probability of ``actions``
-                                               (Box: its probability *density*, may exceed 1)
+                                               (Box: its probability *density*, may exceed 1);
+                                               NaN where the log did not record it (endpoint
+                                               captures without ``action_prob``)
 ``action_logp``     float32                    its natural log (RLlib's ``Columns.ACTION_LOGP``)
 ==================  =========================  ===============================================
 
@@ -78,7 +80,8 @@ class Transitions:
         next_obs: float32, shape ``(n, obs_dim)``.
         terminateds: bool, shape ``(n,)``.
         truncateds: bool, shape ``(n,)``.
-        action_prob: float32, shape ``(n,)``: behaviour probability of ``actions`` (Box: density).
+        action_prob: float32, shape ``(n,)``: behaviour probability of ``actions`` (Box: density);
+            NaN where unknown (see `has_behaviour_probabilities`).
         episode_starts: int64, shape ``(num_episodes + 1,)``: row offsets; episode ``i`` is rows
             ``episode_starts[i]:episode_starts[i+1]``.
         eps_ids: the episode ids, in order.
@@ -101,6 +104,12 @@ class Transitions:
     def continuous(self) -> bool:
         """Whether the actions are Box vectors (float32 ``(n, act_dim)``) rather than Discrete ints."""
         return self.actions.ndim == 2
+
+    @property
+    def has_behaviour_probabilities(self) -> bool:
+        """Whether every row has its behaviour probability (importance-sampling estimators need them;
+        a dataset converted from endpoint captures without ``action_prob`` has NaN there)."""
+        return not bool(np.isnan(self.action_prob).any())
 
     @property
     def num_episodes(self) -> int:
@@ -138,7 +147,8 @@ def episode_rows(
 
     `continuous`: Box actions (each a float vector, stored flattened as list<float32>) whose
     `action_prob` is a probability density (> 0, may exceed 1); otherwise int actions whose
-    `action_prob` is a probability in (0, 1].
+    `action_prob` is a probability in (0, 1]. A None probability (not logged) is stored as NaN,
+    as is its log.
 
     Raises:
         DatasetError: the sequences differ in length, or a probability (density) is out of range.
@@ -151,8 +161,8 @@ def episode_rows(
         )
     rows = []
     for t in range(n):
-        prob = float(action_prob[t])
-        if not (0.0 < prob < np.inf if continuous else 0.0 < prob <= 1.0):
+        prob = np.nan if action_prob[t] is None else float(action_prob[t])
+        if action_prob[t] is not None and not (0.0 < prob < np.inf if continuous else 0.0 < prob <= 1.0):
             expected = "a finite density > 0" if continuous else "in (0, 1]"
             raise DatasetError(f"episode {eps_id} step {t}: action_prob must be {expected}, got {prob}")
         rows.append(

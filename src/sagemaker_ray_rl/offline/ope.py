@@ -55,6 +55,20 @@ BOX_SKIPPED = {
     ),
     "dm": "fitted-Q evaluation here averages Q over Discrete actions",
 }
+#: Estimators left out when the dataset lacks behaviour probabilities (NaN ``action_prob``: endpoint
+#: captures of answers without ``action_prob``), and why.
+NO_PROBABILITY_SKIPPED = dict.fromkeys(
+    ("is", "wis", "pdis", "dr"),
+    "the dataset has no behaviour probabilities (captured answers without action_prob), which importance ratios need",
+)
+
+
+def skipped_estimators(data: Transitions) -> dict[str, str]:
+    """Estimator name -> why it is not computed on `data` (`BOX_SKIPPED` on Box actions,
+    `NO_PROBABILITY_SKIPPED` without behaviour probabilities); empty when all apply."""
+    if data.continuous:
+        return dict(BOX_SKIPPED)
+    return {} if data.has_behaviour_probabilities else dict(NO_PROBABILITY_SKIPPED)
 
 
 @dataclass(frozen=True)
@@ -149,6 +163,11 @@ class DynamicsModel:
         """The ``mb`` estimate (module docstring) from the dataset's initial states; actions are
         drawn from the target policy's probabilities (the greedy one for a deterministic policy);
         for a Box-action model the target policy gives the actions themselves."""
+        return float(self.episode_values(data, target_policy, gamma, seed).mean())
+
+    def episode_values(self, data: Transitions, target_policy: TargetPolicy, gamma: float, seed: int = 0) -> np.ndarray:
+        """float64 ``(num_episodes,)``: the model rollout's discounted return from each logged
+        episode's initial state (`estimate` is their mean)."""
         rng = np.random.default_rng(seed)
         obs = data.obs[data.episode_starts[:-1]].astype(np.float32)
         alive = np.ones(len(obs))
@@ -162,7 +181,22 @@ class DynamicsModel:
             obs, reward, p_term = self.step(obs, actions)
             value += gamma**t * alive * reward
             alive *= 1.0 - p_term
-        return float(value.mean())
+        return value
+
+
+#: Per-episode terms of an estimator: ``(numerator, denominator)``, float64 ``(num_episodes,)``
+#: each; the estimate is ``Σ numerator / Σ denominator`` (denominator None: the numerator's mean).
+#: Resampling episodes and recomputing that ratio is the bootstrap (`promotion.bootstrap_interval`).
+EpisodeTerms = tuple[np.ndarray, np.ndarray | None]
+
+
+def estimate_from_terms(terms: EpisodeTerms) -> float:
+    """``mean(numerator)``, or ``Σ numerator / Σ denominator`` (NaN when that sum is 0)."""
+    numerator, denominator = terms
+    if denominator is None:
+        return float(np.mean(numerator))
+    total = float(np.sum(denominator))
+    return float(np.sum(numerator) / total) if total > 0 else float("nan")
 
 
 def importance_estimates(data: Transitions, target_probs: np.ndarray, gamma: float) -> dict[str, float]:
@@ -176,6 +210,12 @@ def importance_estimates(data: Transitions, target_probs: np.ndarray, gamma: flo
     Returns:
         ``{"is", "wis", "pdis"}`` -> estimate; ``wis`` is NaN when every episode weight is 0.
     """
+    return {k: estimate_from_terms(v) for k, v in importance_terms(data, target_probs, gamma).items()}
+
+
+def importance_terms(data: Transitions, target_probs: np.ndarray, gamma: float) -> dict[str, EpisodeTerms]:
+    """Per-episode terms (`EpisodeTerms`) of IS (``w_{0:T} G``), WIS (``w_{0:T} G`` over
+    ``w_{0:T}``) and PDIS (``Σ_t γ^t w_{0:t} r_t``); arguments as in `importance_estimates`."""
     rho = _ratios(data, target_probs)
     cum = _cumulative_products(data, rho)
     disc = gamma**data.step_index
@@ -183,11 +223,10 @@ def importance_estimates(data: Transitions, target_probs: np.ndarray, gamma: flo
     ends = data.episode_starts[1:] - 1
     returns = np.add.reduceat(disc * data.rewards, starts)
     weights = cum[ends]
-    wsum = weights.sum()
     return {
-        "is": float(np.mean(weights * returns)),
-        "wis": float((weights * returns).sum() / wsum) if wsum > 0 else float("nan"),
-        "pdis": float(np.mean(np.add.reduceat(disc * cum * data.rewards, starts))),
+        "is": (weights * returns, None),
+        "wis": (weights * returns, weights),
+        "pdis": (np.add.reduceat(disc * cum * data.rewards, starts), None),
     }
 
 
@@ -200,15 +239,26 @@ def model_estimates(
         q_values: float, shape ``(len(data), num_actions)``: Q̂(s_t, ·) for every row.
         target_probs, gamma: as in `importance_estimates`.
     """
-    rho = _ratios(data, target_probs)
-    cum = _cumulative_products(data, rho)
-    prev = np.where(data.step_index == 0, 1.0, np.roll(cum, 1))
+    return {k: estimate_from_terms(v) for k, v in model_terms(data, target_probs, q_values, gamma).items()}
+
+
+def model_terms(
+    data: Transitions, target_probs: np.ndarray, q_values: np.ndarray, gamma: float, *, ratios: bool = True
+) -> dict[str, EpisodeTerms]:
+    """Per-episode terms of DM (``V̂(s_0)``) and, with `ratios` (behaviour probabilities known), DR;
+    arguments as in `model_estimates`."""
     v = (target_probs * q_values).sum(axis=1)
-    q_logged = q_values[np.arange(len(data)), data.actions]
-    disc = gamma**data.step_index
     starts = data.episode_starts[:-1]
-    terms = disc * (cum * (data.rewards - q_logged) + prev * v)
-    return {"dm": float(np.mean(v[starts])), "dr": float(np.mean(np.add.reduceat(terms, starts)))}
+    out: dict[str, EpisodeTerms] = {"dm": (v[starts].astype(np.float64), None)}
+    if ratios:
+        rho = _ratios(data, target_probs)
+        cum = _cumulative_products(data, rho)
+        prev = np.where(data.step_index == 0, 1.0, np.roll(cum, 1))
+        q_logged = q_values[np.arange(len(data)), data.actions]
+        disc = gamma**data.step_index
+        terms = disc * (cum * (data.rewards - q_logged) + prev * v)
+        out["dr"] = (np.add.reduceat(terms, starts), None)
+    return out
 
 
 def fitted_q_evaluation(
@@ -258,15 +308,30 @@ def evaluate_policy(
 ) -> dict[str, float]:
     """All estimators (`ESTIMATORS`) of the target policy on `data`; ``dm``/``dr`` only when `fqe`,
     ``mb`` only when `model`. On Box-action data (`Transitions.continuous`) only ``mb``
-    (`BOX_SKIPPED` says why), with `target_policy` giving actions."""
+    (`BOX_SKIPPED` says why), with `target_policy` giving actions; without behaviour
+    probabilities only ``dm`` and ``mb`` (`NO_PROBABILITY_SKIPPED`)."""
+    return {k: estimate_from_terms(v) for k, v in evaluate_terms(data, target_policy, gamma, fqe, model).items()}
+
+
+def evaluate_terms(
+    data: Transitions,
+    target_policy: TargetPolicy,
+    gamma: float,
+    fqe: FQESettings | None = FQESettings(),
+    model: DynamicsModel | None = None,
+) -> dict[str, EpisodeTerms]:
+    """The per-episode terms (`EpisodeTerms`) behind `evaluate_policy`'s estimates (same arguments,
+    same estimators)."""
     if data.continuous:
-        return {} if model is None else {"mb": model.estimate(data, target_policy, gamma)}
+        return {} if model is None else {"mb": (model.episode_values(data, target_policy, gamma), None)}
     target_probs = target_policy(data.obs)
-    out = importance_estimates(data, target_probs, gamma)
+    ratios = data.has_behaviour_probabilities
+    out = importance_terms(data, target_probs, gamma) if ratios else {}
     if fqe is not None:
-        out.update(model_estimates(data, target_probs, fitted_q_evaluation(data, target_policy, gamma, fqe), gamma))
+        q_values = fitted_q_evaluation(data, target_policy, gamma, fqe)
+        out.update(model_terms(data, target_probs, q_values, gamma, ratios=ratios))
     if model is not None:
-        out["mb"] = model.estimate(data, target_policy, gamma)
+        out["mb"] = (model.episode_values(data, target_policy, gamma), None)
     return out
 
 

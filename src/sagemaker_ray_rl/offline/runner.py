@@ -6,9 +6,13 @@ estimator once -> ``num_runs`` times, train ``offline.algorithm`` (Discrete acti
 or RLlib's BC or MARWIL; Box actions: RLlib's CQL or IQL) from a fresh seed for ``num_updates``
 gradient updates, every ``evaluate_every`` updates saving a checkpoint and estimating its value
 off-policy (IS, WIS, PDIS, DM and DR with fitted-Q evaluation, MB; on Box actions only MB,
-`ope.BOX_SKIPPED` says why) and, when asked, its real return in the env -> export the checkpoint,
+`ope.BOX_SKIPPED` says why; without behaviour probabilities DM and MB,
+`ope.NO_PROBABILITY_SKIPPED`) and, when asked, its real return in the env -> export the checkpoint,
 of all runs, with the best chosen estimate to the model dir (``metadata.json`` by
-`checkpoint.build_metadata`) and write ``ope.csv``, ``ope.png``, ``selection.json`` to the output data dir.
+`checkpoint.build_metadata`) and write ``ope.csv``, ``ope.png``, ``selection.json`` to the output data dir
+-> the promotion report (`promotion`): every estimate of the exported policy with a bootstrap
+interval over episodes against the logged policy's return on the same data, and the verdict, in
+``promotion.json`` and metric lines.
 """
 
 from __future__ import annotations
@@ -25,20 +29,21 @@ import numpy as np
 
 from sagemaker_ray_rl.contract.environment import Environment
 from sagemaker_ray_rl.contract.errors import HyperparameterError, TrainingError
-from sagemaker_ray_rl.offline import report
+from sagemaker_ray_rl.offline import promotion, report
 from sagemaker_ray_rl.offline.collect import CollectResult, collect, make_env
 from sagemaker_ray_rl.offline.dataset import DatasetError, dataset_spaces, read_dataset
 from sagemaker_ray_rl.offline.ope import (
-    BOX_SKIPPED,
     ESTIMATORS,
     DynamicsModel,
     FQESettings,
     ModelSettings,
     evaluate_policy,
+    evaluate_terms,
     greedy_probabilities,
+    skipped_estimators,
 )
 from sagemaker_ray_rl.offline.selection import rank_correlations, select_checkpoint
-from sagemaker_ray_rl.offline.settings import COLLECT, OfflineSettings, check_action_space
+from sagemaker_ray_rl.offline.settings import COLLECT, OfflineSettings, check_action_space, promotion_estimator
 
 #: ``offline.algorithm`` -> the name recorded in ``metadata.json`` (Discrete, Box actions).
 ALGORITHM_NAMES = {"cql": "DiscreteCQL", "bc": "BC", "marwil": "MARWIL"}
@@ -61,12 +66,14 @@ class OfflineResult:
         selected: the row of the exported checkpoint.
         rank_correlations: estimator -> Spearman ρ against the real return (NaN without it).
         model_dir: where the selected checkpoint was exported.
+        promotion: the promotion report (`promotion.promotion_report`, also ``promotion.json``).
     """
 
     rows: list[dict[str, Any]]
     selected: dict[str, Any]
     rank_correlations: dict[str, float]
     model_dir: Path
+    promotion: dict[str, Any]
 
 
 def run(contract: Environment, settings: OfflineSettings) -> None:
@@ -289,15 +296,21 @@ def _train_offline(
             f"Dynamics model for mb fitted in {time.perf_counter() - tick:.1f} s (rollouts of {horizon} steps)",
             flush=True,
         )
+    not_applicable = skipped_estimators(data)
     estimators = tuple(
-        e
-        for e in ESTIMATORS
-        if (fqe or e not in ("dm", "dr")) and (model or e != "mb") and not (box and e in BOX_SKIPPED)
+        e for e in ESTIMATORS if (fqe or e not in ("dm", "dr")) and (model or e != "mb") and e not in not_applicable
     )
-    reasons = {reason: [k for k, r in BOX_SKIPPED.items() if r == reason] for reason in BOX_SKIPPED.values()}
-    skipped = "; ".join(f"{', '.join(names)}: {reason}" for reason, names in reasons.items()) if box else ""
-    if box:
-        print(f"OPE on Box actions: only mb; skipped {skipped}", flush=True)
+    reasons: dict[str, list[str]] = {}
+    for name, reason in not_applicable.items():
+        reasons.setdefault(reason, []).append(name)
+    skipped = "; ".join(f"{', '.join(names)}: {reason}" for reason, names in reasons.items())
+    if settings.select in not_applicable:
+        raise DatasetError(
+            f"offline.select={settings.select} cannot rank checkpoints on this dataset: {not_applicable[settings.select]}"
+            " (choose mb, dm or last)"
+        )
+    if skipped:
+        print(f"OPE on Box actions: only mb; skipped {skipped}" if box else f"OPE: skipped {skipped}", flush=True)
     rows: list[dict[str, Any]] = []
     start = time.perf_counter()
     learn_time = 0.0
@@ -314,17 +327,7 @@ def _train_offline(
                 updates += settings.evaluate_every
                 path = Path(algo.save_to_path(str(run_root / f"checkpoint_{updates:07d}")))
                 policy = Policy.load(path)
-                if box:
-
-                    def target(obs: np.ndarray, _policy=policy) -> np.ndarray:
-                        actions = _policy.compute(obs.astype(np.float32))["action"]
-                        return np.asarray(actions, dtype=np.float32).reshape(len(obs), -1)
-                else:
-                    num_actions = int(policy.pipeline(None).action_space.n)
-
-                    def target(obs: np.ndarray, _policy=policy, _n=num_actions) -> np.ndarray:
-                        return greedy_probabilities(_policy.compute(obs.astype(np.float32))["action"], _n)
-
+                target = _target_policy(policy, box)
                 row: dict[str, Any] = {
                     "checkpoint": str(path),
                     "run": run,
@@ -335,7 +338,7 @@ def _train_offline(
                 row.update(
                     {f"ope_{k}": v for k, v in evaluate_policy(data, target, settings.gamma, fqe, model).items()}
                 )
-                if box:
+                if skipped:
                     row["ope_skipped"] = skipped
                 if eval_env is not None:
                     returns = evaluate_in_env(policy, eval_env, settings.eval_episodes, seed=10_000 + settings.seed)
@@ -375,12 +378,51 @@ def _train_offline(
         "rank_correlations": correlations,
         "dataset": {"episodes": data.num_episodes, "transitions": len(data)},
     }
+    tick = time.perf_counter()
+    promotion_estimator_name = promotion_estimator(settings.select, settings.promote_by, model is not None)
+    verdict = promotion.promotion_report(
+        evaluate_terms(data, _target_policy(Policy.load(selected["checkpoint"]), box), settings.gamma, fqe, model),
+        data.episode_returns(settings.gamma),
+        estimator=promotion_estimator_name,
+        gamma=settings.gamma,
+        undiscounted_returns=data.episode_returns(),
+        skipped=not_applicable,
+        confidence=settings.confidence,
+        samples=settings.bootstrap_samples,
+        seed=settings.seed,
+        checkpoint=str(selected["checkpoint"]),
+    )
+    promotion.write_report(output_data_dir / promotion.PROMOTION_FILE, verdict)
+    metadata["offline"]["promotion"] = {k: verdict[k] for k in ("verdict", "estimator", "reason")}
     export_model(Path(selected["checkpoint"]), model_dir, metadata)
     print(f"Exported {selected['checkpoint']} (selected by {settings.select}) to {model_dir}", flush=True)
+    print("\n".join(promotion.metric_lines(verdict)), flush=True)
+    print(
+        f"Promotion verdict: {verdict['verdict']} ({verdict['reason']}; {time.perf_counter() - tick:.1f} s)",
+        flush=True,
+    )
     for name, rho in correlations.items():
         if math.isfinite(rho):
             print(f"ope_rank_correlation_{name}: {rho:.4g}", flush=True)
-    return OfflineResult(rows, selected, correlations, model_dir)
+    return OfflineResult(rows, selected, correlations, model_dir, verdict)
+
+
+def _target_policy(policy: Any, box: bool) -> Any:
+    """The OPE target of a loaded `Policy`: Box: obs -> actions float32 ``(n, act_dim)``; Discrete:
+    obs -> one-hot greedy probabilities float64 ``(n, num_actions)``."""
+    if box:
+
+        def target(obs: np.ndarray) -> np.ndarray:
+            actions = policy.compute(obs.astype(np.float32))["action"]
+            return np.asarray(actions, dtype=np.float32).reshape(len(obs), -1)
+
+        return target
+    num_actions = int(policy.pipeline(None).action_space.n)
+
+    def greedy(obs: np.ndarray) -> np.ndarray:
+        return greedy_probabilities(policy.compute(obs.astype(np.float32))["action"], num_actions)
+
+    return greedy
 
 
 def episode_limit(dataset_dir: Path, settings: OfflineSettings, data: Any) -> int:

@@ -48,6 +48,12 @@ them, before Ray starts, and fails with `HyperparameterError` naming the key.
                                 so on data from a stochastic behaviour policy the importance
                                 weights are 0 or ``(1/μ)^k`` for an episode's first k steps, and IS,
                                 WIS, PDIS and DR swing by hundreds between close checkpoints.
+``offline.promote_by``          the estimator whose lower confidence bound decides the promotion
+                                verdict (``promotion.json``): ``select`` (default: ``offline.select``,
+                                or ``mb`` when that is ``last``), or any estimator name.
+``offline.confidence``          two-sided level of the promotion report's bootstrap intervals
+                                (default 0.95).
+``offline.bootstrap_samples``   bootstrap resamples of episodes per interval (default 1000).
 ``offline.fqe_updates``         fitted-Q evaluation updates per checkpoint (default 2000).
 ``offline.model_updates``       dynamics-model updates for ``mb``, once per job (default 3000;
                                 0 = no ``mb``).
@@ -119,6 +125,9 @@ class OfflineSettings:
     evaluate_every: int = 500
     gamma: float = 0.99
     select: str = "mb"
+    promote_by: str = "select"
+    confidence: float = 0.95
+    bootstrap_samples: int = 1000
     fqe_updates: int = 2000
     model_updates: int = 3000
     horizon: int = 0
@@ -148,6 +157,10 @@ class OfflineSettings:
         validation.choice("offline.behaviour", values["behaviour"], BEHAVIOUR_POLICIES)
         validation.choice("offline.output", values["output"], OUTPUTS)
         validation.choice("offline.select", values["select"], SELECTIONS)
+        validation.choice("offline.promote_by", values["promote_by"], ("select", *ESTIMATORS))
+        if not validation.number("offline.confidence", values["confidence"], low=0, high=1, low_open=True) < 1:
+            raise validation.invalid("offline.confidence", "a number in (0, 1)", values["confidence"])
+        validation.integer("offline.bootstrap_samples", values["bootstrap_samples"], low=100)
         validation.choice("offline.algorithm", values["algorithm"], ALGORITHMS)
         for name in ("lr", "lr_end"):
             validation.number(f"offline.{name}", values[name], low=0, low_open=True)
@@ -165,6 +178,15 @@ class OfflineSettings:
             )
         if values["select"] == "mb" and values["model_updates"] == 0:
             raise validation.invalid("offline.model_updates", "> 0: offline.select=mb needs a dynamics model", 0)
+        promote_by = promotion_estimator(values["select"], values["promote_by"], values["model_updates"] > 0)
+        if promote_by in ("dm", "dr") and values["fqe_updates"] == 0:
+            raise validation.invalid(
+                "offline.fqe_updates", f"> 0: the promotion verdict by {promote_by} needs fitted-Q evaluation", 0
+            )
+        if promote_by == "mb" and values["model_updates"] == 0:
+            raise validation.invalid(
+                "offline.model_updates", "> 0: the promotion verdict by mb needs a dynamics model", 0
+            )
         hidden = values.pop("hidden")
         if not isinstance(hidden, (list, tuple)) or not hidden or not all(isinstance(h, int) and h > 0 for h in hidden):
             raise validation.invalid("offline.hidden", "a JSON list of positive integers", hidden)
@@ -177,6 +199,16 @@ class OfflineSettings:
             hyperparameters=dict(hyperparameters),
             **values,
         )
+
+
+def promotion_estimator(select: str, promote_by: str, model: bool = True) -> str:
+    """The estimator that decides the promotion verdict: `promote_by`, or for ``select`` the
+    ``offline.select`` estimator (``mb`` when that is ``last``, ``dm`` without a dynamics model)."""
+    if promote_by != "select":
+        return promote_by
+    if select != "last":
+        return select
+    return "mb" if model else "dm"
 
 
 def _defaults() -> dict[str, Any]:

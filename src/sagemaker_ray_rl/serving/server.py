@@ -8,6 +8,7 @@ model stops ``serve`` at once with a clear message instead of a server that answ
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from sagemaker_ray_rl.contract.environment import Environment
 from sagemaker_ray_rl.contract.errors import SageMakerRayRLError
@@ -60,6 +61,9 @@ def main(argv: list[str] | None = None) -> None:
     from sagemaker_ray_rl.inference.pipelines import connector_names
     from sagemaker_ray_rl.inference.policy import Policy
 
+    if contract.serving.multi_model:
+        serve_multi_model(contract)
+        return
     try:
         policy = Policy.load(contract.model_dir)
     except SageMakerRayRLError as exc:
@@ -104,6 +108,56 @@ def main(argv: list[str] | None = None) -> None:
     # and stop writing to their pages in the forked workers (Python's gc.freeze docs).
     gc.freeze()
     GunicornServer(app, gunicorn_options(contract)).run()
+
+
+def serve_multi_model(contract: Environment) -> None:
+    """``SAGEMAKER_MULTI_MODEL=true``: no model at start; the ``/models`` routes of
+    `multi_model` under the same gunicorn setup, the registry's state in a directory the workers
+    share (created here, before the fork), loads in gevent's thread pool, and one batcher per
+    loaded model in each worker."""
+    import functools
+    import gc
+    import tempfile
+
+    import gevent
+
+    from sagemaker_ray_rl.serving import multi_model
+    from sagemaker_ray_rl.serving.batching import GreenBatcher
+    from sagemaker_ray_rl.serving.gunicorn_app import GunicornServer, gunicorn_options
+    from sagemaker_ray_rl.serving.protocol import compute_jobs
+
+    serving = contract.serving
+    if serving.backend != "gunicorn":
+        print("serve: cannot start: multi-model endpoints are served by the gunicorn backend", file=sys.stderr)
+        sys.exit(1)
+    budget = (
+        int(serving.mme_memory_mb * 2**20) if serving.mme_memory_mb is not None else multi_model.default_budget_bytes()
+    )
+
+    def run_blocking(fn, *args):  # in the worker: a real thread, the event loop keeps serving
+        return gevent.get_hub().threadpool.apply(fn, args)
+
+    def compute_factory(policy):
+        if serving.max_batch_size <= 1:
+            return None
+        return GreenBatcher(functools.partial(compute_jobs, policy), serving.max_batch_size)
+
+    registry = multi_model.ModelRegistry(
+        Path(tempfile.mkdtemp(prefix="smrl-mme-")),
+        serving,
+        budget_bytes=budget,
+        workers=serving.workers,
+        run_blocking=run_blocking,
+        compute_factory=compute_factory,
+    )
+    print(
+        f"serve: multi-model endpoint, gunicorn on port {serving.port}, {serving.workers} gevent worker(s), "
+        f"memory budget {budget / 2**20:.0f} MB",
+        file=sys.stderr,
+        flush=True,
+    )
+    gc.freeze()
+    GunicornServer(multi_model.create_app(registry, serving), gunicorn_options(contract)).run()
 
 
 if __name__ == "__main__":

@@ -111,6 +111,20 @@ def test_serving_settings(job_dir: Path):
     )
 
 
+def test_multi_model_settings(job_dir: Path):
+    def serving(**environ):
+        return Environment.from_environ({"SAGEMAKER_BASE_DIR": str(job_dir), **environ}).serving
+
+    assert (serving().multi_model, serving().mme_memory_mb) == (False, None)
+    mme = serving(SAGEMAKER_MULTI_MODEL="True", SAGEMAKER_RAY_RL_MME_MEMORY_MB="512.5")
+    assert (mme.multi_model, mme.mme_memory_mb) == (True, 512.5)
+    assert serving(SAGEMAKER_MULTI_MODEL="false").multi_model is False
+    with pytest.raises(ContractError, match="SAGEMAKER_MULTI_MODEL must be true or false, got 'yes please'"):
+        serving(SAGEMAKER_MULTI_MODEL="yes please")
+    with pytest.raises(ContractError, match="SAGEMAKER_RAY_RL_MME_MEMORY_MB must be a number"):
+        serving(SAGEMAKER_RAY_RL_MME_MEMORY_MB="1GB")
+
+
 @pytest.mark.parametrize(
     "files, environ, message",
     [
