@@ -45,6 +45,8 @@ DEFAULT_INVOCATIONS_ACCEPT_ENV = "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT"
 SERVER_BACKEND_ENV = "SAGEMAKER_RAY_RL_SERVER"
 #: Ours: requests a gunicorn worker answers with one forward pass at most (1: no batching).
 MAX_BATCH_SIZE_ENV = "SAGEMAKER_RAY_RL_MAX_BATCH_SIZE"
+#: Ours: most records (observations) one ``/invocations`` request may carry (413 above it).
+MAX_RECORDS_ENV = "SAGEMAKER_RAY_RL_MAX_RECORDS"
 #: Ours: replicas of the Ray Serve deployment.
 RAY_SERVE_REPLICAS_ENV = "SAGEMAKER_RAY_SERVE_REPLICAS"
 #: Ours: requests one ``@serve.batch`` forward pass takes at most (Ray Serve backend).
