@@ -1,4 +1,5 @@
-"""Request body and record limits of the real `serve` command (gunicorn) over HTTP.
+"""Request body and record limits of the real `serve` command over HTTP, both backends (gunicorn
+and Ray Serve).
 
 Bodies are sent with ``Content-Length`` and chunked (``Transfer-Encoding: chunked``), in JSON,
 JSON Lines and CSV, sized to the byte around ``SAGEMAKER_MAX_PAYLOAD_IN_MB``: at the limit every
@@ -10,7 +11,10 @@ from __future__ import annotations
 
 import http.client
 import json
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from helpers import train_policies
@@ -25,18 +29,28 @@ OBSERVATION = [0.01, -0.02, 0.03, 0.04]
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Iterator[ServeProcess]:
-    """`serve` for a CartPole policy with a 1 MB payload limit and a 50,000-record limit."""
-    policy = train_policies(tmp_path_factory.mktemp("policies"), ["cartpole"])["cartpole"]
-    process = ServeProcess(
-        policy,
-        tmp_path_factory.mktemp("serve"),
-        SAGEMAKER_MAX_PAYLOAD_IN_MB=str(LIMIT_MB),
-        SAGEMAKER_RAY_RL_MAX_RECORDS=str(MAX_RECORDS),
-    )
-    process.wait_until_healthy()
-    yield process
-    assert process.stop() == 0
+def cartpole(tmp_path_factory) -> Path:
+    return train_policies(tmp_path_factory.mktemp("policies"), ["cartpole"])["cartpole"]
+
+
+@pytest.fixture(scope="module", params=["gunicorn", "ray-serve"])
+def server(request, cartpole, tmp_path_factory) -> Iterator[ServeProcess]:
+    """`serve` with each backend for a CartPole policy, a 1 MB payload limit and a 50,000-record
+    limit."""
+    env = {"SAGEMAKER_MAX_PAYLOAD_IN_MB": str(LIMIT_MB), "SAGEMAKER_RAY_RL_MAX_RECORDS": str(MAX_RECORDS)}
+    ray_tmp = None
+    if request.param == "ray-serve":
+        ray_tmp = Path(tempfile.mkdtemp(prefix="smrl-rs-", dir="/tmp"))  # Ray's socket paths must stay short
+        env.update(SAGEMAKER_RAY_RL_SERVER="ray-serve", RAY_TMPDIR=str(ray_tmp))
+    process = ServeProcess(cartpole, tmp_path_factory.mktemp("serve"), **env)
+    try:
+        process.wait_until_healthy(timeout=180)
+        yield process
+    finally:
+        code = process.stop()
+        if ray_tmp is not None:
+            shutil.rmtree(ray_tmp, ignore_errors=True)
+        assert code == 0, process.log.read_text()[-3000:]
 
 
 def body_of(content_type: str, size: int, record: list[float] = OBSERVATION) -> tuple[bytes, int]:
