@@ -53,3 +53,10 @@ RAY_SERVE_REPLICAS_ENV = "SAGEMAKER_RAY_SERVE_REPLICAS"
 RAY_SERVE_MAX_BATCH_SIZE_ENV = "SAGEMAKER_RAY_SERVE_MAX_BATCH_SIZE"
 #: Ours: seconds a batch waits for more requests after its first (Ray Serve backend).
 RAY_SERVE_BATCH_WAIT_TIMEOUT_ENV = "SAGEMAKER_RAY_SERVE_BATCH_WAIT_TIMEOUT_S"
+
+# Stopping a training job (StopTrainingJob, a spot interruption, max_run): SIGTERM to the container's
+# PID 1, SIGKILL this many seconds later.
+SIGKILL_AFTER_SIGTERM_S = 120
+#: Ours: seconds training gets after SIGTERM to checkpoint and stop, the built-in experiment and a user
+#: entry point (or a command under ``launch``) alike; the rest of the 120 s stops Ray and the workers.
+STOP_BUDGET_S = 90.0
