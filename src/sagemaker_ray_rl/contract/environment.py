@@ -152,6 +152,10 @@ class ServingSettings:
             (``SAGEMAKER_MODEL_SERVER_TIMEOUT``, default 60, SageMaker's own invocation limit).
         max_payload_mb: largest request body in MB (``SAGEMAKER_MAX_PAYLOAD_IN_MB``, default 6);
             a larger body, with ``Content-Length`` or chunked, is answered 413.
+        max_requests: requests after which a gunicorn worker finishes what it has in flight and is
+            replaced by a fresh fork of the master (``SAGEMAKER_RAY_RL_MAX_REQUESTS``, default
+            100,000, each worker at a random point up to 10% later so they do not all restart
+            together; 0 never): bounds what a slow leak in a worker can grow to.
         max_records: most records (observations, JSON Lines lines, CSV rows, array rows) one
             request may carry (``SAGEMAKER_RAY_RL_MAX_RECORDS``, default 1,000,000: never reached
             by a body within the default 6 MB whose records take 7 bytes or more, i.e. any
@@ -176,6 +180,7 @@ class ServingSettings:
     timeout_s: int = 60
     max_payload_mb: float = 6.0
     max_records: int = 1_000_000
+    max_requests: int = 100_000
     default_accept: str | None = None
     backend: str = "gunicorn"
     max_batch_size: int = 32
@@ -301,6 +306,7 @@ class Environment:
                 timeout_s=_number_var(env, p.MODEL_SERVER_TIMEOUT_ENV, 60),
                 max_payload_mb=_number_var(env, p.MAX_PAYLOAD_IN_MB_ENV, 6.0, float),
                 max_records=max(1, _number_var(env, p.MAX_RECORDS_ENV, 1_000_000)),
+                max_requests=max(0, _number_var(env, p.MAX_REQUESTS_ENV, 100_000)),
                 default_accept=env.get(p.DEFAULT_INVOCATIONS_ACCEPT_ENV) or None,
                 backend=_backend(env.get(p.SERVER_BACKEND_ENV)),
                 max_batch_size=max(1, _number_var(env, p.MAX_BATCH_SIZE_ENV, 32)),

@@ -45,6 +45,8 @@ DEFAULT_INVOCATIONS_ACCEPT_ENV = "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT"
 SERVER_BACKEND_ENV = "SAGEMAKER_RAY_RL_SERVER"
 #: Ours: requests a gunicorn worker answers with one forward pass at most (1: no batching).
 MAX_BATCH_SIZE_ENV = "SAGEMAKER_RAY_RL_MAX_BATCH_SIZE"
+#: Ours: requests after which a gunicorn worker is replaced by a fresh fork (0: never).
+MAX_REQUESTS_ENV = "SAGEMAKER_RAY_RL_MAX_REQUESTS"
 #: Ours: most records (observations) one ``/invocations`` request may carry (413 above it).
 MAX_RECORDS_ENV = "SAGEMAKER_RAY_RL_MAX_RECORDS"
 #: Ours: replicas of the Ray Serve deployment.
