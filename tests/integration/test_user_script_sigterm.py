@@ -4,6 +4,7 @@ runner), which checkpoints in its handler and exits in time; a restart finds the
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -94,3 +95,22 @@ def test_sigterm_reaches_the_user_script_which_checkpoints_and_a_restart_resumes
     step = json.loads(saved)["step"]
     assert step >= 20
     assert f"user script resumed at step {step}" in second.output, second.output[-4000:]
+
+
+def test_a_failing_user_script_fails_the_job_even_when_no_failure_file_can_be_written(tmp_path: Path):
+    # The toolkit alone would raise writing its failure file, and its `finally` would exit 0.
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "fails.py").write_text("import sys\nprint('user script failing', flush=True)\nsys.exit(3)\n")
+    base = write_job(
+        tmp_path / "job",
+        {"sagemaker_program": "fails.py", "sagemaker_submit_directory": str(code), "ray.gcs_port": free_port()},
+    )
+    env = job_environ(base)
+    subprocess.run([sys.executable, "-m", "sagemaker_ray_rl.contract.standalone"], env=env, check=True)
+    shutil.rmtree(base / "output")
+    (base / "output").write_text("a file where the output dir should be")
+    run = subprocess.run([str(BIN / "train")], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1, (run.stdout + run.stderr)[-4000:]
+    assert "user script failing" in run.stdout + run.stderr
+    assert "Exiting with status 1: no failure file could be written" in run.stderr
