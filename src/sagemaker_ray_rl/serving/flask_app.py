@@ -53,11 +53,7 @@ def create_app(
 
     @app.post("/invocations")
     def invocations() -> Response:
-        # The raw stream (werkzeug's with no maximum: gunicorn ends it at the body's end, chunked
-        # or not; without Content-Length on a server that does not, it is empty), read by
-        # `read_body` up to the limit; werkzeug's own maximum would cut a chunked body short.
-        stream = get_input_stream(request.environ, max_content_length=None)
-        body = read_body(stream.read, request.content_length, settings)
+        body = request_body(settings)
         status, mimetype, body = answer_invocation(policy, settings, request.headers, body, compute)
         return Response(body, status=status, mimetype=mimetype)
 
@@ -75,6 +71,23 @@ def create_app(
         return _json_error(500, {"error": "InternalServerError", "message": f"{type(exc).__name__}: {exc}"})
 
     return app
+
+
+def request_body(settings: ServingSettings) -> bytes:
+    """The body of the flask request being handled, read with `protocol.read_body`: whole up to
+    ``settings.max_payload_bytes``, with ``Content-Length`` or chunked.
+
+    Use it instead of ``request.get_data()`` with werkzeug's ``MAX_CONTENT_LENGTH``, which cuts a
+    chunked body at the limit without an error (werkzeug 3.1 reads a chunked stream up to the
+    maximum and stops).
+
+    Raises:
+        RequestError: 413 over the limit (after the rest of the body was read and dropped).
+    """
+    # The raw stream (werkzeug's with no maximum: gunicorn ends it at the body's end, chunked or
+    # not; without Content-Length on a server that does not, it is empty).
+    stream = get_input_stream(request.environ, max_content_length=None)
+    return read_body(stream.read, request.content_length, settings)
 
 
 def _json_error(status: int, body: dict) -> Response:
