@@ -159,8 +159,8 @@ class ServingSettings:
         max_records: most records (observations, JSON Lines lines, CSV rows, array rows) one
             request may carry (``SAGEMAKER_RAY_RL_MAX_RECORDS``, default 1,000,000: never reached
             by a body within the default 6 MB whose records take 7 bytes or more, i.e. any
-            observation of two numbers or more); more is answered 413. It bounds the time one
-            request holds a worker.
+            observation of two numbers or more); more is answered 413, 0 sets no limit. It bounds
+            the time one request holds a worker.
         default_accept: response type when Accept is absent or ``*/*``
             (``SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT``); None (unset) answers in the request's own
             content type (JSON Lines in, JSON Lines out, as batch transform expects).
@@ -305,7 +305,7 @@ class Environment:
                 workers=max(1, _number_var(env, p.MODEL_SERVER_WORKERS_ENV, num_cpus)),
                 timeout_s=_number_var(env, p.MODEL_SERVER_TIMEOUT_ENV, 60),
                 max_payload_mb=_number_var(env, p.MAX_PAYLOAD_IN_MB_ENV, 6.0, float),
-                max_records=max(1, _number_var(env, p.MAX_RECORDS_ENV, 1_000_000)),
+                max_records=max(0, _number_var(env, p.MAX_RECORDS_ENV, 1_000_000)),
                 max_requests=max(0, _number_var(env, p.MAX_REQUESTS_ENV, 100_000)),
                 default_accept=env.get(p.DEFAULT_INVOCATIONS_ACCEPT_ENV) or None,
                 backend=_backend(env.get(p.SERVER_BACKEND_ENV)),

@@ -242,7 +242,7 @@ def read_invocation(
 
 
 def _check_records(decoded: codecs.Decoded, settings: ServingSettings) -> None:
-    if decoded.count > settings.max_records:
+    if settings.max_records and decoded.count > settings.max_records:
         raise RequestError(
             f"request has {decoded.count} records, more than {names.MAX_RECORDS_ENV}={settings.max_records} allows",
             status=413,

@@ -109,6 +109,8 @@ def test_serving_settings(job_dir: Path):
     assert (env.serving.ray_serve_max_batch_size, env.serving.ray_serve_batch_wait_timeout_s) == (8, 0.005)
     defaults = Environment.from_environ({"SAGEMAKER_BASE_DIR": str(job_dir)}).serving
     assert (defaults.max_records, defaults.max_requests) == (1_000_000, 100_000)
+    unlimited = {"SAGEMAKER_BASE_DIR": str(job_dir), "SAGEMAKER_RAY_RL_MAX_RECORDS": "0"}
+    assert Environment.from_environ(unlimited).serving.max_records == 0
     assert (defaults.max_batch_size, defaults.ray_serve_max_batch_size, defaults.ray_serve_batch_wait_timeout_s) == (
         32,
         32,

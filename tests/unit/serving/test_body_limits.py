@@ -82,3 +82,19 @@ def test_a_declared_length_over_the_limit_is_refused_without_keeping_anything():
 def test_a_wsgi_stream_without_a_length_reads_to_its_end():
     body = protocol.read_body(io.BytesIO(b"[1, 2, 3, 4]\n" * 3).read, None, SETTINGS)
     assert body == b"[1, 2, 3, 4]\n" * 3
+
+
+@pytest.mark.parametrize(
+    "max_records, refused", [(3, False), (2, True), (0, False)], ids=["at-limit", "over", "no-limit"]
+)
+def test_the_record_limit(max_records, refused):
+    from sagemaker_ray_rl.serving import codecs
+
+    decoded = codecs.decode(b"[1, 2, 3, 4]\n" * 3, codecs.JSONLINES, {})
+    settings = ServingSettings(max_records=max_records)
+    if not refused:
+        protocol._check_records(decoded, settings)
+        return
+    with pytest.raises(RequestError, match="request has 3 records, more than SAGEMAKER_RAY_RL_MAX_RECORDS=2") as raised:
+        protocol._check_records(decoded, settings)
+    assert raised.value.status == 413
