@@ -66,6 +66,7 @@ def test_a_damaged_resume_fails_fast_naming_the_file(stopped_job, tmp_path, what
     run, damaged = restart(stopped_job, tmp_path, damage)
     assert run.returncode == 1, run.output[-4000:]
     assert run.seconds < 60, f"took {run.seconds:.0f} s"
+    print(f"damaged {what}: train failed in {run.seconds:.1f} s")
     failure = (tmp_path / "job" / "output" / "failure").read_text()
     assert failure.startswith("TrainingError: cannot resume the experiment in"), failure
     experiment = tmp_path / "job" / "checkpoints" / "experiment"

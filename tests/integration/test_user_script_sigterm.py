@@ -88,6 +88,7 @@ def test_sigterm_reaches_the_user_script_which_checkpoints_and_a_restart_resumes
     assert "user script checkpointed step" in output, output[-4000:]
     assert proc.returncode == 0, output[-4000:]
     assert took < STOP_BUDGET_S, f"stopping took {took:.0f} s"
+    print(f"SIGTERM to train -> train exited in {took:.1f} s")
     saved = (base / "checkpoints" / "state.json").read_text()
 
     second = run_train(base, timeout=120)
