@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 import shutil
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -67,6 +68,40 @@ def find_checkpoint(model_dir: Path) -> Path:
     return candidates[0]
 
 
+#: What `redact_secrets` writes instead of a secret's value.
+REDACTED = "<redacted>"
+#: Parts of a key name that mark its value as a secret wherever they appear in the name
+#: (``db_password``, ``dbPassword``, ``rl.training.config.hf_token``, ``github_apikey``).
+_SECRET_PARTS = re.compile(r"token|secret|passw(or)?d|passphrase|credential|apikey|accesskey|privatekey", re.IGNORECASE)
+#: Whole words of a key name (split at ``.``, ``_``, ``-``, spaces and camelCase) that mark a secret.
+_SECRET_WORDS = frozenset({"key", "keys", "pwd", "auth", "authorization", "cookie", "signature"})
+
+
+def is_secret_key(name: str) -> bool:
+    """Whether a hyperparameter or config key names a secret: it contains ``token``, ``secret``,
+    ``password``/``passwd``, ``passphrase``, ``credential``, ``apikey``, ``accesskey`` or
+    ``privatekey`` (any case), or one of its words is ``key``, ``pwd``, ``auth``,
+    ``authorization``, ``cookie`` or ``signature`` (``api_key``, ``aws-access-key``, ``AuthKey``).
+
+    Errs on the side of hiding: ``tokenizer`` counts as a secret, ``monkey`` does not.
+    """
+    if _SECRET_PARTS.search(name):
+        return True
+    words = re.split(r"[^0-9a-zA-Z]+|(?<=[a-z0-9])(?=[A-Z])", name)
+    return any(word.lower() in _SECRET_WORDS for word in words if word)
+
+
+def redact_secrets(value: Any) -> Any:
+    """A copy of `value` (a hyperparameter mapping, an env config, any JSON-like value) with the
+    value of every secret-looking key (`is_secret_key`), at any depth of nested mappings and
+    lists, replaced by ``"<redacted>"``. Other values are kept as they are."""
+    if isinstance(value, Mapping):
+        return {k: REDACTED if is_secret_key(str(k)) else redact_secrets(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_secrets(v) for v in value]
+    return value
+
+
 def versions() -> dict[str, str]:
     """Versions of Python, Ray, torch, Gymnasium, NumPy and this package, for reproducibility."""
     import gymnasium
@@ -108,9 +143,12 @@ def build_metadata(
         checkpoint_dir: an algorithm checkpoint directory.
         algorithm: RLlib algorithm name.
         env: env id the policy was trained on.
-        env_config: the env's config.
+        env_config: the env's config (secret-looking keys' values redacted, `redact_secrets`).
         metrics: final metrics, name -> number (non-finite values are dropped: JSON has no NaN).
-        hyperparameters: the job's hyperparameters, recorded as given.
+        hyperparameters: the job's hyperparameters, recorded as given except the values of
+            secret-looking keys (``db_password``, ``api_key``, ``hf_token``, ...: `is_secret_key`),
+            which read ``"<redacted>"``: ``model.tar.gz`` is copied, shared and deployed far more
+            widely than the training job's own configuration.
         normalize_actions: the config's ``normalize_actions`` (the server unsquashes Box actions).
         clip_actions: the config's ``clip_actions``.
 
@@ -138,12 +176,12 @@ def build_metadata(
         "format_version": 1,
         "algorithm": algorithm,
         "env": env,
-        "env_config": dict(env_config),
+        "env_config": redact_secrets(env_config),
         "module_ids": list(modules),
         "modules": modules,
         "action_postprocessing": {"normalize_actions": normalize_actions, "clip_actions": clip_actions},
         "metrics": {k: v for k, v in metrics.items() if _is_json_number(v)},
-        "hyperparameters": dict(hyperparameters or {}),
+        "hyperparameters": redact_secrets(hyperparameters or {}),
         "versions": versions(),
         "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
@@ -153,7 +191,9 @@ def export_model(checkpoint_dir: Path, model_dir: Path, metadata: Mapping[str, A
     """Copy `checkpoint_dir` into `model_dir` and write ``metadata.json`` there.
 
     Files already in `model_dir` that the checkpoint does not have are kept (a user script may
-    have written its own).
+    have written its own). The ``hyperparameters`` and ``env_config`` of `metadata` are written
+    with secret-looking keys' values redacted (`redact_secrets`), also when `metadata` was not
+    made by `build_metadata`.
 
     Returns:
         The path of the written ``metadata.json``.
@@ -162,7 +202,8 @@ def export_model(checkpoint_dir: Path, model_dir: Path, metadata: Mapping[str, A
     model_dir.mkdir(parents=True, exist_ok=True)
     shutil.copytree(checkpoint_dir, model_dir, dirs_exist_ok=True)
     path = model_dir / METADATA_FILE
-    path.write_text(json.dumps(metadata, indent=2, sort_keys=False, default=str) + "\n")
+    safe = {k: redact_secrets(v) if k in ("hyperparameters", "env_config") else v for k, v in metadata.items()}
+    path.write_text(json.dumps(safe, indent=2, sort_keys=False, default=str) + "\n")
     return path
 
 

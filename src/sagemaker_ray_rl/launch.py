@@ -20,14 +20,16 @@ import sys
 
 from sagemaker_ray_rl.cluster.launcher import ray_cluster
 from sagemaker_ray_rl.cluster.settings import ClusterSettings
+from sagemaker_ray_rl.contract import names
 from sagemaker_ray_rl.contract.environment import Environment
 from sagemaker_ray_rl.contract.errors import SageMakerRayRLError
 from sagemaker_ray_rl.contract.failure import write_failure
 from sagemaker_ray_rl.contract.standalone import fill_missing_config
 
 USAGE = "usage: python -m sagemaker_ray_rl.launch [--] COMMAND [ARG...]"
-#: Seconds the command gets to stop after SIGTERM before it is killed (SageMaker allows 120 in all).
-COMMAND_STOP_TIMEOUT_S = 100
+#: Seconds the command gets to stop after SIGTERM before it is killed (SageMaker allows 120 in all;
+#: the built-in experiment and a user entry point get the same).
+COMMAND_STOP_TIMEOUT_S = names.STOP_BUDGET_S
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,7 +15,9 @@ this module and calls `main`. Every host of the job runs it; the cluster launche
   ``mode=collect|offline``, a batch-RL job (`sagemaker_ray_rl.offline.runner`).
 
 Failures write the failure file (``/opt/ml/output/failure``) with a one-paragraph reason and raise
-`sagemaker_training.errors.ClientError`, which makes the toolkit exit 1 without overwriting it.
+`sagemaker_training.errors.ClientError`, which makes the toolkit exit 1 without overwriting it. When
+no failure file can be written (a full disk, an unwritable output dir) the process exits 1 at once
+(`failure.exit_failed`): the toolkit's own attempt would raise in its handler and exit 0.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import TYPE_CHECKING
 from sagemaker_ray_rl.cluster import quiet
 from sagemaker_ray_rl.contract.environment import Environment
 from sagemaker_ray_rl.contract.errors import SageMakerRayRLError
-from sagemaker_ray_rl.contract.failure import write_failure
+from sagemaker_ray_rl.contract.failure import exit_failed, write_failure
 from sagemaker_ray_rl.offline.settings import OfflineSettings
 
 if TYPE_CHECKING:
@@ -87,21 +89,47 @@ def main() -> None:
 
                 train(contract, plan, cluster)
     except SageMakerRayRLError as exc:
-        write_failure(contract, f"{type(exc).__name__}: {exc}")
+        if not write_failure(contract, f"{type(exc).__name__}: {exc}"):
+            exit_failed(1)  # the toolkit would fail to write it too, and then exit 0
         raise ClientError(str(exc)) from exc
     except Exception as exc:
         if user_code:  # the toolkit reports the user's own errors, failure file included
+            if not _failure_file_writable(contract):
+                import traceback
+
+                traceback.print_exc()
+                exit_failed(1)
             raise
-        write_failure(
+        if not write_failure(
             contract,
             f"Unexpected {type(exc).__name__} in sagemaker_ray_rl training: {exc}. The job log holds the traceback.",
-        )
+        ):
+            import traceback
+
+            traceback.print_exc()
+            exit_failed(1)
         if isinstance(exc, OSError) and not isinstance(exc.errno, int):
             # The toolkit exits with an OSError's errno, and with 0 when that is None (int(None)
             # raises inside its handler and its `finally` exits with the success code): a failed job
             # would look successful. Any other exception exits 1.
             raise RuntimeError(f"{type(exc).__name__}: {exc}") from exc
         raise
+
+
+def _failure_file_writable(contract: Environment) -> bool:
+    """Whether the toolkit will be able to write its failure file: one exists already, or the output
+    dir takes a new file (an empty placeholder is created, then removed)."""
+    path = contract.failure_file
+    try:
+        if path.exists():
+            return True
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe = path.with_name(".failure-probe")
+        probe.write_text("x")
+        probe.unlink()
+        return True
+    except OSError:
+        return False
 
 
 def _cluster_settings(contract: Environment) -> ClusterSettings:

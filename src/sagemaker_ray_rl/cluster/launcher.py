@@ -464,8 +464,10 @@ def ray_cluster(contract: Environment | None = None, settings: ClusterSettings |
             yield cluster
             succeeded = True
         finally:
-            write_summary(contract, cluster)
-            cluster.finish({"succeeded": succeeded, "master_host": contract.resource_config.current_host})
+            try:
+                write_summary(contract, cluster)
+            finally:  # the workers and the head stop whatever happened to the summary
+                cluster.finish({"succeeded": succeeded, "master_host": contract.resource_config.current_host})
 
 
 def write_summary(contract: Environment, cluster: Cluster) -> None:
@@ -477,5 +479,8 @@ def write_summary(contract: Environment, cluster: Cluster) -> None:
         return
     for name, hosts in summary["actors"].items():
         log(f"{name} actors per host: {', '.join(f'{h}: {n}' for h, n in hosts.items())}")
-    contract.output_data_dir.mkdir(parents=True, exist_ok=True)
-    (contract.output_data_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    try:
+        contract.output_data_dir.mkdir(parents=True, exist_ok=True)
+        (contract.output_data_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    except OSError as exc:  # a full disk or an unwritable output dir: the log above has it all
+        log(f"could not write {contract.output_data_dir / SUMMARY_FILE}: {type(exc).__name__}: {exc}")

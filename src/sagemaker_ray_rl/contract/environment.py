@@ -150,7 +150,17 @@ class ServingSettings:
         workers: gunicorn worker processes (``SAGEMAKER_MODEL_SERVER_WORKERS``, default: CPU count).
         timeout_s: seconds a worker may spend on one request before gunicorn restarts it
             (``SAGEMAKER_MODEL_SERVER_TIMEOUT``, default 60, SageMaker's own invocation limit).
-        max_payload_mb: largest request body in MB (``SAGEMAKER_MAX_PAYLOAD_IN_MB``, default 6).
+        max_payload_mb: largest request body in MB (``SAGEMAKER_MAX_PAYLOAD_IN_MB``, default 6);
+            a larger body, with ``Content-Length`` or chunked, is answered 413.
+        max_requests: requests after which a gunicorn worker finishes what it has in flight and is
+            replaced by a fresh fork of the master (``SAGEMAKER_RAY_RL_MAX_REQUESTS``, default
+            100,000, each worker at a random point up to 10% later so they do not all restart
+            together; 0 never): bounds what a slow leak in a worker can grow to.
+        max_records: most records (observations, JSON Lines lines, CSV rows, array rows) one
+            request may carry (``SAGEMAKER_RAY_RL_MAX_RECORDS``, default 1,000,000: never reached
+            by a body within the default 6 MB whose records take 7 bytes or more, i.e. any
+            observation of two numbers or more); more is answered 413, 0 sets no limit. It bounds
+            the time one request holds a worker.
         default_accept: response type when Accept is absent or ``*/*``
             (``SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT``); None (unset) answers in the request's own
             content type (JSON Lines in, JSON Lines out, as batch transform expects).
@@ -172,6 +182,8 @@ class ServingSettings:
     workers: int = 1
     timeout_s: int = 60
     max_payload_mb: float = 6.0
+    max_records: int = 1_000_000
+    max_requests: int = 100_000
     default_accept: str | None = None
     backend: str = "gunicorn"
     max_batch_size: int = 32
@@ -293,6 +305,8 @@ class Environment:
                 workers=max(1, _number_var(env, p.MODEL_SERVER_WORKERS_ENV, num_cpus)),
                 timeout_s=_number_var(env, p.MODEL_SERVER_TIMEOUT_ENV, 60),
                 max_payload_mb=_number_var(env, p.MAX_PAYLOAD_IN_MB_ENV, 6.0, float),
+                max_records=max(0, _number_var(env, p.MAX_RECORDS_ENV, 1_000_000)),
+                max_requests=max(0, _number_var(env, p.MAX_REQUESTS_ENV, 100_000)),
                 default_accept=env.get(p.DEFAULT_INVOCATIONS_ACCEPT_ENV) or None,
                 backend=_backend(env.get(p.SERVER_BACKEND_ENV)),
                 max_batch_size=max(1, _number_var(env, p.MAX_BATCH_SIZE_ENV, 32)),

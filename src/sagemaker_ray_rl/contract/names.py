@@ -47,6 +47,10 @@ LOG_LEVEL_ENV = "SAGEMAKER_RAY_RL_LOG_LEVEL"
 SERVER_BACKEND_ENV = "SAGEMAKER_RAY_RL_SERVER"
 #: Ours: requests a gunicorn worker answers with one forward pass at most (1: no batching).
 MAX_BATCH_SIZE_ENV = "SAGEMAKER_RAY_RL_MAX_BATCH_SIZE"
+#: Ours: requests after which a gunicorn worker is replaced by a fresh fork (0: never).
+MAX_REQUESTS_ENV = "SAGEMAKER_RAY_RL_MAX_REQUESTS"
+#: Ours: most records (observations) one ``/invocations`` request may carry (413 above it).
+MAX_RECORDS_ENV = "SAGEMAKER_RAY_RL_MAX_RECORDS"
 #: Ours: replicas of the Ray Serve deployment.
 RAY_SERVE_REPLICAS_ENV = "SAGEMAKER_RAY_SERVE_REPLICAS"
 #: Ours: requests one ``@serve.batch`` forward pass takes at most (Ray Serve backend).
@@ -57,3 +61,10 @@ RAY_SERVE_BATCH_WAIT_TIMEOUT_ENV = "SAGEMAKER_RAY_SERVE_BATCH_WAIT_TIMEOUT_S"
 MULTI_MODEL_ENV = "SAGEMAKER_MULTI_MODEL"
 #: Ours: memory budget (MB) of a multi-model endpoint's loaded models; over it a load is 507.
 MME_MEMORY_ENV = "SAGEMAKER_RAY_RL_MME_MEMORY_MB"
+
+# Stopping a training job (StopTrainingJob, a spot interruption, max_run): SIGTERM to the container's
+# PID 1, SIGKILL this many seconds later.
+SIGKILL_AFTER_SIGTERM_S = 120
+#: Ours: seconds training gets after SIGTERM to checkpoint and stop, the built-in experiment and a user
+#: entry point (or a command under ``launch``) alike; the rest of the 120 s stops Ray and the workers.
+STOP_BUDGET_S = 90.0

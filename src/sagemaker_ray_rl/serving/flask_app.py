@@ -1,8 +1,10 @@
 """The flask transport (run by gunicorn): ``GET /ping``, ``POST /invocations`` and
 ``GET /execution-parameters`` as routes over `protocol`.
 
-Every error leaves as JSON: `RequestError` with its own status, werkzeug's HTTP errors (404, 405,
-413 for a body over ``SAGEMAKER_MAX_PAYLOAD_IN_MB``) with theirs. An unexpected exception is a
+The body is read from the WSGI stream by `protocol.read_body`, with ``Content-Length`` or chunked,
+never holding more than ``SAGEMAKER_MAX_PAYLOAD_IN_MB`` (a larger one is a 413 the client can read,
+never a body cut at the limit). Every error leaves as JSON: `RequestError` with its own status,
+werkzeug's HTTP errors (404, 405) with theirs. An unexpected exception is a
 500 with a JSON body and a logged traceback; the worker keeps serving. User input is validated
 before it reaches the policy (`observations`), so it never gets that far.
 """
@@ -16,12 +18,13 @@ from typing import Any
 
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.wsgi import get_input_stream
 
 from sagemaker_ray_rl.contract.environment import ServingSettings
 from sagemaker_ray_rl.contract.errors import RequestError
 from sagemaker_ray_rl.inference.policy import Policy
 from sagemaker_ray_rl.serving import codecs
-from sagemaker_ray_rl.serving.protocol import PING_BODY, Job, answer_invocation, execution_parameters
+from sagemaker_ray_rl.serving.protocol import PING_BODY, Job, answer_invocation, execution_parameters, read_body
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +41,6 @@ def create_app(
             that shares forward passes between concurrent requests; default `compute_jobs`.
     """
     app = Flask("sagemaker_ray_rl")
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_payload_bytes
     parameters_body = execution_parameters(settings)
 
     @app.get("/ping")
@@ -51,7 +53,8 @@ def create_app(
 
     @app.post("/invocations")
     def invocations() -> Response:
-        status, mimetype, body = answer_invocation(policy, settings, request.headers, request.get_data(), compute)
+        body = request_body(settings)
+        status, mimetype, body = answer_invocation(policy, settings, request.headers, body, compute)
         return Response(body, status=status, mimetype=mimetype)
 
     @app.errorhandler(RequestError)
@@ -68,6 +71,23 @@ def create_app(
         return _json_error(500, {"error": "InternalServerError", "message": f"{type(exc).__name__}: {exc}"})
 
     return app
+
+
+def request_body(settings: ServingSettings) -> bytes:
+    """The body of the flask request being handled, read with `protocol.read_body`: whole up to
+    ``settings.max_payload_bytes``, with ``Content-Length`` or chunked.
+
+    Use it instead of ``request.get_data()`` with werkzeug's ``MAX_CONTENT_LENGTH``, which cuts a
+    chunked body at the limit without an error (werkzeug 3.1 reads a chunked stream up to the
+    maximum and stops).
+
+    Raises:
+        RequestError: 413 over the limit (after the rest of the body was read and dropped).
+    """
+    # The raw stream (werkzeug's with no maximum: gunicorn ends it at the body's end, chunked or
+    # not; without Content-Length on a server that does not, it is empty).
+    stream = get_input_stream(request.environ, max_content_length=None)
+    return read_body(stream.read, request.content_length, settings)
 
 
 def _json_error(status: int, body: dict) -> Response:

@@ -17,7 +17,12 @@ patch, so ``serve`` patches first (`server.patch_for_gevent`), before this modul
 
 Settings (see `environment.ServingSettings`): ``SAGEMAKER_BIND_TO_PORT`` (8080),
 ``SAGEMAKER_MODEL_SERVER_WORKERS`` (CPU count), ``SAGEMAKER_MODEL_SERVER_TIMEOUT`` (60 s),
-``SAGEMAKER_MAX_PAYLOAD_IN_MB`` (6). SIGTERM makes gunicorn finish in-flight requests first.
+``SAGEMAKER_MAX_PAYLOAD_IN_MB`` (6), ``SAGEMAKER_RAY_RL_MAX_REQUESTS`` (100,000: worker recycling).
+SIGTERM makes gunicorn finish in-flight requests first.
+
+gunicorn's control socket (a Unix socket in ``$HOME/.gunicorn`` or ``$XDG_RUNTIME_DIR`` through
+which ``gunicornc`` can resize, reload and stop the server, on by default since gunicorn 25.1) is
+off: nothing in the image uses it, and it is one more way into the server process.
 """
 
 from __future__ import annotations
@@ -37,6 +42,9 @@ GRACEFUL_TIMEOUT_S = 25
 KEEPALIVE_S = 75
 #: Open connections per worker (gunicorn's default for async workers).
 WORKER_CONNECTIONS = 1000
+#: Each worker's recycling point is ``max_requests`` plus a random 0 to this fraction of it, so
+#: workers started together do not all restart together.
+MAX_REQUESTS_JITTER_FRACTION = 0.1
 
 
 def take_turns(worker: Any, req: Any, environ: dict, resp: Any) -> None:
@@ -70,7 +78,14 @@ class GunicornServer(BaseApplication):
 
 
 def gunicorn_options(contract: Environment) -> dict[str, Any]:
-    """gunicorn settings from the serving contract."""
+    """gunicorn settings from the serving contract (gunicorn's own names, `GunicornServer` sets them).
+
+    Workers are recycled after ``serving.max_requests`` requests plus up to 10% jitter
+    (`MAX_REQUESTS_JITTER_FRACTION`): the request that reaches the limit is answered with
+    ``Connection: close``, the worker finishes its other in-flight requests and exits, its idle
+    keep-alive connections close (clients reconnect), and the master forks a new worker from the
+    preloaded app, which takes milliseconds. The control socket is off.
+    """
     serving = contract.serving
     return {
         "bind": f"0.0.0.0:{serving.port}",
@@ -82,6 +97,9 @@ def gunicorn_options(contract: Environment) -> dict[str, Any]:
         "timeout": serving.timeout_s,
         "graceful_timeout": GRACEFUL_TIMEOUT_S,
         "preload_app": True,
+        "max_requests": serving.max_requests,
+        "max_requests_jitter": int(serving.max_requests * MAX_REQUESTS_JITTER_FRACTION),
+        "control_socket_disable": True,
         "errorlog": "-",
         "loglevel": "info",
         "proc_name": "sagemaker-ray-rl-serve",

@@ -359,10 +359,10 @@ def create_app(registry: ModelRegistry, settings: ServingSettings) -> Any:
     from flask import Flask, Response, request
     from werkzeug.exceptions import HTTPException
 
+    from sagemaker_ray_rl.serving.flask_app import request_body
     from sagemaker_ray_rl.serving.protocol import PING_BODY, execution_parameters
 
     app = Flask("sagemaker_ray_rl_mme")
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_payload_bytes
     parameters_body = execution_parameters(settings)
 
     def as_json(value: Any, status: int = 200) -> Response:
@@ -378,7 +378,7 @@ def create_app(registry: ModelRegistry, settings: ServingSettings) -> Any:
 
     @app.post("/models")
     def load() -> Response:
-        return as_json(registry.load(request.get_data()))
+        return as_json(registry.load(request_body(settings)))
 
     @app.get("/models")
     def list_models() -> Response:
@@ -394,12 +394,12 @@ def create_app(registry: ModelRegistry, settings: ServingSettings) -> Any:
 
     @app.post("/models/<name>/invoke")
     def invoke(name: str) -> Response:
-        status, mimetype, body = registry.invoke(name, request.headers, request.get_data())
+        status, mimetype, body = registry.invoke(name, request.headers, request_body(settings))
         return Response(body, status=status, mimetype=mimetype)
 
     @app.post("/invocations")
     def invocations() -> Response:
-        status, mimetype, body = registry.invoke_target(request.headers, request.get_data())
+        status, mimetype, body = registry.invoke_target(request.headers, request_body(settings))
         return Response(body, status=status, mimetype=mimetype)
 
     @app.errorhandler(RequestError)

@@ -1,9 +1,11 @@
 """The serving protocol, without any web framework: what ``/ping``, ``/invocations`` and
 ``/execution-parameters`` answer (SageMaker hosting and batch transform).
 
-One request goes through five steps, each a function both transports (`flask_app` under gunicorn,
+One request goes through six steps, each a function both transports (`flask_app` under gunicorn,
 `ray_serve`) call and neither re-implements:
 
+0. read: the body, up to ``SAGEMAKER_MAX_PAYLOAD_IN_MB``, whether it comes with ``Content-Length`` or
+   chunked (`BodyCollector`, `read_body`);
 1. decode: content type, Accept, custom attributes and body -> `codecs.Decoded` (`read_invocation`);
 2. validate and plan: each group's observations checked against its module's spaces and stacked into
    `Job` batches (`plan`);
@@ -25,6 +27,7 @@ from typing import Any
 import numpy as np
 import tree
 
+from sagemaker_ray_rl.contract import names
 from sagemaker_ray_rl.contract.environment import ServingSettings
 from sagemaker_ray_rl.contract.errors import RequestError
 from sagemaker_ray_rl.inference.policy import Policy
@@ -33,6 +36,106 @@ from sagemaker_ray_rl.serving.observations import describe, observation_batch, s
 
 #: ``GET /ping``'s body (200 once the policy is loaded).
 PING_BODY = b'{"status": "healthy"}'
+
+
+#: Bytes of a body over the payload limit that are read and thrown away (never kept) before the 413
+#: is answered. A client sends its whole body before it reads the answer; a server that answers and
+#: closes while body bytes are still arriving makes the kernel reset the connection, and the
+#: client sees ``Connection reset`` or ``Broken pipe`` instead of the 413. Beyond this many bytes
+#: the server stops reading (a body that large is not a mistake to explain).
+DISCARD_LIMIT_BYTES = 64 * 1024 * 1024
+#: Bytes asked of the input stream per read.
+READ_SIZE = 64 * 1024
+
+
+class BodyCollector:
+    """A request body collected chunk by chunk, never holding more than the payload limit.
+
+    Transports feed it what they read (`read_body` for WSGI streams, the Ray Serve backend for
+    ASGI chunks), with or without a ``Content-Length`` (``Transfer-Encoding: chunked``), and call
+    `body` at the end. Past the limit the chunks are counted and dropped, so the 413 can say how
+    large the body was and the client can read it (`DISCARD_LIMIT_BYTES`).
+
+    Args:
+        settings: ``max_payload_bytes`` is the limit (``SAGEMAKER_MAX_PAYLOAD_IN_MB``, 1 MB =
+            1,048,576 bytes); a body of exactly that many bytes is accepted.
+        content_length: the ``Content-Length`` header as an int, or None (chunked, or absent).
+    """
+
+    def __init__(self, settings: ServingSettings, content_length: int | None = None) -> None:
+        self.limit = settings.max_payload_bytes
+        self.limit_mb = settings.max_payload_mb
+        self.content_length = content_length
+        #: Bytes received so far (kept or dropped).
+        self.received = 0
+        self.too_large = content_length is not None and content_length > self.limit
+        self._parts: list[bytes] = []
+
+    def add(self, chunk: bytes) -> bool:
+        """Take the next chunk of the body.
+
+        Returns:
+            True while reading should go on; False once `DISCARD_LIMIT_BYTES` beyond the limit
+            were dropped (stop reading; `body` raises the 413).
+        """
+        self.received += len(chunk)
+        if not self.too_large:
+            if self.received <= self.limit:
+                self._parts.append(chunk)
+                return True
+            self.too_large = True
+            self._parts = []
+        return self.received <= self.limit + DISCARD_LIMIT_BYTES
+
+    def body(self, complete: bool = True) -> bytes:
+        """The whole body, at most ``limit`` bytes.
+
+        Args:
+            complete: whether the stream was read to its end (False after `add` said stop).
+
+        Raises:
+            RequestError: 413 when the body (its ``Content-Length``, or the bytes that came) is over
+                the limit, naming ``SAGEMAKER_MAX_PAYLOAD_IN_MB`` and the largest size accepted.
+        """
+        if not self.too_large:
+            return b"".join(self._parts)
+        if self.content_length is not None:
+            size = f"{self.content_length} bytes"
+        elif complete:
+            size = f"{self.received} bytes (chunked)"
+        else:
+            size = f"more than {self.received} bytes (chunked)"
+        raise RequestError(
+            f"request body is {size}, more than {names.MAX_PAYLOAD_IN_MB_ENV}={self.limit_mb:g} allows",
+            status=413,
+            expected=f"a body of at most {self.limit} bytes; send fewer records per request",
+        )
+
+
+def read_body(read: Callable[[int], bytes], content_length: int | None, settings: ServingSettings) -> bytes:
+    """Read a request body from a blocking stream, never holding more than the payload limit.
+
+    Args:
+        read: the stream's ``read(size)``; returns ``b""`` at the body's end (a WSGI server's
+            ``wsgi.input`` ends there for chunked and ``Content-Length`` bodies alike, e.g.
+            gunicorn's, which sets ``wsgi.input_terminated``).
+        content_length: the ``Content-Length`` header as an int, or None.
+        settings: the payload limit.
+
+    Returns:
+        The body, at most ``settings.max_payload_bytes`` bytes.
+
+    Raises:
+        RequestError: 413 for a body over the limit, after reading and dropping the rest of it
+            (up to `DISCARD_LIMIT_BYTES`) so the client reads the answer.
+    """
+    collector = BodyCollector(settings, content_length)
+    while True:
+        chunk = read(READ_SIZE)
+        if not chunk:
+            return collector.body(complete=True)
+        if not collector.add(chunk):
+            return collector.body(complete=False)
 
 
 def execution_parameters(settings: ServingSettings) -> bytes:
@@ -114,21 +217,37 @@ def read_invocation(
 ) -> tuple[str, codecs.Decoded, list[Job]]:
     """Parse and validate a request: the response type, the decoded body and its forward passes.
 
+    Args:
+        policy: the loaded policy.
+        settings: payload and record limits, default Accept.
+        headers: the request headers (a case-insensitive mapping with ``get``).
+        body: the whole body (read with `read_body` or `BodyCollector`).
+
     Raises:
-        RequestError: 413 over the payload limit, 415/406 for content types, 400 for bodies,
-            observations or states the policy cannot take.
+        RequestError: 413 over the payload limit or over ``settings.max_records`` records
+            (checked before any observation is validated), 415/406 for content types, 400 for
+            bodies, observations or states the policy cannot take.
     """
     if len(body) > settings.max_payload_bytes:
-        raise RequestError(
-            f"request body is {len(body)} bytes, more than SAGEMAKER_MAX_PAYLOAD_IN_MB allows",
-            status=413,
-            expected=f"at most {settings.max_payload_bytes} bytes",
-        )
+        collector = BodyCollector(settings, len(body))
+        collector.body()
     content_type = _content_type(headers.get("Content-Type"))
     accept = _accept(headers.get("Accept"), settings.default_accept or content_type)
     header_options = codecs.parse_custom_attributes(headers.get(codecs.CUSTOM_ATTRIBUTES))
     decoded = codecs.decode(body, content_type, header_options)
-    return accept, decoded, plan(policy, decoded)
+    _check_records(decoded, settings)
+    jobs = plan(policy, decoded)
+    _check_records(decoded, settings)  # arrays (.npy) are counted once their shape is checked
+    return accept, decoded, jobs
+
+
+def _check_records(decoded: codecs.Decoded, settings: ServingSettings) -> None:
+    if settings.max_records and decoded.count > settings.max_records:
+        raise RequestError(
+            f"request has {decoded.count} records, more than {names.MAX_RECORDS_ENV}={settings.max_records} allows",
+            status=413,
+            expected=f"at most {settings.max_records} records (observations, lines or rows) per request",
+        )
 
 
 def write_invocation(accept: str, decoded: codecs.Decoded, jobs: list[Job], answers: list[Any]) -> bytes:

@@ -5,8 +5,9 @@ For users who want replicas of the policy (``SAGEMAKER_RAY_SERVE_REPLICAS``, def
 Serve's autoscaling and observability. ``serve`` starts it when ``SAGEMAKER_RAY_RL_SERVER=ray-serve``
 (or ``serve --backend ray-serve``): a local Ray instance (no dashboard), Serve's HTTP proxy on
 ``SAGEMAKER_BIND_TO_PORT``, and one deployment whose FastAPI ingress answers with the same code as
-the gunicorn backend (`protocol.read_invocation`, `protocol.compute_jobs`, `protocol.write_invocation`), so
-bodies, errors and statuses are identical. Concurrent requests are batched into one forward pass
+the gunicorn backend (`protocol.BodyCollector`, `protocol.read_invocation`, `protocol.compute_jobs`,
+`protocol.write_invocation`), so bodies, limits, errors and statuses are identical: the body is read as
+it streams in and never kept past ``SAGEMAKER_MAX_PAYLOAD_IN_MB``. Concurrent requests are batched into one forward pass
 with Ray Serve's ``@serve.batch`` (``SAGEMAKER_RAY_SERVE_MAX_BATCH_SIZE``,
 ``SAGEMAKER_RAY_SERVE_BATCH_WAIT_TIMEOUT_S``); the answers equal the unbatched ones.
 
@@ -48,6 +49,18 @@ def build_app(model_dir: Path, settings: ServingSettings, replicas: int):
     api = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     batch_size = settings.ray_serve_max_batch_size
 
+    async def read_body(request: Request) -> bytes:
+        """The body as it streams in (``Content-Length`` or chunked), never more than the payload
+        limit kept (`protocol.BodyCollector`: over it, the rest is read and dropped, then 413)."""
+        from sagemaker_ray_rl.serving.protocol import BodyCollector
+
+        length = request.headers.get("content-length")
+        collector = BodyCollector(settings, int(length) if length and length.isdigit() else None)
+        async for chunk in request.stream():
+            if chunk and not collector.add(chunk):
+                return collector.body(complete=False)
+        return collector.body(complete=True)
+
     @serve.deployment(
         num_replicas=replicas, max_ongoing_requests=max(8, 2 * batch_size), ray_actor_options={"num_cpus": 0}
     )
@@ -88,8 +101,8 @@ def build_app(model_dir: Path, settings: ServingSettings, replicas: int):
             from sagemaker_ray_rl.contract.errors import RequestError
             from sagemaker_ray_rl.serving.protocol import error_answer, read_invocation, write_invocation
 
-            body = await request.body()
             try:
+                body = await read_body(request)
                 accept, decoded, jobs = read_invocation(self.policy, settings, request.headers, body)
                 answers = await asyncio.gather(*(self.compute(job) for job in jobs))
                 status, mimetype, content = 200, accept, write_invocation(accept, decoded, jobs, answers)

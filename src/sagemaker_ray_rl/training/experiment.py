@@ -110,10 +110,21 @@ def run_experiment(
         _pin_main_process_to_this_host(config)
         path = storage / name
         if tune.Tuner.can_restore(path):
+            check_resumable(path)
             print(f"Resuming the experiment in {path} from its latest checkpoint", flush=True)
-            tuner = tune.Tuner.restore(
-                str(path), trainable=config.algo_class, param_space=config, resume_unfinished=True, resume_errored=True
-            )
+            try:
+                tuner = tune.Tuner.restore(
+                    str(path),
+                    trainable=config.algo_class,
+                    param_space=config,
+                    resume_unfinished=True,
+                    resume_errored=True,
+                )
+            except (OSError, ValueError, EOFError) as exc:  # json/pickle errors of damaged state files
+                raise TrainingError(
+                    f"cannot resume the experiment in {path}: Tune could not read its state "
+                    f"({type(exc).__name__}: {exc}). {_CLEAR_HINT.format(path=path, previous='')}"
+                ) from exc
         else:
             tuner = tune.Tuner(
                 config.algo_class,
@@ -157,6 +168,87 @@ def run_experiment(
         trials=tuple(trials),
         best=best,
     )
+
+
+_CLEAR_HINT = (
+    "Delete {path} (the experiment/ prefix under checkpoint_s3_uri) to start over{previous}. A job stopped while "
+    "writing, or a partial sync from checkpoint_s3_uri, leaves files cut short; Tune resumes a trial only from "
+    "its newest checkpoint"
+)
+
+
+def damaged_files(directory: Path) -> list[tuple[Path, str]]:
+    """The files under `directory` that are cut short or unreadable (`file_damage`), each with what
+    is wrong.
+
+    Args:
+        directory: a checkpoint directory (RLlib writes ``*.pkl`` and ``*.json`` files).
+    """
+    found = ((file, file_damage(file)) for file in sorted(Path(directory).rglob("*")) if file.is_file())
+    return [(file, why) for file, why in found if why is not None]
+
+
+def file_damage(file: Path) -> str | None:
+    """What is wrong with a ``.pkl`` or ``.json`` file of a checkpoint, or None: a pickle whose opcode
+    stream ends before its STOP (read with `pickletools.genops`, which runs no code and imports
+    nothing), JSON that does not parse, a file that cannot be read. Other files: None."""
+    import json
+    import pickletools
+
+    if file.suffix not in (".pkl", ".json"):
+        return None
+    try:
+        if file.suffix == ".pkl":
+            with file.open("rb") as stream:
+                for _ in pickletools.genops(stream):
+                    pass
+        else:
+            json.loads(file.read_bytes())
+    except (ValueError, UnicodeDecodeError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    except OSError as exc:
+        return f"unreadable: {exc}"
+    return None
+
+
+def check_resumable(experiment_dir: Path) -> None:
+    """Before ``Tuner.restore``: the experiment's state files (``tuner.pkl``, the newest
+    ``experiment_state-*.json``) and each trial's newest checkpoint must be whole.
+
+    A damaged one would fail the resumed job the same way on every spot restart; this fails it at
+    once (seconds) naming the file and what to delete.
+
+    Raises:
+        TrainingError: the first damaged file (relative to `experiment_dir`), the directory to
+            delete to start over and the previous checkpoint when it is whole; the action comes before
+            the explanation, as SageMaker shows only the first 1024 characters.
+    """
+    experiment_dir = Path(experiment_dir)
+    states = sorted(experiment_dir.glob("experiment_state-*.json"))
+    for file in [experiment_dir / "tuner.pkl", *states[-1:]]:
+        why = file_damage(file) if file.exists() else None
+        if why is not None:
+            raise TrainingError(
+                f"cannot resume the experiment in {experiment_dir}: its state file {file.name} is damaged "
+                f"({why}). {_CLEAR_HINT.format(path=experiment_dir, previous='')}"
+            )
+    for trial in sorted(d for d in experiment_dir.iterdir() if d.is_dir()):
+        checkpoints = sorted(
+            (d for d in trial.glob("checkpoint_*") if d.is_dir() and d.name[len("checkpoint_") :].isdigit()),
+            key=lambda d: int(d.name[len("checkpoint_") :]),
+        )
+        for bad, why in damaged_files(checkpoints[-1]) if checkpoints else []:
+            previous = (
+                f"; the previous checkpoint {checkpoints[-2].relative_to(experiment_dir)} is whole "
+                "(Algorithm.from_checkpoint loads it)"
+                if len(checkpoints) > 1 and not damaged_files(checkpoints[-2])
+                else ""
+            )
+            raise TrainingError(
+                f"cannot resume the experiment in {experiment_dir}: {bad.relative_to(experiment_dir)} in its "
+                f"trial's newest checkpoint is damaged ({why}). "
+                f"{_CLEAR_HINT.format(path=experiment_dir, previous=previous)}"
+            )
 
 
 def _pin_main_process_to_this_host(config: AlgorithmConfig) -> None:

@@ -30,9 +30,11 @@ from typing import Any
 
 from ray.tune import Callback
 
+from sagemaker_ray_rl.contract import names
+
 #: Seconds to wait for the checkpoint of the running iteration before stopping anyway (SageMaker
 #: kills the job 120 s after SIGTERM; Tune needs a few seconds to save its state after this).
-CHECKPOINT_WAIT_S = 90.0
+CHECKPOINT_WAIT_S = names.STOP_BUDGET_S
 
 
 def request_checkpoint_if_stopping(marker: str, *, result: dict[str, Any], **_: Any) -> None:

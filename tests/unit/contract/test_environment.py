@@ -95,6 +95,8 @@ def test_serving_settings(job_dir: Path):
             "SAGEMAKER_MODEL_SERVER_TIMEOUT": "120",
             "SAGEMAKER_MAX_PAYLOAD_IN_MB": "1.5",
             "SAGEMAKER_RAY_RL_MAX_BATCH_SIZE": "1",
+            "SAGEMAKER_RAY_RL_MAX_RECORDS": "500",
+            "SAGEMAKER_RAY_RL_MAX_REQUESTS": "0",
             "SAGEMAKER_RAY_SERVE_MAX_BATCH_SIZE": "8",
             "SAGEMAKER_RAY_SERVE_BATCH_WAIT_TIMEOUT_S": "0.005",
         }
@@ -102,8 +104,13 @@ def test_serving_settings(job_dir: Path):
     assert (env.serving.port, env.serving.workers, env.serving.timeout_s) == (9000, 3, 120)
     assert env.serving.max_payload_bytes == int(1.5 * 1024 * 1024)
     assert env.serving.max_batch_size == 1
+    assert env.serving.max_records == 500
+    assert env.serving.max_requests == 0
     assert (env.serving.ray_serve_max_batch_size, env.serving.ray_serve_batch_wait_timeout_s) == (8, 0.005)
     defaults = Environment.from_environ({"SAGEMAKER_BASE_DIR": str(job_dir)}).serving
+    assert (defaults.max_records, defaults.max_requests) == (1_000_000, 100_000)
+    unlimited = {"SAGEMAKER_BASE_DIR": str(job_dir), "SAGEMAKER_RAY_RL_MAX_RECORDS": "0"}
+    assert Environment.from_environ(unlimited).serving.max_records == 0
     assert (defaults.max_batch_size, defaults.ray_serve_max_batch_size, defaults.ray_serve_batch_wait_timeout_s) == (
         32,
         32,

@@ -1,0 +1,33 @@
+"""`gunicorn_app.gunicorn_options`: every option is one gunicorn knows, workers are recycled with
+jitter, and the control socket is off."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gunicorn.config import Config
+
+from sagemaker_ray_rl.contract.environment import Environment
+from sagemaker_ray_rl.serving.gunicorn_app import gunicorn_options
+
+
+def configured(tmp_path: Path, **env: str) -> Config:
+    contract = Environment.from_environ({"SAGEMAKER_BASE_DIR": str(tmp_path), **env})
+    config = Config()
+    for key, value in gunicorn_options(contract).items():
+        config.set(key, value)  # raises AttributeError for a setting gunicorn does not have
+    return config
+
+
+def test_workers_are_recycled_with_jitter_and_the_control_socket_is_off(tmp_path):
+    config = configured(tmp_path)
+    assert (config.max_requests, config.max_requests_jitter) == (100_000, 10_000)
+    assert config.control_socket_disable is True
+    assert config.worker_class_str == "gevent" and config.preload_app
+
+
+def test_recycling_follows_the_variable_and_0_turns_it_off(tmp_path):
+    config = configured(tmp_path, SAGEMAKER_RAY_RL_MAX_REQUESTS="500")
+    assert (config.max_requests, config.max_requests_jitter) == (500, 50)
+    config = configured(tmp_path, SAGEMAKER_RAY_RL_MAX_REQUESTS="0")
+    assert (config.max_requests, config.max_requests_jitter) == (0, 0)
