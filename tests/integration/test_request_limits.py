@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 from helpers import train_policies
 from integration.conftest import ServeProcess
 
@@ -178,3 +179,29 @@ def test_more_records_than_the_record_limit_is_its_own_413(server, content_type)
     assert error["expected"].startswith(f"at most {MAX_RECORDS} records")
     status, answer = post(server, records_body(content_type, MAX_RECORDS), content_type, chunked=True)
     assert status == 200 and answers(content_type, answer) == MAX_RECORDS
+
+
+@pytest.fixture(scope="module")
+def mme_server(cartpole, tmp_path_factory) -> Iterator[ServeProcess]:
+    """A multi-model endpoint (gunicorn) with the CartPole policy loaded as ``cp``, same limits."""
+    env = {"SAGEMAKER_MAX_PAYLOAD_IN_MB": str(LIMIT_MB), "SAGEMAKER_MULTI_MODEL": "true"}
+    process = ServeProcess(tmp_path_factory.mktemp("no-model"), tmp_path_factory.mktemp("serve-mme"), **env)
+    try:
+        process.wait_until_healthy(timeout=180)
+        load = requests.post(f"{process.url}/models", json={"model_name": "cp", "url": str(cartpole)}, timeout=120)
+        assert load.status_code == 200, load.text
+        yield process
+    finally:
+        assert process.stop() == 0, process.log.read_text()[-3000:]
+
+
+@pytest.mark.parametrize("chunked", [True, False], ids=["chunked", "content-length"])
+def test_multi_model_invocations_get_the_same_body_limits(mme_server, chunked):
+    target = {"X-Amzn-SageMaker-Target-Model": "cp"}
+    body, count = body_of("application/jsonlines", LIMIT)
+    status, answer = post(mme_server, body, "application/jsonlines", chunked=chunked, **target)
+    assert status == 200 and answers("application/jsonlines", answer) == count
+    body, _ = body_of("application/jsonlines", LIMIT + 1)
+    status, answer = post(mme_server, body, "application/jsonlines", chunked=chunked, **target)
+    assert status == 413, answer[:300]
+    assert "SAGEMAKER_MAX_PAYLOAD_IN_MB" in json.loads(answer)["message"]
