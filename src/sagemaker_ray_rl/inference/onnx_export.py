@@ -136,8 +136,8 @@ def export_onnx(model_dir: Path, out_dir: Path | None = None, *, check_samples: 
 
 
 def export_onnx_safely(model_dir: Path, out_dir: Path | None = None, **kwargs: Any) -> ExportReport | None:
-    """`export_onnx` for training jobs: never raises; a failure is logged (and, where the export
-    dir could be created, written to ``export.json`` under ``"*"``) and the job goes on.
+    """`export_onnx` for training jobs: never raises; a failure is logged (and, when `model_dir`
+    exists, written to ``export.json`` under ``"*"``) and the job goes on.
 
     Returns:
         The report, or None when nothing could be exported.
@@ -147,6 +147,8 @@ def export_onnx_safely(model_dir: Path, out_dir: Path | None = None, **kwargs: A
     except Exception as exc:  # an export must never fail the training job
         reason = f"{type(exc).__name__}: {_first_line(exc)}"
         logger.warning("ONNX export of %s failed: %s", model_dir, reason)
+        if out_dir is None and not Path(model_dir).is_dir():
+            return None
         try:
             target = Path(out_dir) if out_dir is not None else Path(model_dir) / ONNX_SUBDIR
             target.mkdir(parents=True, exist_ok=True)
