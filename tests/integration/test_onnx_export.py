@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import assert_onnx_serves_like_policy, onnx_observations, run_ort_only
+from helpers import assert_onnx_serves_like_policy, onnx_observations, run_ort_only, run_train, write_job
+from integration.conftest import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -149,16 +150,36 @@ def test_cli_exports_a_checkpoint_and_names_a_missing_one(policy_dirs, tmp_path)
     assert "does not exist" in proc.stderr
 
 
-def test_built_in_job_writes_onnx_next_to_the_checkpoint(trained_job, tmp_path):
+@pytest.fixture(scope="module")
+def builtin_job(tmp_path_factory):
+    """The `train` command, built-in PPO on CartPole-v1 for one small iteration (its own GCS port:
+    other jobs may hold Ray's default one on this machine)."""
+    base = write_job(
+        tmp_path_factory.mktemp("onnx-job"),
+        {
+            "stop.training_iteration": "1",
+            "num_env_runners": "1",
+            "rl.training.config.train_batch_size_per_learner": "400",
+            "rl.training.config.minibatch_size": "100",
+            "ray.gcs_port": str(free_port()),
+            "ray.include_dashboard": "false",
+        },
+    )
+    run = run_train(base)
+    assert run.returncode == 0, run.output[-4000:]
+    return run
+
+
+def test_built_in_job_writes_onnx_next_to_the_checkpoint(builtin_job, tmp_path):
     """The `train` command (built-in PPO CartPole) exports onnx/ into the model dir with parity."""
-    model_dir = trained_job.base / "model"
+    model_dir = builtin_job.base / "model"
     assert f"ONNX: exported module default_policy to {model_dir / 'onnx' / 'default_policy.onnx'}" in (
-        trained_job.output
+        builtin_job.output
     )
     assert_onnx_serves_like_policy(model_dir, tmp_path)
 
 
-def test_edge_example_plays_cartpole_with_onnxruntime_only(trained_job):
+def test_edge_example_plays_cartpole_with_onnxruntime_only(builtin_job):
     """examples/edge_inference.py on the built-in job's model: episodes played, no torch/Ray imported."""
     script = (
         "import runpy, sys; "
@@ -168,7 +189,7 @@ def test_edge_example_plays_cartpole_with_onnxruntime_only(trained_job):
         "print('heavy', heavy)"
     )
     proc = subprocess.run(
-        [sys.executable, "-c", script, str(trained_job.base / "model")],
+        [sys.executable, "-c", script, str(builtin_job.base / "model")],
         capture_output=True,
         text=True,
         timeout=300,
