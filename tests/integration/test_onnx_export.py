@@ -5,8 +5,10 @@ onnxruntime) give the actions `Policy.compute` serves (Discrete identical, Box w
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -199,3 +201,164 @@ def test_edge_example_plays_cartpole_with_onnxruntime_only(builtin_job):
     assert "episode 1: return" in proc.stdout
     assert "mean return over 2 episodes:" in proc.stdout
     assert "heavy []" in proc.stdout
+
+
+def _job(base, hyperparameters, **config):
+    """A job dir on a free Ray GCS port (other jobs may hold Ray's default one on this machine)."""
+    return write_job(
+        base, {**hyperparameters, "ray.gcs_port": str(free_port()), "ray.include_dashboard": "false"}, **config
+    )
+
+
+def test_user_entry_point_saving_with_algo_save_gets_onnx(tmp_path):
+    """A user script that only calls ``algo.save(SM_MODEL_DIR)`` (no export_model, no metadata)."""
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "save_only.py").write_text(
+        textwrap.dedent(
+            """
+            import os
+            import ray
+            from ray.rllib.algorithms.ppo import PPOConfig
+
+            ray.init()
+            config = (
+                PPOConfig().environment("Pendulum-v1").env_runners(num_env_runners=0)
+                .training(train_batch_size_per_learner=200, minibatch_size=100, num_epochs=1)
+            )
+            algo = config.build_algo()
+            algo.train()
+            algo.save(os.environ["SM_MODEL_DIR"])
+            algo.stop()
+            """
+        )
+    )
+    base = _job(tmp_path / "opt_ml", {"sagemaker_program": "save_only.py", "sagemaker_submit_directory": str(code)})
+    run = run_train(base, timeout=600)
+    assert run.returncode == 0, run.output[-4000:]
+    assert "ONNX: exported module default_policy" in run.output
+    assert_onnx_serves_like_policy(base / "model", tmp_path)
+
+
+def test_offline_discrete_cql_job_gets_onnx(tmp_path):
+    """``mode=collect`` then ``mode=offline`` (DiscreteCQL): the selected checkpoint's graph gives the
+    served greedy actions (the module computes its actions itself: no action_dist_inputs output)."""
+    env = {"env": "CartPole-v1", "env_config": {"max_episode_steps": 100}}
+    collect = _job(tmp_path / "collect", {"mode": "collect", **env, "offline.num_episodes": 40, "offline.num_envs": 8})
+    run = run_train(collect)
+    assert run.returncode == 0, run.output[-4000:]
+    assert "ONNX" not in run.output  # collecting leaves no checkpoint to export
+    offline = _job(
+        tmp_path / "offline",
+        {
+            "mode": "offline",
+            **env,
+            "offline.num_updates": 100,
+            "offline.evaluate_every": 100,
+            "offline.num_runs": 1,
+            "offline.fqe_updates": 50,
+            "offline.model_updates": 50,
+            "offline.eval_episodes": 1,
+        },
+        inputdataconfig={"train": {}},
+    )
+    shutil.copytree(collect / "output" / "data" / "dataset", offline / "input" / "data" / "train")
+    run = run_train(offline)
+    assert run.returncode == 0, run.output[-4000:]
+    assert "ONNX: exported module default_policy" in run.output
+    assert_onnx_serves_like_policy(offline / "model", tmp_path)
+    sidecar = json.loads((offline / "model" / "onnx" / "default_policy.json").read_text())
+    assert [o["name"] for o in sidecar["outputs"]] == ["action", "action_logp", "action_prob"]
+
+
+@pytest.fixture(scope="module")
+def exported_model_dirs(policy_dirs, tmp_path_factory):
+    """kind -> a copy of the trained checkpoint with onnx/ exported into it (as a job leaves it)."""
+    from sagemaker_ray_rl.inference.onnx_export import export_onnx
+
+    dirs = {}
+    for kind in ("cartpole", "pendulum", "meanstd", "dict_obs", "multi_agent"):
+        model_dir = tmp_path_factory.mktemp(f"model-{kind}") / "model"
+        shutil.copytree(policy_dirs[kind], model_dir)
+        assert export_onnx(model_dir).not_exported == {}
+        dirs[kind] = model_dir
+    return dirs
+
+
+def _instances(space, n: int, seed: int) -> list:
+    """`n` JSON observations of `space`."""
+    import tree
+    from ray.rllib.utils.spaces.space_utils import get_base_struct_from_space
+
+    leaves = onnx_observations(space, n, seed)
+    struct = get_base_struct_from_space(space)
+    if len(leaves) == 1:
+        return leaves[0].tolist()
+    return [
+        tree.map_structure(lambda x: x.tolist(), tree.unflatten_as(struct, [leaf[i] for leaf in leaves]))
+        for i in range(n)
+    ]
+
+
+@pytest.mark.parametrize("kind", ["cartpole", "pendulum", "meanstd", "dict_obs", "multi_agent"])
+def test_serve_answers_greedy_requests_from_onnx_as_from_torch(exported_model_dirs, kind, tmp_path):
+    """`serve` with SAGEMAKER_RAY_RL_INFERENCE=onnx and =torch on the same model: /ping says which,
+    1,000 greedy observations get the same answers over HTTP (Discrete identical, floats within
+    1e-5), and exploring requests are still answered (through torch)."""
+    import requests
+    from integration.conftest import ServeProcess
+
+    from sagemaker_ray_rl.inference.policy import Policy
+
+    model_dir = exported_model_dirs[kind]
+    policy = Policy.load(model_dir)
+    answers = {}
+    for backend in ("onnx", "torch"):
+        (tmp_path / backend).mkdir()
+        server = ServeProcess(model_dir, tmp_path / backend, SAGEMAKER_RAY_RL_INFERENCE=backend)
+        try:
+            server.wait_until_healthy(timeout=180)
+            ping = requests.get(f"{server.url}/ping", timeout=10).json()
+            assert ping == {"status": "healthy", "inference": {m: backend for m in policy.module_ids}}
+            for module_id in policy.module_ids:
+                body = {
+                    "instances": _instances(policy.pipeline(module_id).observation_space, N, seed=5),
+                    "outputs": ["action_prob", "action_logp", "action_dist_inputs", "vf_preds"],
+                }
+                if len(policy.module_ids) > 1:
+                    body["module_id"] = module_id
+                response = requests.post(f"{server.url}/invocations", json=body, timeout=120)
+                assert response.status_code == 200, response.text[:2000]
+                answers[backend, module_id] = response.json()["predictions"]
+                explore = requests.post(
+                    f"{server.url}/invocations",
+                    json={**body, "instances": body["instances"][:8], "explore": True},
+                    timeout=60,
+                )
+                assert explore.status_code == 200, explore.text[:2000]
+        finally:
+            assert server.stop() == 0, server.log.read_text()[-4000:]
+    for module_id in policy.module_ids:
+        onnx, torch = answers["onnx", module_id], answers["torch", module_id]
+        assert len(onnx) == len(torch) == N
+        for name in ("action", "action_prob", "action_logp", "action_dist_inputs", "vf_preds"):
+            got, want = np.array([p[name] for p in onnx]), np.array([p[name] for p in torch])
+            if name == "action" and np.issubdtype(want.dtype, np.integer):
+                np.testing.assert_array_equal(got, want)
+            else:
+                np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=name)
+
+
+def test_graphs_of_another_checkpoint_are_never_used(exported_model_dirs, tmp_path):
+    """A stale onnx/ (exported from another checkpoint) is refused by 'onnx' with the reason and
+    ignored by 'auto'."""
+    from sagemaker_ray_rl.contract.errors import ModelLoadError
+    from sagemaker_ray_rl.inference.policy import Policy
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(exported_model_dirs["cartpole"], model_dir, ignore=shutil.ignore_patterns("onnx"))
+    shutil.copytree(exported_model_dirs["pendulum"] / "onnx", model_dir / "onnx")
+    with pytest.raises(ModelLoadError, match="exported from another checkpoint"):
+        Policy.load(model_dir, backend="onnx")
+    assert Policy.load(model_dir, backend="auto").backends == {"default_policy": "torch"}
+    assert Policy.load(exported_model_dirs["cartpole"], backend="auto").backends == {"default_policy": "onnx"}
