@@ -163,6 +163,9 @@ class ServingSettings:
             (``@serve.batch``; ``SAGEMAKER_RAY_SERVE_MAX_BATCH_SIZE``, 32; 1 turns batching off).
         ray_serve_batch_wait_timeout_s: seconds a batch waits for more requests after its first
             (``SAGEMAKER_RAY_SERVE_BATCH_WAIT_TIMEOUT_S``, 0: take what is queued, add no latency).
+        inference: what answers greedy requests (``SAGEMAKER_RAY_RL_INFERENCE``): ``auto`` (the
+            default: ONNX Runtime for each module with an exported graph matching the checkpoint,
+            torch for the others), ``onnx`` (graphs required for every module) or ``torch``.
     """
 
     port: int = 8080
@@ -175,6 +178,7 @@ class ServingSettings:
     ray_serve_replicas: int = 1
     ray_serve_max_batch_size: int = 32
     ray_serve_batch_wait_timeout_s: float = 0.0
+    inference: str = "auto"
 
     @property
     def max_payload_bytes(self) -> int:
@@ -301,6 +305,7 @@ class Environment:
                 ray_serve_batch_wait_timeout_s=max(
                     0.0, _number_var(env, p.RAY_SERVE_BATCH_WAIT_TIMEOUT_ENV, 0.0, float)
                 ),
+                inference=_choice(env.get(p.INFERENCE_BACKEND_ENV), p.INFERENCE_BACKEND_ENV, INFERENCE_BACKENDS),
             ),
         )
 
@@ -313,6 +318,17 @@ def _backend(value: str | None) -> str:
     if backend not in SERVER_BACKENDS:
         raise ContractError(f"SAGEMAKER_RAY_RL_SERVER must be one of {list(SERVER_BACKENDS)}, got {value!r}")
     return backend
+
+
+#: ``SAGEMAKER_RAY_RL_INFERENCE`` values (the first is the default); see `ServingSettings.inference`.
+INFERENCE_BACKENDS = ("auto", "onnx", "torch")
+
+
+def _choice(value: str | None, name: str, choices: tuple[str, ...]) -> str:
+    choice = (value or choices[0]).strip().lower()
+    if choice not in choices:
+        raise ContractError(f"{name} must be one of {list(choices)}, got {value!r}")
+    return choice
 
 
 def _read_json(path: Path) -> Any:

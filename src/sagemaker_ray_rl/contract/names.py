@@ -43,6 +43,8 @@ MAX_PAYLOAD_IN_MB_ENV = "SAGEMAKER_MAX_PAYLOAD_IN_MB"
 DEFAULT_INVOCATIONS_ACCEPT_ENV = "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT"
 #: Ours: which model server `serve` runs (``gunicorn``, the default, or ``ray-serve``).
 SERVER_BACKEND_ENV = "SAGEMAKER_RAY_RL_SERVER"
+#: Ours: what computes greedy answers: ``torch``, ``onnx`` (the exported graphs, required) or ``auto``.
+INFERENCE_BACKEND_ENV = "SAGEMAKER_RAY_RL_INFERENCE"
 #: Ours: requests a gunicorn worker answers with one forward pass at most (1: no batching).
 MAX_BATCH_SIZE_ENV = "SAGEMAKER_RAY_RL_MAX_BATCH_SIZE"
 #: Ours: replicas of the Ray Serve deployment.

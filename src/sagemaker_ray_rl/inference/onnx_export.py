@@ -408,7 +408,7 @@ def _export_module(policy: Any, pipeline: Any, out_dir: Path, check_samples: int
         logging.getLogger("torch.onnx").setLevel(previous)
     program.save(str(path), external_data=False)
     parity = _check_parity(policy, pipeline, path, names, output_names, check_samples) if check_samples else None
-    sidecar = _sidecar(pipeline, graph, path, leaves, output_names, probe, parity)
+    sidecar = _sidecar(pipeline, graph, path, leaves, output_names, probe, parity, policy.checkpoint_dir)
     (out_dir / f"{pipeline.module_id}.json").write_text(json.dumps(sidecar, indent=2, default=str) + "\n")
     return path
 
@@ -457,6 +457,7 @@ def _sidecar(
     output_names: list[str],
     probe: tuple[Any, ...],
     parity: dict[str, Any] | None,
+    checkpoint_dir: Path,
 ) -> dict[str, Any]:
     import onnx
     from ray.rllib.utils.serialization import gym_space_to_dict
@@ -496,8 +497,26 @@ def _sidecar(
         },
         "action_postprocessing": graph.postprocessing,
         "parity_check": parity,
+        "checkpoint_sha256": checkpoint_fingerprint(checkpoint_dir, pipeline.module_id),
         "versions": _versions(),
     }
+
+
+def checkpoint_fingerprint(checkpoint_dir: Path, module_id: str) -> str:
+    """sha256 over the files a module's answers depend on: its RLModule directory and the
+    checkpoint's connector pipelines (``env_runner/``), paths and bytes, in sorted order. Recorded
+    in the sidecar so a graph is never used for a checkpoint it was not exported from."""
+    import hashlib
+
+    from sagemaker_ray_rl.checkpoint import RL_MODULE_SUBDIR
+
+    digest = hashlib.sha256()
+    checkpoint_dir = Path(checkpoint_dir)
+    for root in (checkpoint_dir / RL_MODULE_SUBDIR / module_id, checkpoint_dir / "env_runner"):
+        for path in sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else ():
+            digest.update(str(path.relative_to(checkpoint_dir)).encode() + b"\0")
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 def _leaf_shape(space: gym.Space) -> list[int]:

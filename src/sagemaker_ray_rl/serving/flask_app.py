@@ -21,7 +21,7 @@ from sagemaker_ray_rl.contract.environment import ServingSettings
 from sagemaker_ray_rl.contract.errors import RequestError
 from sagemaker_ray_rl.inference.policy import Policy
 from sagemaker_ray_rl.serving import codecs
-from sagemaker_ray_rl.serving.protocol import PING_BODY, Job, answer_invocation, execution_parameters
+from sagemaker_ray_rl.serving.protocol import Job, answer_invocation, execution_parameters, ping_body
 
 logger = logging.getLogger(__name__)
 
@@ -40,10 +40,11 @@ def create_app(
     app = Flask("sagemaker_ray_rl")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_payload_bytes
     parameters_body = execution_parameters(settings)
+    ping_answer = ping_body(policy)
 
     @app.get("/ping")
     def ping() -> Response:
-        return Response(PING_BODY, status=200, mimetype=codecs.JSON)
+        return Response(ping_answer, status=200, mimetype=codecs.JSON)
 
     @app.get("/execution-parameters")
     def parameters() -> Response:

@@ -31,8 +31,11 @@ from sagemaker_ray_rl.inference.policy import Policy
 from sagemaker_ray_rl.serving import codecs
 from sagemaker_ray_rl.serving.observations import describe, observation_batch, state_batch
 
-#: ``GET /ping``'s body (200 once the policy is loaded).
-PING_BODY = b'{"status": "healthy"}'
+
+def ping_body(policy: Policy) -> bytes:
+    """``GET /ping``'s body (200 once the policy is loaded): ``{"status": "healthy", "inference":
+    {module_id: "onnx" | "torch"}}``, what answers each module's greedy requests."""
+    return json.dumps({"status": "healthy", "inference": policy.backends}).encode()
 
 
 def execution_parameters(settings: ServingSettings) -> bytes:
