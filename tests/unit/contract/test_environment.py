@@ -97,13 +97,16 @@ def test_serving_settings(job_dir: Path):
             "SAGEMAKER_RAY_RL_MAX_BATCH_SIZE": "1",
             "SAGEMAKER_RAY_SERVE_MAX_BATCH_SIZE": "8",
             "SAGEMAKER_RAY_SERVE_BATCH_WAIT_TIMEOUT_S": "0.005",
+            "SAGEMAKER_RAY_RL_INFERENCE": " ONNX",
         }
     )
+    assert env.serving.inference == "onnx"
     assert (env.serving.port, env.serving.workers, env.serving.timeout_s) == (9000, 3, 120)
     assert env.serving.max_payload_bytes == int(1.5 * 1024 * 1024)
     assert env.serving.max_batch_size == 1
     assert (env.serving.ray_serve_max_batch_size, env.serving.ray_serve_batch_wait_timeout_s) == (8, 0.005)
     defaults = Environment.from_environ({"SAGEMAKER_BASE_DIR": str(job_dir)}).serving
+    assert defaults.inference == "auto"
     assert (defaults.max_batch_size, defaults.ray_serve_max_batch_size, defaults.ray_serve_batch_wait_timeout_s) == (
         32,
         32,
@@ -120,6 +123,11 @@ def test_serving_settings(job_dir: Path):
         ({}, {"SAGEMAKER_MAX_PAYLOAD_IN_MB": "lots"}, "SAGEMAKER_MAX_PAYLOAD_IN_MB must be a number"),
         ({}, {"SAGEMAKER_RAY_SERVE_MAX_BATCH_SIZE": "many"}, "SAGEMAKER_RAY_SERVE_MAX_BATCH_SIZE must be an integer"),
         ({}, {"SAGEMAKER_RAY_RL_MAX_BATCH_SIZE": "2.5"}, "SAGEMAKER_RAY_RL_MAX_BATCH_SIZE must be an integer"),
+        (
+            {},
+            {"SAGEMAKER_RAY_RL_INFERENCE": "tensorrt"},
+            r"SAGEMAKER_RAY_RL_INFERENCE must be one of \['auto', 'onnx', 'torch'\], got 'tensorrt'",
+        ),
     ],
 )
 def test_malformed_contract_names_what_was_expected(job_dir: Path, files, environ, message):
