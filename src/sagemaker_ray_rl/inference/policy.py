@@ -10,7 +10,8 @@ be importable at serving time. No ``ray.init``: loading takes about 0.5 s after 
 `Policy.compute` then answers as the env runner would have acted: greedy (``forward_inference``
 and the inference distribution's deterministic action) unless ``explore`` (``forward_exploration``
 and a sample), with the extra outputs batch RL and monitoring use (``action_logp``,
-``action_prob``, ``action_dist_inputs``, ``vf_preds``).
+``action_prob``, ``action_dist_inputs``, ``vf_preds``). With ``Policy.load(model_dir, backend="auto")``
+greedy requests go through the ONNX graphs exported next to the checkpoint (`onnx_backend`).
 """
 
 from __future__ import annotations
@@ -58,6 +59,9 @@ class Policy:
             ``default_policy``; None when a multi-agent checkpoint has neither (requests must name one).
         checkpoint_dir: where the checkpoint was loaded from.
         metadata: ``metadata.json`` when the checkpoint came from this image's training, else {}.
+        policy_mapping_fn: the checkpoint's ``policy_mapping_fn`` (multi-agent), or None.
+        onnx_graphs: module id -> `onnx_backend.OnnxGraph` answering that module's greedy
+            requests in ONNX Runtime (``backend`` ``onnx``/``auto`` of `load`); empty: torch only.
     """
 
     pipelines: dict[str, InferencePipeline]
@@ -65,7 +69,6 @@ class Policy:
     checkpoint_dir: Path | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     policy_mapping_fn: Any = None
-    #: module id -> `onnx_backend.OnnxGraph` answering its greedy requests (empty: torch only).
     onnx_graphs: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
