@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
+import numpy as np
 import pytest
+import requests
 from container.conftest import REPO, docker
 from helpers import write_job
 
@@ -81,3 +84,52 @@ def test_demo_model_plays_cartpole_from_onnx_without_ray_or_torch(image: str, de
     assert "heavy []" in run.stdout
     mean = float(re.search(r"mean return over 10 episodes: (\S+)", run.stdout).group(1))
     assert mean >= 450, run.stdout
+
+
+def _serve(image: str, model_dir, inference: str) -> tuple[str, str]:
+    """``docker run -d ... serve`` with SAGEMAKER_RAY_RL_INFERENCE; (container id, url) once /ping is 200."""
+    run = docker(
+        "run", "-d", "-p", "127.0.0.1::8080", "-e", f"SAGEMAKER_RAY_RL_INFERENCE={inference}",
+        "-v", f"{model_dir}:/opt/ml/model", image, "serve", check=True,
+    )  # fmt: skip
+    container = run.stdout.strip()
+    port = docker("port", container, "8080/tcp", check=True).stdout.strip().splitlines()[0].rsplit(":", 1)[1]
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{url}/ping", timeout=1).status_code == 200:
+                return container, url
+        except (requests.ConnectionError, requests.Timeout):
+            pass
+        time.sleep(0.2)
+    logs = docker("logs", container)
+    docker("rm", "-f", container)
+    raise AssertionError(f"no 200 on /ping within 120 s:\n{logs.stdout + logs.stderr}")
+
+
+def test_image_serves_the_demo_model_from_onnx_as_from_torch(image: str, demo_model):
+    """`serve` in the image: by default (auto) greedy requests go through the exported graph, and
+    1,000 observations get the torch path's answers."""
+    rng = np.random.default_rng(0)
+    instances = (rng.normal(size=(1000, 4)) * [1.0, 1.0, 0.1, 1.0]).astype(np.float32).tolist()
+    body = {"instances": instances, "outputs": ["action_prob", "action_dist_inputs", "vf_preds"]}
+    answers = {}
+    for inference, expected in (("auto", "onnx"), ("torch", "torch")):
+        container, url = _serve(image, demo_model, inference)
+        try:
+            ping = requests.get(f"{url}/ping", timeout=10).json()
+            assert ping == {"status": "healthy", "inference": {"default_policy": expected}}
+            response = requests.post(f"{url}/invocations", json=body, timeout=60)
+            assert response.status_code == 200, response.text[:2000]
+            answers[expected] = response.json()["predictions"]
+        finally:
+            docker("stop", "-t", "30", container, timeout=60)
+            code = docker("inspect", "-f", "{{.State.ExitCode}}", container).stdout.strip()
+            docker("rm", "-f", container)
+            assert code == "0"
+    assert [p["action"] for p in answers["onnx"]] == [p["action"] for p in answers["torch"]]
+    for name in ("action_prob", "action_dist_inputs", "vf_preds"):
+        np.testing.assert_allclose(
+            [p[name] for p in answers["onnx"]], [p[name] for p in answers["torch"]], rtol=1e-5, atol=1e-5
+        )
