@@ -362,3 +362,42 @@ def test_graphs_of_another_checkpoint_are_never_used(exported_model_dirs, tmp_pa
         Policy.load(model_dir, backend="onnx")
     assert Policy.load(model_dir, backend="auto").backends == {"default_policy": "torch"}
     assert Policy.load(exported_model_dirs["cartpole"], backend="auto").backends == {"default_policy": "onnx"}
+
+
+def test_a_module_the_exporter_refuses_is_reported_and_the_others_exported(policy_dirs, tmp_path):
+    """Multi-agent checkpoint whose p0 branches on tensor values (torch.export refuses it): p0 is
+    listed with the exporter's reason, p1 is exported, and `serve`'s 'auto' answers p0 with torch."""
+    from branchy_module import BranchyPPOModule
+    from ray.rllib.algorithms.ppo.ppo_catalog import PPOCatalog
+    from ray.rllib.core.rl_module.rl_module import RLModule
+
+    from sagemaker_ray_rl.contract.errors import ModelLoadError
+    from sagemaker_ray_rl.inference.onnx_export import export_onnx_safely
+    from sagemaker_ray_rl.inference.policy import Policy
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(policy_dirs["multi_agent"], model_dir)
+    module_dir = model_dir / "learner_group" / "learner" / "rl_module" / "p0"
+    trained = RLModule.from_checkpoint(str(module_dir))
+    branchy = BranchyPPOModule(
+        observation_space=trained.observation_space,
+        action_space=trained.action_space,
+        inference_only=False,
+        model_config=trained.model_config,
+        catalog_class=PPOCatalog,
+    )
+    branchy.set_state(trained.get_state())
+    shutil.rmtree(module_dir)
+    branchy.save_to_path(str(module_dir))
+
+    report = export_onnx_safely(model_dir)
+    assert list(report.exported) == ["p1"]
+    assert report.not_exported["p0"].startswith("the exporter failed: TorchExportError:")
+    assert "data-dependent" in report.not_exported["p0"]
+    assert not (model_dir / "onnx" / "p0.onnx").exists()
+    written = json.loads((model_dir / "onnx" / "export.json").read_text())
+    assert written["not_exported"] == {"p0": report.not_exported["p0"]}
+
+    assert Policy.load(model_dir, backend="auto").backends == {"p0": "torch", "p1": "onnx"}
+    with pytest.raises(ModelLoadError, match=r"\['p0'\] have none \(p0: not exported: the exporter failed"):
+        Policy.load(model_dir, backend="onnx")
