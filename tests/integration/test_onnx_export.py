@@ -401,3 +401,15 @@ def test_a_module_the_exporter_refuses_is_reported_and_the_others_exported(polic
     assert Policy.load(model_dir, backend="auto").backends == {"p0": "torch", "p1": "onnx"}
     with pytest.raises(ModelLoadError, match=r"\['p0'\] have none \(p0: not exported: the exporter failed"):
         Policy.load(model_dir, backend="onnx")
+
+
+def test_a_corrupt_graph_is_refused_at_load(exported_model_dirs, tmp_path):
+    from sagemaker_ray_rl.contract.errors import ModelLoadError
+    from sagemaker_ray_rl.inference.policy import Policy
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(exported_model_dirs["pendulum"], model_dir)
+    (model_dir / "onnx" / "default_policy.onnx").write_bytes(b"not a graph")
+    with pytest.raises(ModelLoadError, match="ONNX Runtime cannot load .*default_policy.onnx"):
+        Policy.load(model_dir, backend="onnx")
+    assert Policy.load(model_dir, backend="auto").backends == {"default_policy": "torch"}

@@ -7,9 +7,11 @@ answers what `Policy.compute` answers for a greedy request without RNN state; `P
 other request (``explore``, RNN state, an output the graph lacks such as ``vf_preds`` of a module
 without a value function) to torch.
 
-ONNX Runtime sessions are created on first use in each process (one intra-op thread: the server
-runs one forward pass at a time per worker): a session created before gunicorn forks its workers
-would carry a thread pool whose threads do not exist in the children.
+Each graph is loaded into an ONNX Runtime session once by `load_graphs` (so a corrupt file is
+reported at startup, the module then answering through torch or ``serve`` refusing to start with
+``onnx``), and again on first use in each forked process (one intra-op thread: the server runs one
+forward pass at a time per worker): a session created before gunicorn forks its workers would
+carry a thread pool whose threads do not exist in the children.
 """
 
 from __future__ import annotations
@@ -119,5 +121,11 @@ def load_graphs(checkpoint_dir: Path, model_dir: Path | None = None) -> tuple[di
         if sidecar.get("checkpoint_sha256") != checkpoint_fingerprint(checkpoint_dir, module_id):
             missing[module_id] = f"{path} was exported from another checkpoint (checkpoint_sha256 differs)"
             continue
-        graphs[module_id] = OnnxGraph(module_id, path, sidecar)
+        graph = OnnxGraph(module_id, path, sidecar)
+        try:
+            graph.session()  # a corrupt file fails here, at load, not on every request
+        except Exception as exc:  # onnxruntime raises its own exception types
+            missing[module_id] = f"ONNX Runtime cannot load {path}: {type(exc).__name__}: {exc}"
+            continue
+        graphs[module_id] = graph
     return graphs, missing
