@@ -28,16 +28,19 @@ receives it (int64 for Discrete, the Box's dtype), ``action_logp`` (B,) float32 
 answers), ``action_dist_inputs`` (B, N) float32 where the module has a distribution, ``vf_preds``
 (B,) float32 where the module has RLlib's ``ValueFunctionAPI``.
 
-Exporter: ``torch.onnx.export(..., dynamo=True)`` (torch.export + onnxscript), the supported path
-in torch 2.9+; the batch axis is dynamic. Every exported graph is checked before it is kept: a
+Exporter: ``torch.onnx.export(..., dynamo=True)`` (torch.export + onnxscript; it worked for every
+module kind tested, so the deprecated TorchScript exporter is not used); the batch axis is
+dynamic. The sidecar's ``checkpoint_sha256`` (`checkpoint_fingerprint`) ties the graph to the
+checkpoint it came from. Every exported graph is checked before it is kept: a
 batch sampled from the observation space goes through ONNX Runtime and through
 `Policy.compute`, and the file is removed (and reported) when the actions differ.
 
 Not exported, with the reason in ``export.json`` (never an exception from `export_onnx_safely`):
 stateful (RNN) modules, pipelines with connectors whose effect is not a pure function of the
-observation (the served episode path: frame stacking, custom connectors, multi-agent
-``MeanStdFilter``), structured (Dict/Tuple) action spaces, modules the exporter refuses, and
-graphs that fail the parity check.
+observation (the served episode path: frame stacking, custom connectors), structured
+(Dict/Tuple) action spaces, modules the exporter refuses, and graphs that fail the parity check.
+A checkpoint `Policy.load` cannot load at all (e.g. multi-agent with such connectors) is reported
+under ``"*"`` by `export_onnx_safely`.
 """
 
 from __future__ import annotations
