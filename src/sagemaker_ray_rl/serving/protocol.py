@@ -31,6 +31,9 @@ from sagemaker_ray_rl.inference.policy import Policy
 from sagemaker_ray_rl.serving import codecs
 from sagemaker_ray_rl.serving.observations import describe, observation_batch, state_batch
 
+#: ``GET /ping``'s body where no one policy is loaded (200: the server is up).
+PING_BODY = b'{"status": "healthy"}'
+
 
 def ping_body(policy: Policy) -> bytes:
     """``GET /ping``'s body (200 once the policy is loaded): ``{"status": "healthy", "inference":
