@@ -31,14 +31,8 @@ from sagemaker_ray_rl.inference.policy import Policy
 from sagemaker_ray_rl.serving import codecs
 from sagemaker_ray_rl.serving.observations import describe, observation_batch, state_batch
 
-#: ``GET /ping``'s body where no one policy is loaded (200: the server is up).
+#: ``GET /ping``'s body (200 once the policy is loaded).
 PING_BODY = b'{"status": "healthy"}'
-
-
-def ping_body(policy: Policy) -> bytes:
-    """``GET /ping``'s body (200 once the policy is loaded): ``{"status": "healthy", "inference":
-    {module_id: "onnx" | "torch"}}``, what answers each module's greedy requests."""
-    return json.dumps({"status": "healthy", "inference": policy.backends}).encode()
 
 
 def execution_parameters(settings: ServingSettings) -> bytes:
@@ -79,6 +73,13 @@ def answer_invocation(
         return 200, accept, write_invocation(accept, decoded, jobs, answers)
     except RequestError as exc:
         return error_answer(exc)
+
+
+def ping_body(policy: Policy) -> bytes:
+    """``GET /ping``'s body for a server of one policy (200 once it is loaded): ``{"status":
+    "healthy", "inference": {module_id: "onnx" | "torch"}}``, what answers each module's greedy
+    requests. `PING_BODY` is the body without a policy (e.g. a multi-model endpoint's)."""
+    return json.dumps({"status": "healthy", "inference": policy.backends}).encode()
 
 
 def error_answer(exc: RequestError) -> tuple[int, str, bytes]:
