@@ -3,6 +3,7 @@ in scripts/devtools.py), and the `train` command run as the image's entrypoint r
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -98,3 +99,72 @@ def train_policies(out: Path, kinds: list[str]) -> dict[str, Path]:
         )
     assert proc.returncode == 0, log.read_text()[-4000:]
     return {kind: out / kind for kind in kinds}
+
+
+#: Runs an exported ONNX graph with onnxruntime only, then lists any torch, Ray or package module imported.
+ORT_ONLY = """
+import json, sys
+import numpy as np
+import onnxruntime as ort
+
+model, inputs, outputs = sys.argv[1:4]
+session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+feed = dict(np.load(inputs))
+names = [o.name for o in session.get_outputs()]
+np.savez(outputs, **dict(zip(names, session.run(None, feed))))
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "ray", "sagemaker_ray_rl"))
+print(json.dumps({"heavy_modules": heavy}))
+"""
+
+
+def run_ort_only(model: Path, feed: dict[str, np.ndarray], tmp: Path) -> dict[str, np.ndarray]:
+    """Outputs of the ONNX graph `model` for `feed`, computed in a subprocess that imports only
+    numpy and onnxruntime (asserted: no torch, Ray or sagemaker_ray_rl module in sys.modules)."""
+    inputs, outputs = tmp / f"{model.stem}-in.npz", tmp / f"{model.stem}-out.npz"
+    np.savez(inputs, **feed)
+    proc = subprocess.run(
+        [sys.executable, "-c", ORT_ONLY, str(model), str(inputs), str(outputs)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"heavy_modules": []}
+    with np.load(outputs) as data:
+        return dict(data)
+
+
+def onnx_observations(space, n: int, seed: int) -> list[np.ndarray]:
+    """`n` observations sampled from `space`, as an exported graph's input leaves (tree.flatten order)."""
+    import tree
+
+    space.seed(seed)
+    samples = [space.sample() for _ in range(n)]
+    return [np.stack([np.asarray(x) for x in column]) for column in zip(*(tree.flatten(s) for s in samples))]
+
+
+def assert_onnx_serves_like_policy(model_dir: Path, tmp: Path, n: int = 1000) -> None:
+    """Every module exported under ``model_dir/onnx`` gives, through onnxruntime alone, the greedy
+    actions `Policy.compute` serves for `n` observations sampled from its observation space."""
+    import tree
+    from ray.rllib.utils.spaces.space_utils import get_base_struct_from_space
+
+    from sagemaker_ray_rl.inference.policy import Policy
+
+    policy = Policy.load(model_dir)
+    report = json.loads((model_dir / "onnx" / "export.json").read_text())
+    assert report["not_exported"] == {}, report
+    assert sorted(report["exported"]) == policy.module_ids
+    for module_id, name in report["exported"].items():
+        model = model_dir / "onnx" / name
+        sidecar = json.loads(model.with_suffix(".json").read_text())
+        pipeline = policy.pipeline(module_id)
+        leaves = onnx_observations(pipeline.observation_space, n, seed=11)
+        feed = {spec["name"]: leaf.astype(spec["dtype"]) for spec, leaf in zip(sidecar["inputs"], leaves)}
+        got = run_ort_only(model, feed, tmp)
+        struct = get_base_struct_from_space(pipeline.observation_space)
+        want = policy.compute(leaves[0] if len(leaves) == 1 else tree.unflatten_as(struct, leaves), module_id=module_id)
+        if np.issubdtype(np.asarray(want["action"]).dtype, np.integer):
+            np.testing.assert_array_equal(got["action"], want["action"])
+        else:
+            np.testing.assert_allclose(got["action"], want["action"], rtol=0, atol=1e-5)

@@ -7,6 +7,8 @@ The public API for user entry points (imported lazily, so ``import sagemaker_ray
   and the job's hyperparameters; `build_config`: its RLlib `AlgorithmConfig` only;
 - `run_experiment`: train it with Tune until the stop criteria, checkpoint at the end;
 - `build_metadata` and `export_model`: put the checkpoint in the model dir with ``metadata.json``;
+- `export_onnx`: ONNX graphs of the checkpoint's modules (`train` runs it after every job that leaves a
+  checkpoint in the model dir; call it yourself to export elsewhere);
 - `Environment`: the read-only snapshot of the SageMaker contract (paths, hosts, channels);
 - `ray_cluster`: the job's Ray cluster over all hosts, for scripts that bring their own driver.
 """
@@ -26,6 +28,7 @@ _LAZY = {
     "run_experiment": "sagemaker_ray_rl.training.experiment",
     "build_metadata": "sagemaker_ray_rl.checkpoint",
     "export_model": "sagemaker_ray_rl.checkpoint",
+    "export_onnx": "sagemaker_ray_rl.inference.onnx_export",
     "Environment": "sagemaker_ray_rl.contract.environment",
     "ray_cluster": "sagemaker_ray_rl.cluster",
 }

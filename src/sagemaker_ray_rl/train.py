@@ -88,6 +88,7 @@ def main() -> None:
                 from sagemaker_ray_rl.training.builtin import train
 
                 train(contract, plan, cluster)
+        export_onnx_next_to_checkpoint(contract)
     except SageMakerRayRLError as exc:
         if not write_failure(contract, f"{type(exc).__name__}: {exc}"):
             exit_failed(1)  # the toolkit would fail to write it too, and then exit 0
@@ -130,6 +131,39 @@ def _failure_file_writable(contract: Environment) -> bool:
         return True
     except OSError:
         return False
+
+
+def export_onnx_next_to_checkpoint(contract: Environment) -> None:
+    """After a successful job, ONNX graphs of every module in ``SM_MODEL_DIR/onnx/``
+    (`sagemaker_ray_rl.inference.onnx_export`), whichever way the checkpoint got there: the
+    built-in experiment's or the offline runner's `export_model`, or a user entry point's
+    ``export_model`` / ``algo.save(SM_MODEL_DIR)``. Here, at the top layer, because the
+    checkpoint layer (`export_model`) and the training layer sit below the inference layer and
+    cannot import it. Nothing to do when the model dir holds no RLlib checkpoint (``mode=collect``,
+    a job stopped by SIGTERM, a user script that saves something else). Never fails the job: what
+    cannot be exported is logged and listed with its reason in ``onnx/export.json``.
+    """
+    from sagemaker_ray_rl.checkpoint import find_checkpoint
+    from sagemaker_ray_rl.contract.errors import ModelLoadError
+
+    try:
+        find_checkpoint(contract.model_dir)
+    except ModelLoadError:
+        return
+    try:
+        from sagemaker_ray_rl.inference.onnx_export import export_onnx_safely
+
+        report = export_onnx_safely(contract.model_dir)
+    except Exception as exc:  # e.g. onnx missing from a custom image: the job still succeeds
+        print(f"ONNX export skipped: {type(exc).__name__}: {exc}", flush=True)
+        return
+    if report is None:
+        print(f"ONNX export failed; see {contract.model_dir}/onnx/export.json", flush=True)
+        return
+    for module_id, path in report.exported.items():
+        print(f"ONNX: exported module {module_id} to {path}", flush=True)
+    for module_id, reason in report.not_exported.items():
+        print(f"ONNX: module {module_id} not exported: {reason}", flush=True)
 
 
 def _cluster_settings(contract: Environment) -> ClusterSettings:

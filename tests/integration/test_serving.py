@@ -49,7 +49,8 @@ def reference_actions(policy, observations) -> list[int]:
 
 def test_ping(client):
     response = client.get("/ping")
-    assert response.status_code == 200 and response.json == {"status": "healthy"}
+    assert response.status_code == 200
+    assert response.json == {"status": "healthy", "inference": {"default_policy": "torch"}}
 
 
 def test_instances_get_the_modules_greedy_actions(client, policy):

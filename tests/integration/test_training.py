@@ -137,6 +137,10 @@ def test_user_entry_point_with_the_public_api(tmp_path: Path):
     assert float(re.search(r"user script episode_return_max (\S+)", run.output).group(1)) <= 20
     metadata = json.loads((base / "model" / "metadata.json").read_text())
     assert metadata["env"] == "short-cartpole" and metadata["env_config"] == {"limit": 20}
+    # export_model's checkpoint also gets its ONNX graph (train.py exports after the entry point).
+    assert json.loads((base / "model" / "onnx" / "export.json").read_text())["exported"] == {
+        "default_policy": "default_policy.onnx"
+    }
 
 
 def test_the_stopped_head_leaves_no_address_for_a_later_ray_init(trained_job: TrainingRun):

@@ -176,6 +176,9 @@ class ServingSettings:
         multi_model: a multi-model endpoint (``SAGEMAKER_MULTI_MODEL=true``; `serving.multi_model`).
         mme_memory_mb: its memory budget in MB (``SAGEMAKER_RAY_RL_MME_MEMORY_MB``); None: the
             default of `serving.multi_model`.
+        inference: what answers greedy requests (``SAGEMAKER_RAY_RL_INFERENCE``): ``auto`` (the
+            default: ONNX Runtime for each module with an exported graph matching the checkpoint,
+            torch for the others), ``onnx`` (graphs required for every module) or ``torch``.
     """
 
     port: int = 8080
@@ -192,6 +195,7 @@ class ServingSettings:
     ray_serve_batch_wait_timeout_s: float = 0.0
     multi_model: bool = False
     mme_memory_mb: float | None = None
+    inference: str = "auto"
 
     @property
     def max_payload_bytes(self) -> int:
@@ -317,6 +321,7 @@ class Environment:
                 ),
                 multi_model=_bool_var(env, p.MULTI_MODEL_ENV),
                 mme_memory_mb=_number_var(env, p.MME_MEMORY_ENV, None, float),
+                inference=_choice(env.get(p.INFERENCE_BACKEND_ENV), p.INFERENCE_BACKEND_ENV, INFERENCE_BACKENDS),
             ),
         )
 
@@ -329,6 +334,17 @@ def _backend(value: str | None) -> str:
     if backend not in SERVER_BACKENDS:
         raise ContractError(f"SAGEMAKER_RAY_RL_SERVER must be one of {list(SERVER_BACKENDS)}, got {value!r}")
     return backend
+
+
+#: ``SAGEMAKER_RAY_RL_INFERENCE`` values (the first is the default); see `ServingSettings.inference`.
+INFERENCE_BACKENDS = ("auto", "onnx", "torch")
+
+
+def _choice(value: str | None, name: str, choices: tuple[str, ...]) -> str:
+    choice = (value or choices[0]).strip().lower()
+    if choice not in choices:
+        raise ContractError(f"{name} must be one of {list(choices)}, got {value!r}")
+    return choice
 
 
 def _read_json(path: Path) -> Any:

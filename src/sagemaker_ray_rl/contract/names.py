@@ -45,6 +45,8 @@ DEFAULT_INVOCATIONS_ACCEPT_ENV = "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT"
 LOG_LEVEL_ENV = "SAGEMAKER_RAY_RL_LOG_LEVEL"
 #: Ours: which model server `serve` runs (``gunicorn``, the default, or ``ray-serve``).
 SERVER_BACKEND_ENV = "SAGEMAKER_RAY_RL_SERVER"
+#: Ours: what computes greedy answers: ``torch``, ``onnx`` (the exported graphs, required) or ``auto``.
+INFERENCE_BACKEND_ENV = "SAGEMAKER_RAY_RL_INFERENCE"
 #: Ours: requests a gunicorn worker answers with one forward pass at most (1: no batching).
 MAX_BATCH_SIZE_ENV = "SAGEMAKER_RAY_RL_MAX_BATCH_SIZE"
 #: Ours: requests after which a gunicorn worker is replaced by a fresh fork (0: never).

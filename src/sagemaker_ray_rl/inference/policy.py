@@ -10,12 +10,14 @@ be importable at serving time. No ``ray.init``: loading is short next to the RLl
 `Policy.compute` then answers as the env runner would have acted: greedy (``forward_inference``
 and the inference distribution's deterministic action) unless ``explore`` (``forward_exploration``
 and a sample), with the extra outputs batch RL and monitoring use (``action_logp``,
-``action_prob``, ``action_dist_inputs``, ``vf_preds``).
+``action_prob``, ``action_dist_inputs``, ``vf_preds``). With ``Policy.load(model_dir, backend="auto")``
+greedy requests go through the ONNX graphs exported next to the checkpoint (`onnx_backend`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,6 @@ from sagemaker_ray_rl.inference.pipelines import InferencePipeline, is_epsilon_g
 def _policy_mapping_fn(checkpoint_dir: Path) -> Any:
     """The ``policy_mapping_fn`` of the algorithm config pickled in the checkpoint, or None when
     the config cannot be unpickled here (e.g. it references a custom env class that is absent)."""
-    import logging
     import pickle
 
     try:
@@ -58,6 +59,9 @@ class Policy:
             ``default_policy``; None when a multi-agent checkpoint has neither (requests must name one).
         checkpoint_dir: where the checkpoint was loaded from.
         metadata: ``metadata.json`` when the checkpoint came from this image's training, else {}.
+        policy_mapping_fn: the checkpoint's ``policy_mapping_fn`` (multi-agent), or None.
+        onnx_graphs: module id -> `onnx_backend.OnnxGraph` answering that module's greedy
+            requests in ONNX Runtime (``backend`` ``onnx``/``auto`` of `load`); empty: torch only.
     """
 
     pipelines: dict[str, InferencePipeline]
@@ -65,16 +69,32 @@ class Policy:
     checkpoint_dir: Path | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     policy_mapping_fn: Any = None
+    onnx_graphs: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, model_dir: Path) -> Policy:
+    def load(cls, model_dir: Path, backend: str = "torch") -> Policy:
         """Load every module of the checkpoint in `model_dir` with its connector pipelines.
+
+        Args:
+            model_dir: a directory holding an RLlib algorithm checkpoint.
+            backend: ``torch`` (every request through the torch modules), ``onnx`` (greedy
+                requests through the ONNX graphs exported next to the checkpoint, required for
+                every module) or ``auto`` (through ONNX Runtime for the modules that have a graph
+                matching the checkpoint); see `onnx_backend`. Exploring and stateful requests,
+                and outputs a graph lacks, always go through torch.
 
         Raises:
             ModelLoadError: no checkpoint, a module or pipeline that fails to load (a corrupt file,
-                a custom class that is not importable), or connectors this server cannot run.
+                a custom class that is not importable), connectors this server cannot run, or
+                ``backend="onnx"`` and a module without a usable graph (the reason is named).
+            ValueError: `backend` is none of ``torch``, ``onnx``, ``auto``.
         """
         from ray.rllib.core.rl_module.rl_module import RLModule
+
+        from sagemaker_ray_rl.inference.onnx_backend import BACKENDS, load_graphs
+
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
 
         checkpoint_dir = find_checkpoint(model_dir)
         metadata: dict[str, Any] = {}
@@ -98,7 +118,28 @@ class Policy:
         ids = list(pipelines)
         default = ids[0] if len(ids) == 1 else ("default_policy" if "default_policy" in ids else None)
         mapping = _policy_mapping_fn(checkpoint_dir) if len(ids) > 1 else None
-        return cls(pipelines, default, checkpoint_dir, metadata, mapping)
+        graphs: dict[str, Any] = {}
+        if backend != "torch":
+            found, missing = load_graphs(checkpoint_dir, model_dir)
+            graphs = {k: v for k, v in found.items() if k in pipelines}
+            lacking = [k for k in ids if k not in graphs]
+            if backend == "onnx" and lacking:
+                reasons = "; ".join(f"{k}: {missing.get(k, missing.get('*', 'no graph'))}" for k in lacking)
+                raise ModelLoadError(
+                    f"inference backend 'onnx' needs an ONNX graph of every module, and {lacking} have none "
+                    f"({reasons}); export them with `python -m sagemaker_ray_rl.inference.onnx_export "
+                    f"{model_dir}` or use the 'auto' or 'torch' backend"
+                )
+            for module_id in lacking:
+                logging.getLogger(__name__).info(
+                    "module %r answers through torch: %s", module_id, missing.get(module_id, missing.get("*"))
+                )
+        return cls(pipelines, default, checkpoint_dir, metadata, mapping, graphs)
+
+    @property
+    def backends(self) -> dict[str, str]:
+        """module id -> ``onnx`` (greedy requests through ONNX Runtime) or ``torch``."""
+        return {k: "onnx" if k in self.onnx_graphs else "torch" for k in self.pipelines}
 
     def module_for_agent(self, agent_id: str) -> str:
         """The module acting for `agent_id`: the checkpoint's ``policy_mapping_fn(agent_id, None)``
@@ -190,6 +231,9 @@ class Policy:
             RequestError: unknown module id, ``vf_preds`` from a module without a value function.
         """
         pipeline = self.pipeline(module_id)
+        graph = self.onnx_graphs.get(pipeline.module_id)
+        if graph is not None and graph.can_answer(explore, outputs, state):
+            return graph.run(observations, outputs)
         to_env, to_module = pipeline(observations, explore=explore, state=state)
         result: dict[str, Any] = {"action": to_env[Columns.ACTIONS_FOR_ENV]}
         if Columns.STATE_OUT in to_env:

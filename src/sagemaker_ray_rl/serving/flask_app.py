@@ -24,7 +24,7 @@ from sagemaker_ray_rl.contract.environment import ServingSettings
 from sagemaker_ray_rl.contract.errors import RequestError
 from sagemaker_ray_rl.inference.policy import Policy
 from sagemaker_ray_rl.serving import codecs
-from sagemaker_ray_rl.serving.protocol import PING_BODY, Job, answer_invocation, execution_parameters, read_body
+from sagemaker_ray_rl.serving.protocol import Job, answer_invocation, execution_parameters, ping_body, read_body
 
 logger = logging.getLogger(__name__)
 
@@ -42,10 +42,11 @@ def create_app(
     """
     app = Flask("sagemaker_ray_rl")
     parameters_body = execution_parameters(settings)
+    ping_answer = ping_body(policy)
 
     @app.get("/ping")
     def ping() -> Response:
-        return Response(PING_BODY, status=200, mimetype=codecs.JSON)
+        return Response(ping_answer, status=200, mimetype=codecs.JSON)
 
     @app.get("/execution-parameters")
     def parameters() -> Response:

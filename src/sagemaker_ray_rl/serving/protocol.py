@@ -178,6 +178,13 @@ def answer_invocation(
         return error_answer(exc)
 
 
+def ping_body(policy: Policy) -> bytes:
+    """``GET /ping``'s body for a server of one policy (200 once it is loaded): ``{"status":
+    "healthy", "inference": {module_id: "onnx" | "torch"}}``, what answers each module's greedy
+    requests. `PING_BODY` is the body without a policy (e.g. a multi-model endpoint's)."""
+    return json.dumps({"status": "healthy", "inference": policy.backends}).encode()
+
+
 def error_answer(exc: RequestError) -> tuple[int, str, bytes]:
     """``(status, content type, body)`` of a user error: its 4xx and a JSON body."""
     return exc.status, codecs.JSON, json.dumps(exc.to_dict()).encode()

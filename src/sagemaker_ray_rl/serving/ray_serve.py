@@ -75,7 +75,7 @@ def build_app(model_dir: Path, settings: ServingSettings, replicas: int):
             from sagemaker_ray_rl.inference.policy import Policy
             from sagemaker_ray_rl.serving.protocol import execution_parameters
 
-            self.policy = Policy.load(model_dir)
+            self.policy = Policy.load(model_dir, backend=settings.inference)
             self.parameters = execution_parameters(settings)
 
         @serve.batch(max_batch_size=batch_size, batch_wait_timeout_s=settings.ray_serve_batch_wait_timeout_s)
@@ -86,9 +86,9 @@ def build_app(model_dir: Path, settings: ServingSettings, replicas: int):
 
         @api.get("/ping")
         def ping(self) -> Response:
-            from sagemaker_ray_rl.serving.protocol import PING_BODY
+            from sagemaker_ray_rl.serving.protocol import ping_body
 
-            return Response(PING_BODY, media_type="application/json")
+            return Response(ping_body(self.policy), media_type="application/json")
 
         @api.get("/execution-parameters")
         def execution_parameters(self) -> Response:

@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
         serve_multi_model(contract)
         return
     try:
-        policy = Policy.load(contract.model_dir)
+        policy = Policy.load(contract.model_dir, backend=contract.serving.inference)
     except SageMakerRayRLError as exc:
         print(f"serve: cannot start: {exc}", file=sys.stderr, flush=True)
         sys.exit(1)
@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> None:
         print(
             f"serve: module {module_id!r} from {policy.checkpoint_dir}: observations {pipeline.observation_space}, "
             f"actions {pipeline.action_space}, connectors {connector_names(pipeline.env_to_module)} -> "
-            f"{connector_names(pipeline.module_to_env)} ({'batched' if pipeline.batched else 'per-episode'} path)",
+            f"{connector_names(pipeline.module_to_env)} ({'batched' if pipeline.batched else 'per-episode'} path), "
+            f"greedy answers from {policy.backends[module_id]}",
             file=sys.stderr,
             flush=True,
         )

@@ -99,8 +99,10 @@ def test_serving_settings(job_dir: Path):
             "SAGEMAKER_RAY_RL_MAX_REQUESTS": "0",
             "SAGEMAKER_RAY_SERVE_MAX_BATCH_SIZE": "8",
             "SAGEMAKER_RAY_SERVE_BATCH_WAIT_TIMEOUT_S": "0.005",
+            "SAGEMAKER_RAY_RL_INFERENCE": " ONNX",
         }
     )
+    assert env.serving.inference == "onnx"
     assert (env.serving.port, env.serving.workers, env.serving.timeout_s) == (9000, 3, 120)
     assert env.serving.max_payload_bytes == int(1.5 * 1024 * 1024)
     assert env.serving.max_batch_size == 1
@@ -111,6 +113,7 @@ def test_serving_settings(job_dir: Path):
     assert (defaults.max_records, defaults.max_requests) == (1_000_000, 100_000)
     unlimited = {"SAGEMAKER_BASE_DIR": str(job_dir), "SAGEMAKER_RAY_RL_MAX_RECORDS": "0"}
     assert Environment.from_environ(unlimited).serving.max_records == 0
+    assert defaults.inference == "auto"
     assert (defaults.max_batch_size, defaults.ray_serve_max_batch_size, defaults.ray_serve_batch_wait_timeout_s) == (
         32,
         32,
@@ -141,6 +144,11 @@ def test_multi_model_settings(job_dir: Path):
         ({}, {"SAGEMAKER_MAX_PAYLOAD_IN_MB": "lots"}, "SAGEMAKER_MAX_PAYLOAD_IN_MB must be a number"),
         ({}, {"SAGEMAKER_RAY_SERVE_MAX_BATCH_SIZE": "many"}, "SAGEMAKER_RAY_SERVE_MAX_BATCH_SIZE must be an integer"),
         ({}, {"SAGEMAKER_RAY_RL_MAX_BATCH_SIZE": "2.5"}, "SAGEMAKER_RAY_RL_MAX_BATCH_SIZE must be an integer"),
+        (
+            {},
+            {"SAGEMAKER_RAY_RL_INFERENCE": "tensorrt"},
+            r"SAGEMAKER_RAY_RL_INFERENCE must be one of \['auto', 'onnx', 'torch'\], got 'tensorrt'",
+        ),
     ],
 )
 def test_malformed_contract_names_what_was_expected(job_dir: Path, files, environ, message):

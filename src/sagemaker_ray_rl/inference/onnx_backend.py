@@ -1,0 +1,131 @@
+"""Greedy answers from the exported ONNX graphs (`onnx_export`) in ONNX Runtime, for `Policy`.
+
+`load_graphs` finds the graphs written next to a checkpoint (``<dir>/onnx/export.json`` and each
+module's ``.onnx`` + ``.json`` sidecar) and keeps those whose ``checkpoint_sha256`` matches the
+checkpoint being served: a graph left over from another checkpoint is never used. `OnnxGraph.run`
+answers what `Policy.compute` answers for a greedy request without RNN state; `Policy` sends every
+other request (``explore``, RNN state, an output the graph lacks such as ``vf_preds`` of a module
+without a value function) to torch.
+
+Each graph is loaded into an ONNX Runtime session once by `load_graphs` (so a corrupt file is
+reported at startup, the module then answering through torch or ``serve`` refusing to start with
+``onnx``), and again on first use in each forked process (one intra-op thread: the server runs one
+forward pass at a time per worker): a session created before gunicorn forks its workers would
+carry a thread pool whose threads do not exist in the children.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tree
+
+from sagemaker_ray_rl.inference.onnx_export import EXPORT_REPORT, ONNX_SUBDIR, checkpoint_fingerprint
+
+logger = logging.getLogger(__name__)
+
+#: ``SAGEMAKER_RAY_RL_INFERENCE`` values: torch only, ONNX Runtime required for every module, or
+#: ONNX Runtime where a graph matches the checkpoint.
+BACKENDS = ("torch", "onnx", "auto")
+
+
+class OnnxGraph:
+    """One module's exported graph.
+
+    Attributes:
+        module_id: the module it was exported from.
+        path: the ``.onnx`` file.
+        sidecar: its ``.json`` sidecar (inputs, outputs, spaces, versions).
+        outputs: the names of the graph's outputs (``action``, ``action_logp``, ``action_prob``,
+            and ``action_dist_inputs`` / ``vf_preds`` where the module has them).
+    """
+
+    def __init__(self, module_id: str, path: Path, sidecar: dict[str, Any]) -> None:
+        self.module_id = module_id
+        self.path = path
+        self.sidecar = sidecar
+        self.outputs = tuple(o["name"] for o in sidecar["outputs"])
+        self._inputs = [(i["name"], np.dtype(i["dtype"])) for i in sidecar["inputs"]]
+        self._session: Any = None
+        self._pid = -1
+
+    def can_answer(self, explore: bool, outputs: tuple[str, ...], state: Any) -> bool:
+        """Whether `run` gives this request's answer: greedy, no RNN state, outputs the graph has."""
+        return not explore and state is None and all(name in self.outputs for name in outputs)
+
+    def session(self) -> Any:
+        """This process's ``onnxruntime.InferenceSession`` (created on first use after a fork)."""
+        if self._session is None or self._pid != os.getpid():
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = 1
+            options.inter_op_num_threads = 1
+            self._session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+            self._pid = os.getpid()
+        return self._session
+
+    def run(self, observations: Any, outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """`Policy.compute`'s columns for a greedy request.
+
+        Args:
+            observations: a batch in the structure of the module's observation space (validated).
+            outputs: extra outputs, each one of `outputs`.
+
+        Returns:
+            ``action`` (B, *action_shape) as the env takes it, and each requested output.
+        """
+        leaves = tree.flatten(observations)
+        feed = {name: np.asarray(leaf, dtype=dtype) for (name, dtype), leaf in zip(self._inputs, leaves, strict=True)}
+        names = ["action", *outputs]
+        return dict(zip(names, self.session().run(names, feed), strict=True))
+
+
+def load_graphs(checkpoint_dir: Path, model_dir: Path | None = None) -> tuple[dict[str, OnnxGraph], dict[str, str]]:
+    """The exported graphs that belong to the checkpoint in `checkpoint_dir`.
+
+    Looked for in ``checkpoint_dir/onnx`` then ``model_dir/onnx``.
+
+    Returns:
+        ``(graphs, missing)``: module id -> `OnnxGraph` for each usable graph, and module id ->
+        why there is none (not exported and the export's reason, a checkpoint mismatch, an
+        unreadable sidecar); ``"*"`` when no export was found at all.
+    """
+    dirs = [Path(checkpoint_dir) / ONNX_SUBDIR]
+    if model_dir is not None and Path(model_dir) / ONNX_SUBDIR not in dirs:
+        dirs.append(Path(model_dir) / ONNX_SUBDIR)
+    export_dir = next((d for d in dirs if (d / EXPORT_REPORT).is_file()), None)
+    if export_dir is None:
+        return {}, {"*": f"no {ONNX_SUBDIR}/{EXPORT_REPORT} next to the checkpoint"}
+    try:
+        report = json.loads((export_dir / EXPORT_REPORT).read_text())
+    except ValueError as exc:
+        return {}, {"*": f"{export_dir / EXPORT_REPORT} is not valid JSON: {exc}"}
+    graphs: dict[str, OnnxGraph] = {}
+    missing: dict[str, str] = {k: f"not exported: {v}" for k, v in report.get("not_exported", {}).items()}
+    for module_id, name in report.get("exported", {}).items():
+        path = export_dir / name
+        try:
+            sidecar = json.loads(path.with_suffix(".json").read_text())
+        except (OSError, ValueError) as exc:
+            missing[module_id] = f"unreadable sidecar {path.with_suffix('.json')}: {exc}"
+            continue
+        if not path.is_file():
+            missing[module_id] = f"{path} is missing"
+            continue
+        if sidecar.get("checkpoint_sha256") != checkpoint_fingerprint(checkpoint_dir, module_id):
+            missing[module_id] = f"{path} was exported from another checkpoint (checkpoint_sha256 differs)"
+            continue
+        graph = OnnxGraph(module_id, path, sidecar)
+        try:
+            graph.session()  # a corrupt file fails here, at load, not on every request
+        except Exception as exc:  # onnxruntime raises its own exception types
+            missing[module_id] = f"ONNX Runtime cannot load {path}: {type(exc).__name__}: {exc}"
+            continue
+        graphs[module_id] = graph
+    return graphs, missing
