@@ -17,7 +17,7 @@ import pytest
 import requests
 from helpers import run_train, write_job
 
-from sagemaker_ray_rl.offline.convert import convert_capture
+from sagemaker_ray_rl.offline.capture import convert_capture
 from sagemaker_ray_rl.offline.dataset import read_dataset, read_info
 
 pytestmark = pytest.mark.integration

@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sagemaker_ray_rl.offline.capture import convert_capture, read_captures
 from sagemaker_ray_rl.offline.collect import collect
-from sagemaker_ray_rl.offline.convert import convert_capture, main, read_captures
+from sagemaker_ray_rl.offline.convert import main
 from sagemaker_ray_rl.offline.dataset import DatasetError, read_dataset, read_info
 from sagemaker_ray_rl.offline.ope import NO_PROBABILITY_SKIPPED, FQESettings, evaluate_policy, greedy_probabilities
 from sagemaker_ray_rl.serving import codecs
