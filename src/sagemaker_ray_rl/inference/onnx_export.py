@@ -41,6 +41,9 @@ observation (the served episode path: frame stacking, custom connectors), struct
 (Dict/Tuple) action spaces, modules the exporter refuses, and graphs that fail the parity check.
 A checkpoint `Policy.load` cannot load at all (e.g. multi-agent with such connectors) is reported
 under ``"*"`` by `export_onnx_safely`.
+
+One concern despite its length: turning one checkpoint's modules into graphs that answer exactly
+what `Policy.compute` answers (the connector and action steps folded in, checked, reported).
 """
 
 from __future__ import annotations

@@ -13,6 +13,9 @@ of all runs, with the best chosen estimate to the model dir (``metadata.json`` b
 -> the promotion report (`promotion`): every estimate of the exported policy with a bootstrap
 interval over episodes against the logged policy's return on the same data, and the verdict, in
 ``promotion.json`` and metric lines.
+
+One concern despite its length: the order of a collect or offline job's steps and what each writes;
+the steps themselves live in the other modules of this package.
 """
 
 from __future__ import annotations

@@ -36,6 +36,9 @@ test policy is counted 3.2 MB and was measured to add 0.6 MB resident) in every 
 that would take the sum over loaded models times the workers above the budget is answered 507
 before anything is loaded. The resident memory the load really added in the worker that loaded it
 is reported as ``memoryBytesMeasured``.
+
+One concern despite its length: SageMaker's multi-model contract (the registry shared by the
+workers, its memory budget and its routes); each answer is `protocol`'s.
 """
 
 from __future__ import annotations

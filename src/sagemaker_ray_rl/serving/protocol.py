@@ -15,6 +15,9 @@ One request goes through six steps, each a function both transports (`flask_app`
    expected (`error_answer`).
 
 `answer_invocation` runs all five for one request.
+
+One concern despite its length: the request path from bytes to bytes, which both transports must
+share whole (reading the body within its limit included) so that neither re-implements a step.
 """
 
 from __future__ import annotations
