@@ -32,6 +32,8 @@ old-stack names               ``num_workers``, ``num_sgd_iter``, ``sgd_minibatch
 ``ray.*``                       The Ray cluster over the job's hosts (`cluster.settings`); ignored here.
 ``mode``, ``offline.*``         Collect and offline jobs (`offline.settings`); ignored here.
 ``sagemaker_*``                 The toolkit's and the SDK's own; ignored here.
+``_*``                          Reserved by SageMaker (a tuning job's ``_tuning_objective_metric``);
+                                ignored here.
 ==============================  ===============================================================
 
 With no stop key at all, training stops after `DEFAULT_TRAINING_ITERATIONS` iterations. Several stop
@@ -51,8 +53,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from sagemaker_ray_rl.contract import names as p
 from sagemaker_ray_rl.contract import validation
+from sagemaker_ray_rl.contract.environment import is_image_hyperparameter
 from sagemaker_ray_rl.contract.errors import HyperparameterError
 from sagemaker_ray_rl.training import legacy
 
@@ -176,15 +178,7 @@ def parse_hyperparameters(
         HyperparameterError: an unknown key, a value of the wrong type, an unknown algorithm or env.
     """
     skipped = set(ignore)
-    hps = {
-        k: v
-        for k, v in hyperparameters.items()
-        if k not in skipped
-        and not k.startswith(
-            (p.SAGEMAKER_HYPERPARAMETER_PREFIX, p.CLUSTER_HYPERPARAMETER_PREFIX, p.OFFLINE_HYPERPARAMETER_PREFIX)
-        )
-        and k != p.MODE_HYPERPARAMETER
-    }
+    hps = {k: v for k, v in hyperparameters.items() if k not in skipped and not is_image_hyperparameter(k)}
     algorithm = validation.string(ALGORITHM, hps.get(ALGORITHM, DEFAULT_ALGORITHM))
     config_cls = _algorithm_config_class(algorithm)
     owners = _builder_keywords(config_cls)
