@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import textwrap
 from pathlib import Path
 
@@ -31,8 +32,15 @@ TUNING_JOB_HYPERPARAMETERS = {
 }
 
 
+def free_port() -> int:
+    """A free TCP port for the job's Ray head (``ray.gcs_port``): other jobs may run on this machine."""
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
 def user_job(tmp_path: Path, script: str, hyperparameters: dict, **files: str) -> Path:
-    """A job dir whose entry point is `script` (in a code dir with `files`)."""
+    """A job dir whose entry point is `script` (in a code dir with `files`), its Ray head on a free port."""
     code = tmp_path / "code"
     code.mkdir()
     (code / "entry.py").write_text(textwrap.dedent(script))
@@ -40,12 +48,17 @@ def user_job(tmp_path: Path, script: str, hyperparameters: dict, **files: str) -
         (code / name).write_text(textwrap.dedent(text))
     return write_job(
         tmp_path / "opt_ml",
-        {"sagemaker_program": "entry.py", "sagemaker_submit_directory": str(code), **hyperparameters},
+        {
+            "sagemaker_program": "entry.py",
+            "sagemaker_submit_directory": str(code),
+            "ray.gcs_port": free_port(),
+            **hyperparameters,
+        },
     )
 
 
 def test_a_tuning_jobs_training_job_trains_and_exports(tmp_path: Path):
-    base = write_job(tmp_path, TUNING_JOB_HYPERPARAMETERS)
+    base = write_job(tmp_path, {**TUNING_JOB_HYPERPARAMETERS, "ray.gcs_port": free_port()})
     run = run_train(base, timeout=600)
     assert run.returncode == 0, run.output[-4000:]
     # The tuner's objective is printed in the form its metric definition matches.
@@ -56,3 +69,54 @@ def test_a_tuning_jobs_training_job_trains_and_exports(tmp_path: Path):
     config = json.loads(params.read_text())
     assert config["lr"] == 0.0001 and config["minibatch_size"] == 100
     assert not any(key.startswith("_tuning") for key in config)
+
+
+def test_a_failing_entry_point_names_its_exception_in_the_failure_file(tmp_path: Path):
+    base = user_job(
+        tmp_path,
+        """
+        import ray
+
+        def check(settings):
+            if settings["num_env_runners"] < 1:
+                raise ValueError(f"num_env_runners must be at least 1, got {settings['num_env_runners']}")
+
+        ray.init()
+        check({"num_env_runners": 0})
+        """,
+        {},
+    )
+    run = run_train(base, timeout=300)
+    assert run.returncode == 1, run.output[-4000:]
+    failure = (base / "output" / "failure").read_text()
+    assert failure.startswith(
+        "ValueError: num_env_runners must be at least 1, got 0 (entry point entry.py, exit code 1); "
+        "traceback, last lines: "
+    ), failure
+    assert "line 6, in check | raise ValueError(" in failure
+    assert len(failure.strip()) <= 1024
+    # The job log still has the whole traceback, its lines as the script wrote them.
+    assert '  File "' in run.output and "    raise ValueError(" in run.output
+
+
+def test_an_argparse_script_gets_no_image_hyperparameters_as_arguments(tmp_path: Path):
+    base = user_job(
+        tmp_path,
+        """
+        import argparse, json, os, sys
+
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--lr", type=float, required=True)
+        parser.add_argument("--env", default="CartPole-v1")
+        args = parser.parse_args()  # strict: any --ray.* argument would fail here
+        print("ARGV", json.dumps(sys.argv[1:]))
+        print("SM_HPS", os.environ["SM_HPS"])
+        """,
+        {"lr": 0.01, "ray.join_timeout_s": 60, "_tuning_objective_metric": "episode_return_mean"},
+    )
+    run = run_train(base, timeout=300)
+    assert run.returncode == 0, run.output[-4000:]
+    assert json.loads(re.search(r"^ARGV (.*)$", run.output, re.M).group(1)) == ["--lr", "0.01"]
+    # The image's own hyperparameters stay where a script can read them.
+    hps = json.loads(re.search(r"^SM_HPS (.*)$", run.output, re.M).group(1))
+    assert hps["ray.join_timeout_s"] == 60 and "ray.gcs_port" in hps and hps["lr"] == 0.01

@@ -1,11 +1,49 @@
 """A user entry point (``sagemaker_program``), run with the training toolkit's own functions.
 
-The master runs the script exactly as the toolkit would without us (hyperparameters as
-command-line arguments, ``SM_*`` variables, ``requirements.txt``); worker hosts only install its
-source dir, so the modules it imports load in their env runners.
+The master runs the script as the toolkit would without us (``SM_*`` variables, ``SM_HPS``,
+``requirements.txt``, hyperparameters as command-line arguments), with two differences a user sees:
+
+- the image's own hyperparameters (`environment.is_image_hyperparameter`: ``ray.*``, ``mode``,
+  ``offline.*``, SageMaker's reserved ``_*``; the toolkit already drops ``sagemaker_*``) are not
+  passed as command-line arguments, so an ``argparse`` script that declares only its own options
+  works; they stay in ``SM_HPS`` and ``SM_HP_<NAME>``;
+- when the script fails, the failure file (SageMaker's ``FailureReason``) names its error: the
+  exception type and message and the last lines of its traceback, taken from the script's stderr
+  (`failure_reason`), instead of the toolkit's ``ExecuteUserScriptError ... ErrorMessage ""``.
+
+Worker hosts only install its source dir, so the modules it imports load in their env runners.
 """
 
 from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sys
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from sagemaker_ray_rl.contract.environment import Environment, is_image_hyperparameter
+from sagemaker_ray_rl.contract.failure import FAILURE_REASON_LIMIT, write_failure
+
+#: Bytes of the script's stderr kept for the failure reason (the end of it).
+STDERR_TAIL_BYTES = 64 * 1024
+#: Seconds to wait, once the script has exited, for the rest of its stderr to be read.
+_DRAIN_TIMEOUT_S = 2.0
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+#: A log line of the toolkit itself (``2026-12-01 15:34:10,324 sagemaker-training-toolkit INFO ...``).
+_TOOLKIT_LOG = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ sagemaker-training-toolkit ")
+#: An informational log line (Ray's, the toolkit's, logging's default format): not the script's error.
+_INFO_LOG = re.compile(r"^\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d[,.]\d+\s.*\b(DEBUG|INFO|WARNING)\b")
+#: The ``^^^^`` / ``~~~^^`` markers under a traceback's code line (Python 3.11).
+_CARETS = re.compile(r"^[\s^~]+$")
+#: The last line of a Python traceback: ``[module.]Name[(Cause)][: message]`` at column 0.
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(\([\w.]+\))?(: .*)?$")
+_TRACEBACK_HEAD = "Traceback (most recent call last):"
+#: What the toolkit logs just before it starts the script (``logging_config.log_script_invocation``).
+_INVOCATION_MARKER = "Invoking script with the following command:"
 
 
 def install_user_code() -> None:
@@ -26,10 +64,163 @@ def install_user_code() -> None:
     entry_point.install(env.user_entry_point, toolkit_environment.code_dir, capture_error=True)
 
 
-def run_user_entry_point() -> None:
-    """Run ``sagemaker_program`` the way the training toolkit does without a framework module."""
-    from sagemaker_training import entry_point
+def script_arguments(hyperparameters: Mapping[str, Any]) -> list[str]:
+    """The command-line arguments of the user script: the toolkit's ``--name value`` form
+    (`sagemaker_training.mapping.to_cmd_args`) of every hyperparameter that is not the image's own.
+
+    Args:
+        hyperparameters: the toolkit's ``Environment.hyperparameters`` (decoded, ``sagemaker_*``
+            already removed).
+
+    Returns:
+        e.g. ``["--episode-limit", "20", "--lr", "0.001"]`` for ``{"episode-limit": 20, "lr": 0.001,
+        "ray.gcs_port": 6380}``.
+    """
+    from sagemaker_training import mapping
+
+    return mapping.to_cmd_args({k: v for k, v in hyperparameters.items() if not is_image_hyperparameter(k)})
+
+
+def run_user_entry_point(contract: Environment) -> None:
+    """Run ``sagemaker_program`` with the training toolkit's `entry_point.run` (see the module
+    docstring for what differs from the toolkit's own run).
+
+    Args:
+        contract: the job's contract; its failure file gets the script's error.
+
+    Raises:
+        sagemaker_training.errors.ExecuteUserScriptError: the script exited with a non-zero code
+            (after the failure file names its error); the toolkit reports it and exits 1.
+    """
+    from sagemaker_training import entry_point, errors
     from sagemaker_training import environment as toolkit_environment
 
     env = toolkit_environment.Environment()
-    entry_point.run(env.module_dir, env.user_entry_point, env.to_cmd_args(), env.to_env_vars())
+    with stderr_tail() as tail:
+        try:
+            entry_point.run(
+                env.module_dir, env.user_entry_point, script_arguments(env.hyperparameters), env.to_env_vars()
+            )
+        except errors.ExecuteUserScriptError as exc:
+            failed = exc
+        else:
+            return
+    write_failure(contract, failure_reason(tail(), failed.return_code, env.user_entry_point))
+    raise failed
+
+
+@contextlib.contextmanager
+def stderr_tail(limit: int = STDERR_TAIL_BYTES) -> Iterator[Callable[[], str]]:
+    """Copy everything written to this process's file descriptor 2 (its own stderr and that of
+    the child processes it starts) to where it went before, keeping the last `limit` bytes.
+
+    The log is unchanged, line for line (the toolkit's ``capture_error=True`` reads the script's
+    stderr by chunks and strips each, which breaks indentation and lines in the job log, and keeps
+    nothing when no Python exception name appears, e.g. an ``argparse`` usage error).
+
+    Yields:
+        A function returning the kept tail, decoded as UTF-8 (undecodable bytes replaced). It is
+        complete once the block has exited.
+    """
+    sys.stderr.flush()
+    original = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    kept = bytearray()
+    lock = threading.Lock()
+
+    def pump() -> None:
+        while True:
+            try:
+                data = os.read(read_end, 65536)
+            except OSError:
+                return
+            if not data:
+                return
+            with contextlib.suppress(OSError):
+                os.write(original, data)
+            with lock:
+                kept.extend(data)
+                del kept[:-limit]
+
+    thread = threading.Thread(target=pump, name="stderr-tail", daemon=True)
+    thread.start()
+
+    def text() -> str:
+        with lock:
+            return bytes(kept).decode("utf-8", "replace")
+
+    try:
+        yield text
+    finally:
+        sys.stderr.flush()
+        os.dup2(original, 2)
+        # EOF comes once no process holds the pipe; a daemon the script started may keep it open,
+        # and then the pump goes on copying its output after this returns.
+        thread.join(_DRAIN_TIMEOUT_S)
+
+
+def failure_reason(stderr: str, exit_code: int | None, entry_point: str, limit: int = FAILURE_REASON_LIMIT) -> str:
+    """The failure file's text for a user script that exited with `exit_code`, within `limit`
+    characters: its exception (type and message) first, then the last lines of its traceback.
+
+    Args:
+        stderr: the end of the job's stderr while the script ran (see `stderr_tail`).
+        exit_code: the script's exit status (negative: killed by that signal; 137: SIGKILL).
+        entry_point: the script's name, e.g. ``train.py``.
+        limit: characters SageMaker shows as ``FailureReason``.
+
+    Returns:
+        e.g. ``ModuleNotFoundError: No module named 'gym' (entry point train.py, exit code 1);
+        traceback, last lines: File "/opt/ml/code/train.py", line 3, in <module> | import gym``.
+        Without a Python traceback (an ``argparse`` usage error, ``sys.exit("...")``): the script's
+        last stderr lines.
+    """
+    lines = [_ANSI.sub("", line).rstrip() for line in _script_output(stderr).splitlines()]
+    lines = [line for line in lines if line.strip() and not _TOOLKIT_LOG.match(line) and not _CARETS.match(line)]
+    status = f"exit code {exit_code}"
+    if exit_code in (137, -9):
+        status += ", killed by SIGKILL: out of memory?"
+    where = f"entry point {entry_point}, {status}"
+    heads = [i for i, line in enumerate(lines) if line.strip() == _TRACEBACK_HEAD]
+    if not heads:
+        last = [line for line in lines if not _INFO_LOG.match(line)][-3:]
+        if not last:
+            return _fit(f"The {where} failed and wrote nothing to stderr; the job log holds its output.", limit)
+        return _fit(f"The {where} failed: " + " | ".join(line.strip() for line in last), limit)
+    block = lines[heads[-1] + 1 :]
+    at = next((i for i, line in enumerate(block) if not line[:1].isspace() and _EXCEPTION_LINE.match(line)), None)
+    if at is None:
+        frames, exception = block, "an exception"
+    else:
+        frames = block[:at]
+        exception = " | ".join(line.strip() for line in block[at : at + 6])
+    head = f"{_cut(exception, limit // 2)} ({where})"
+    frames_text = [line.strip() for line in frames]
+    budget = limit - len(head) - len("; traceback, last lines: ")
+    shown: list[str] = []
+    for line in reversed(frames_text):
+        if sum(len(s) + 3 for s in shown) + len(line) > budget:
+            break
+        shown.insert(0, line)
+    if not shown:
+        return _fit(head, limit)
+    return _fit(f"{head}; traceback, last lines: " + " | ".join(shown), limit)
+
+
+def _script_output(stderr: str) -> str:
+    """What follows the toolkit's log of the command (the script's own stderr), else everything."""
+    at = stderr.rfind(_INVOCATION_MARKER)
+    if at < 0:
+        return stderr
+    rest = stderr[at + len(_INVOCATION_MARKER) :].lstrip("\n")
+    return rest.split("\n", 1)[1] if "\n" in rest else ""
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _fit(text: str, limit: int) -> str:
+    return _cut(" ".join(text.split()), limit)
