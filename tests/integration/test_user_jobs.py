@@ -120,3 +120,34 @@ def test_an_argparse_script_gets_no_image_hyperparameters_as_arguments(tmp_path:
     # The image's own hyperparameters stay where a script can read them.
     hps = json.loads(re.search(r"^SM_HPS (.*)$", run.output, re.M).group(1))
     assert hps["ray.join_timeout_s"] == 60 and "ray.gcs_port" in hps and hps["lr"] == 0.01
+
+
+def test_ray_init_with_num_cpus_in_a_script_works_on_one_host(tmp_path: Path):
+    # The seed-000 pattern: the script starts Ray with the host's CPUs and GPUs itself (Ray refuses
+    # num_cpus/num_gpus when joining a running cluster, so the image starts none on one host).
+    base = user_job(
+        tmp_path,
+        """
+        import os
+        import ray
+        from ray.rllib.algorithms.ppo import PPOConfig
+
+        ray.init(num_cpus=int(os.environ["SM_NUM_CPUS"]), num_gpus=int(os.environ["SM_NUM_GPUS"]))
+        print("RAY_CPUS", int(ray.cluster_resources()["CPU"]), "SM_NUM_CPUS", os.environ["SM_NUM_CPUS"])
+        config = (
+            PPOConfig()
+            .environment("CartPole-v1")
+            .env_runners(num_env_runners=1)
+            .training(train_batch_size_per_learner=500, minibatch_size=100, num_epochs=1)
+        )
+        algo = config.build_algo()
+        algo.train()
+        algo.save(os.environ["SM_MODEL_DIR"])
+        """,
+        {},
+    )
+    run = run_train(base, timeout=300)
+    assert run.returncode == 0, run.output[-4000:]
+    cpus, sm_cpus = re.search(r"^RAY_CPUS (\d+) SM_NUM_CPUS (\d+)$", run.output, re.M).groups()
+    assert cpus == sm_cpus
+    assert (base / "model" / "rllib_checkpoint.json").is_file()

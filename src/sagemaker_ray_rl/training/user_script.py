@@ -27,6 +27,10 @@ from typing import Any
 from sagemaker_ray_rl.contract.environment import Environment, is_image_hyperparameter
 from sagemaker_ray_rl.contract.failure import FAILURE_REASON_LIMIT, write_failure
 
+#: ``RAY_ADDRESS`` of a one-host script: Ray 2.60's ``ray.init()`` (any arguments, ``address=None`` or
+#: ``"auto"``) then starts a new local instance (`ray._private.services.get_ray_address_from_environment`)
+#: and never joins another one found in ``/tmp/ray/ray_current_cluster``.
+LOCAL_RAY_ADDRESS = "local"
 #: Bytes of the script's stderr kept for the failure reason (the end of it).
 STDERR_TAIL_BYTES = 64 * 1024
 #: Seconds to wait, once the script has exited, for the rest of its stderr to be read.
@@ -44,6 +48,13 @@ _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(\([\w.]+\))?(: .*)?$")
 _TRACEBACK_HEAD = "Traceback (most recent call last):"
 #: What the toolkit logs just before it starts the script (``logging_config.log_script_invocation``).
 _INVOCATION_MARKER = "Invoking script with the following command:"
+#: Errors of scripts written for one machine, and what to change on SageMaker: text in the error -> hint.
+HINTS = {
+    "When connecting to an existing cluster, num_cpus and num_gpus must not be provided": (
+        "on several hosts the image has started Ray over all of them before the script (RAY_ADDRESS): "
+        "call ray.init() without num_cpus and num_gpus (ray.cluster_resources() gives the job's totals)"
+    ),
+}
 
 
 def install_user_code() -> None:
@@ -81,12 +92,14 @@ def script_arguments(hyperparameters: Mapping[str, Any]) -> list[str]:
     return mapping.to_cmd_args({k: v for k, v in hyperparameters.items() if not is_image_hyperparameter(k)})
 
 
-def run_user_entry_point(contract: Environment) -> None:
+def run_user_entry_point(contract: Environment, *, ray_address: str | None = None) -> None:
     """Run ``sagemaker_program`` with the training toolkit's `entry_point.run` (see the module
     docstring for what differs from the toolkit's own run).
 
     Args:
         contract: the job's contract; its failure file gets the script's error.
+        ray_address: ``RAY_ADDRESS`` for the script (`LOCAL_RAY_ADDRESS` on one host, where the
+            image starts no Ray); None keeps this process's (the job's cluster on several hosts).
 
     Raises:
         sagemaker_training.errors.ExecuteUserScriptError: the script exited with a non-zero code
@@ -96,6 +109,8 @@ def run_user_entry_point(contract: Environment) -> None:
     from sagemaker_training import environment as toolkit_environment
 
     env = toolkit_environment.Environment()
+    if ray_address is not None:
+        os.environ["RAY_ADDRESS"] = ray_address  # the toolkit runs the script with this process's env
     with stderr_tail() as tail:
         try:
             entry_point.run(
@@ -197,6 +212,9 @@ def failure_reason(stderr: str, exit_code: int | None, entry_point: str, limit: 
         frames = block[:at]
         exception = " | ".join(line.strip() for line in block[at : at + 6])
     head = f"{_cut(exception, limit // 2)} ({where})"
+    hints = [hint for text, hint in HINTS.items() if text in exception]
+    if hints:
+        head += "; to fix: " + "; ".join(hints)
     frames_text = [line.strip() for line in frames]
     budget = limit - len(head) - len("; traceback, last lines: ")
     shown: list[str] = []

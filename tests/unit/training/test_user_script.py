@@ -119,3 +119,19 @@ def test_stderr_tail_keeps_a_childs_stderr_and_passes_it_on(capfd):
         subprocess.run([sys.executable, "-c", "import sys; sys.stderr.write('a' * 300 + 'THE END')"], check=True)
     assert tail().endswith("THE END") and len(tail()) == 100
     assert capfd.readouterr().err.endswith("a" * 300 + "THE END")
+
+
+def test_ray_init_with_num_cpus_on_the_jobs_cluster_says_what_to_change():
+    stderr = (
+        "Traceback (most recent call last):\n"
+        '  File "/opt/ml/code/train.py", line 4, in <module>\n'
+        "    ray.init(num_cpus=2, num_gpus=0)\n"
+        "ValueError: When connecting to an existing cluster, num_cpus and num_gpus must not be provided.\n"
+    )
+    reason = failure_reason(stderr, 1, "train.py")
+    assert reason.startswith(
+        "ValueError: When connecting to an existing cluster, num_cpus and num_gpus must not be provided. "
+        "(entry point train.py, exit code 1); to fix: on several hosts the image has started Ray over all of them "
+        "before the script (RAY_ADDRESS): call ray.init() without num_cpus and num_gpus"
+    )
+    assert reason.endswith("line 4, in <module> | ray.init(num_cpus=2, num_gpus=0)")
