@@ -118,3 +118,28 @@ def test_ray_init_with_num_cpus_on_two_hosts_fails_at_once_saying_what_to_change
     assert codes[master.name] == 1 and codes[worker.name] is not None, job.all_logs()
     assert job.finished_at(master) - script_started <= 30
     assert "call ray.init() without num_cpus and num_gpus" in master.failure, master.failure
+
+
+UNPLACEABLE_TUNE_RUN = """
+import ray
+from ray import tune
+from ray.rllib.algorithms.ppo import PPOConfig
+
+ray.init()
+cpus = int(ray.cluster_resources()["CPU"])
+config = PPOConfig().environment("CartPole-v1").env_runners(num_env_runners=cpus + 3)
+tune.Tuner("PPO", param_space=config, run_config=tune.RunConfig(stop={"training_iteration": 1})).fit()
+"""
+
+
+def test_an_unplaceable_tune_run_fails_within_60_s_naming_the_cpus(make_job):
+    job = make_job({}, hosts=1, script=UNPLACEABLE_TUNE_RUN)
+    started = job.start_all()
+    (host,) = job.hosts
+    assert job.wait(host, timeout=180) == 1, job.logs(host)[-6000:]
+    assert job.finished_at(host) - started <= 60
+    assert re.match(
+        r"The Tune run of entry point entry\.py cannot be placed: a trial asks for \d+ CPU\(s\) and 0 GPU\(s\), "
+        r"the Ray cluster has \d+ CPU\(s\)",
+        host.failure,
+    ), host.failure

@@ -151,3 +151,70 @@ def test_ray_init_with_num_cpus_in_a_script_works_on_one_host(tmp_path: Path):
     cpus, sm_cpus = re.search(r"^RAY_CPUS (\d+) SM_NUM_CPUS (\d+)$", run.output, re.M).groups()
     assert cpus == sm_cpus
     assert (base / "model" / "rllib_checkpoint.json").is_file()
+
+
+def test_a_tune_run_that_cannot_be_placed_fails_within_a_minute_naming_cpus(tmp_path: Path):
+    # RLlib's defaults sized for a bigger machine: more env runners than the host has CPUs.
+    base = user_job(
+        tmp_path,
+        """
+        import ray
+        from ray import tune
+        from ray.rllib.algorithms.ppo import PPOConfig
+
+        ray.init()
+        cpus = int(ray.cluster_resources()["CPU"])
+        print("SCRIPT_CPUS", cpus, flush=True)
+        config = PPOConfig().environment("CartPole-v1").env_runners(num_env_runners=cpus + 3)
+        tune.Tuner("PPO", param_space=config, run_config=tune.RunConfig(stop={"training_iteration": 1})).fit()
+        """,
+        {},
+    )
+    run = run_train(base, timeout=300)
+    assert run.returncode == 1, run.output[-4000:]
+    cpus = int(re.search(r"^SCRIPT_CPUS (\d+)$", run.output, re.M).group(1))
+    failure = (base / "output" / "failure").read_text()
+    assert failure.startswith(
+        f"The Tune run of entry point entry.py cannot be placed: a trial asks for {cpus + 4} CPU(s) and 0 GPU(s), "
+        f"the Ray cluster has {cpus} CPU(s) and 0 GPU(s)"
+    ), failure
+    assert run.seconds < 90, run.seconds  # Tune checks after 20 s without a running trial
+
+
+def test_run_experiment_asking_too_much_fails_at_once_and_a_foreign_current_host_does_not_hang(tmp_path: Path):
+    # A hand-written job dir for `docker run`: resourceconfig.json names a host that is not this
+    # machine's host name. The script's run_experiment asks for more CPUs than there are, then for
+    # what fits.
+    base = user_job(
+        tmp_path,
+        """
+        import ray
+        from ray.rllib.algorithms.ppo import PPOConfig
+        from sagemaker_ray_rl import Environment, run_experiment
+        from sagemaker_ray_rl.contract.errors import ClusterError
+
+        contract = Environment.from_environ()
+        config = (
+            PPOConfig()
+            .environment("CartPole-v1")
+            .training(train_batch_size_per_learner=500, minibatch_size=100, num_epochs=1)
+        )
+        try:
+            run_experiment(config.env_runners(num_env_runners=64), stop={"training_iteration": 1},
+                           storage_dir=contract.checkpoint_dir, name="too-big")
+        except ClusterError as exc:
+            print("REFUSED", exc, flush=True)
+        result = run_experiment(config.env_runners(num_env_runners=1), stop={"training_iteration": 1},
+                                storage_dir=contract.checkpoint_dir)
+        print("ITERATIONS", result.metrics["training_iteration"], flush=True)
+        """,
+        {},
+    )
+    (base / "input" / "config" / "resourceconfig.json").write_text(
+        json.dumps({"current_host": "algo-1", "hosts": ["algo-1"], "network_interface_name": "eth0"})
+    )
+    run = run_train(base, timeout=400)
+    assert run.returncode == 0, run.output[-4000:]
+    refused = re.search(r"^REFUSED (.*)$", run.output, re.M).group(1)
+    assert re.search(r"CPU: 6[45] asked, \d+ in the cluster", refused), refused
+    assert re.search(r"^ITERATIONS 1$", run.output, re.M)

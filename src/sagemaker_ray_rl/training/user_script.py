@@ -19,9 +19,11 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 from sagemaker_ray_rl.contract.environment import Environment, is_image_hyperparameter
@@ -31,6 +33,22 @@ from sagemaker_ray_rl.contract.failure import FAILURE_REASON_LIMIT, write_failur
 #: ``"auto"``) then starts a new local instance (`ray._private.services.get_ray_address_from_environment`)
 #: and never joins another one found in ``/tmp/ray/ray_current_cluster``.
 LOCAL_RAY_ADDRESS = "local"
+#: Seconds a Tune run in the script may have no trial running before Tune checks whether any pending
+#: trial fits in the cluster at all (Tune's own check, `ray.tune.execution.insufficient_resources_manager`;
+#: its default is 60 s). When none fits, the script is stopped and the failure file says why.
+TUNE_PLACEMENT_CHECK_S = 20
+#: Tune's two variables for that delay (one for clusters started by Ray's autoscaler).
+TUNE_PLACEMENT_CHECK_ENV = (
+    "TUNE_WARN_INSUFFICENT_RESOURCE_THRESHOLD_S",
+    "TUNE_WARN_INSUFFICENT_RESOURCE_THRESHOLD_S_AUTOSCALER",
+)
+#: Tune's warning when no pending trial can ever be placed (MSG_TUNE_INSUFFICIENT / MSG_TRAIN_INSUFFICIENT).
+_UNPLACEABLE = re.compile(
+    r"You asked for (?P<cpus>[\d.]+) CPUs and (?P<gpus>[\d.]+) GPUs(?: per trial)?, but the cluster only has "
+    r"(?P<have_cpus>[\d.]+) CPUs and (?P<have_gpus>[\d.]+) GPUs available"
+)
+#: Makes `sagemaker_training.entry_point.run` skip its wait for the hosts' names to resolve.
+SKIP_DNS_WAIT_ENV = "SM_STUDIO_LOCAL_MODE"
 #: Bytes of the script's stderr kept for the failure reason (the end of it).
 STDERR_TAIL_BYTES = 64 * 1024
 #: Seconds to wait, once the script has exited, for the rest of its stderr to be read.
@@ -109,9 +127,19 @@ def run_user_entry_point(contract: Environment, *, ray_address: str | None = Non
     from sagemaker_training import environment as toolkit_environment
 
     env = toolkit_environment.Environment()
+    # The toolkit runs the script with this process's environment.
     if ray_address is not None:
-        os.environ["RAY_ADDRESS"] = ray_address  # the toolkit runs the script with this process's env
-    with stderr_tail() as tail:
+        os.environ["RAY_ADDRESS"] = ray_address
+    for name in TUNE_PLACEMENT_CHECK_ENV:
+        os.environ.setdefault(name, str(TUNE_PLACEMENT_CHECK_S))
+    if len(env.hosts) == 1:
+        # The toolkit first waits, silently and for up to 15 minutes, until every host name of
+        # resourceconfig.json resolves; one host has nobody to wait for, and a hand-written job dir
+        # for `docker run` may name a host (algo-1) that never resolves in the container. Its switch
+        # for that wait (`entry_point.run`) is this variable.
+        os.environ.setdefault(SKIP_DNS_WAIT_ENV, "true")
+    watch = UnplaceableTuneRun(env.user_entry_point)
+    with stderr_tail(watch=watch) as tail:
         try:
             entry_point.run(
                 env.module_dir, env.user_entry_point, script_arguments(env.hyperparameters), env.to_env_vars()
@@ -120,14 +148,82 @@ def run_user_entry_point(contract: Environment, *, ray_address: str | None = Non
             failed = exc
         else:
             return
-    write_failure(contract, failure_reason(tail(), failed.return_code, env.user_entry_point))
+    reason = watch.reason or failure_reason(tail(), failed.return_code, env.user_entry_point)
+    write_failure(contract, reason)
     raise failed
 
 
+class UnplaceableTuneRun:
+    """Stops the user script when its Tune run can never start a trial, instead of letting it wait
+    for the job's whole ``MaxRuntimeInSeconds``.
+
+    Tune checks, after `TUNE_PLACEMENT_CHECK_S` seconds without a running trial, whether any
+    pending trial fits in the cluster's CPUs and GPUs, and only logs a warning when none does
+    ("You asked for 5.0 CPUs and 0 GPUs per trial, but the cluster only has 2.0 CPUs and 0 GPUs
+    available"). Fed the script's stderr (`stderr_tail`), this sends SIGTERM to the script on that
+    warning and keeps a failure reason naming both numbers.
+
+    Attributes:
+        reason: the failure reason once the script was stopped, else None.
+    """
+
+    def __init__(self, entry_point: str, script_pids: Callable[[], list[int]] | None = None) -> None:
+        self.entry_point = entry_point
+        self.reason: str | None = None
+        self._script_pids = script_pids or _child_pids
+        self._carry = ""
+
+    def __call__(self, text: str) -> None:
+        """Look at more of the script's stderr (any chunking; lines may be split between calls)."""
+        if self.reason is not None:
+            return
+        lines = (self._carry + text).split("\n")
+        self._carry = lines.pop()[-4096:]
+        for line in lines:
+            found = _UNPLACEABLE.search(line)
+            if found:
+                self._stop(found)
+                return
+
+    def _stop(self, found: re.Match[str]) -> None:
+        cpus, gpus = float(found["cpus"]), float(found["gpus"])
+        have_cpus, have_gpus = float(found["have_cpus"]), float(found["have_gpus"])
+        self.reason = (
+            f"The Tune run of entry point {self.entry_point} cannot be placed: a trial asks for {cpus:g} CPU(s) and "
+            f"{gpus:g} GPU(s), the Ray cluster has {have_cpus:g} CPU(s) and {have_gpus:g} GPU(s); no trial started "
+            f"within {TUNE_PLACEMENT_CHECK_S} s, so the script was stopped. Ask for less (RLlib: num_env_runners, "
+            "num_learners, num_cpus_per_env_runner, num_gpus_per_learner) or use a larger instance type or more hosts"
+        )
+        print(f"[sagemaker-ray-rl] {self.reason}", file=sys.stdout, flush=True)
+        for pid in self._script_pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+
+def _child_pids() -> list[int]:
+    """This process's direct children (the user script the toolkit started), from ``/proc``."""
+    me = os.getpid()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            # /proc/<pid>/stat: "pid (comm) state ppid ..."; comm may hold spaces and parentheses.
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == me:
+            pids.append(int(entry.name))
+    return pids
+
+
 @contextlib.contextmanager
-def stderr_tail(limit: int = STDERR_TAIL_BYTES) -> Iterator[Callable[[], str]]:
+def stderr_tail(
+    limit: int = STDERR_TAIL_BYTES, watch: Callable[[str], None] | None = None
+) -> Iterator[Callable[[], str]]:
     """Copy everything written to this process's file descriptor 2 (its own stderr and that of
-    the child processes it starts) to where it went before, keeping the last `limit` bytes.
+    the child processes it starts) to where it went before, keeping the last `limit` bytes, and
+    show each piece read, decoded, to `watch` (called from a reader thread).
 
     The log is unchanged, line for line (the toolkit's ``capture_error=True`` reads the script's
     stderr by chunks and strips each, which breaks indentation and lines in the job log, and keeps
@@ -158,6 +254,12 @@ def stderr_tail(limit: int = STDERR_TAIL_BYTES) -> Iterator[Callable[[], str]]:
             with lock:
                 kept.extend(data)
                 del kept[:-limit]
+            if watch is not None:
+                try:
+                    watch(data.decode("utf-8", "replace"))
+                except Exception as exc:  # a watcher must never stop the copy
+                    with contextlib.suppress(OSError):
+                        os.write(original, f"stderr watcher failed: {exc!r}\n".encode())
 
     thread = threading.Thread(target=pump, name="stderr-tail", daemon=True)
     thread.start()
