@@ -5,7 +5,8 @@ env runners, metric lines ``evaluation_return_*``). Evaluating the final policy 
 fixed number of episodes, is what users compare jobs by; RLlib has no "evaluate at the end" switch,
 so the checkpoint's weights and connector states are restored into an algorithm built from the same
 config with a local evaluation env runner only, and RLlib's own ``Algorithm.evaluate`` runs the
-episodes (greedy, ``explore=False``, RLlib's evaluation default).
+episodes, greedy as ``serve`` answers (``explore=False``; RLlib's evaluation would otherwise use the
+training config's ``explore=True``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ def evaluate_checkpoint(config: AlgorithmConfig, checkpoint_dir: Path, episodes:
     Returns:
         The evaluation metrics by `reporting.METRICS` name (``evaluation_return_mean``, ...).
     """
+    from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
+
     evaluation = config.copy(copy_frozen=False)
     evaluation.env_runners(num_env_runners=0)
     evaluation.learners(num_learners=0)
@@ -38,6 +41,7 @@ def evaluate_checkpoint(config: AlgorithmConfig, checkpoint_dir: Path, episodes:
         evaluation_num_env_runners=0,
         evaluation_duration=episodes,
         evaluation_duration_unit="episodes",
+        evaluation_config=AlgorithmConfig.overrides(explore=False),
     )
     evaluation.resources(custom_resources_for_main_process={})
     algo = evaluation.build_algo()

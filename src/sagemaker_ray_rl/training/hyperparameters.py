@@ -16,6 +16,10 @@ Accepted keys (the README's hyperparameter table):
 ``evaluation_episodes``         Episodes to evaluate the exported policy on after training. Default 0.
 ``stop.training_iteration``     Stop after this many iterations.
 ``stop.episode_return_mean``    Stop once ``env_runners/episode_return_mean`` reaches this.
+``stop.evaluation_return_mean`` Stop once the greedy policy's evaluation return (RLlib's evaluation,
+                                every iteration unless ``evaluation.evaluation_interval`` says
+                                otherwise, over ``evaluation_episodes`` or
+                                `STOP_EVALUATION_EPISODES` episodes) reaches this.
 ``stop.timesteps_total``        Stop after this many env steps sampled.
 ``stop.time_total_s``           Stop after this many seconds of training.
 ``rl.training.stop.<name>``     The same stop criteria in the seed-000 layout; ``episode_reward_mean``
@@ -73,6 +77,10 @@ DEFAULT_ALGORITHM = "PPO"
 DEFAULT_ENV = "CartPole-v1"
 DEFAULT_TRAINING_ITERATIONS = 100
 DEFAULT_CHECKPOINT_FREQUENCY = 10
+#: The stop criterion on the greedy policy's evaluation return, and its RLlib result key.
+EVALUATION_STOP = "evaluation/env_runners/episode_return_mean"
+#: Evaluation episodes per iteration for ``stop.evaluation_return_mean`` without ``evaluation_episodes``.
+STOP_EVALUATION_EPISODES = 10
 
 #: Stop hyperparameter -> the key of RLlib's result dict that Tune's stopper compares.
 #: Prefixes of stop criteria: ours, and the seed-000 experiment layout's ``rl.training.stop.<name>``.
@@ -82,6 +90,7 @@ STOP_CRITERIA: Mapping[str, str] = MappingProxyType(
     {
         "stop.training_iteration": "training_iteration",
         "stop.episode_return_mean": "env_runners/episode_return_mean",
+        "stop.evaluation_return_mean": "evaluation/env_runners/episode_return_mean",
         "stop.timesteps_total": "num_env_steps_sampled_lifetime",
         "stop.time_total_s": "time_total_s",
     }
@@ -295,6 +304,7 @@ def build_algorithm_config(spec: ExperimentSpec, *, num_gpus: int | None = None)
     for override in spec.overrides:
         _apply(config, override, grid_values(override)[0] if override in grids else override.value)
     place_learners_on_gpus(config, spec, _job_gpus() if num_gpus is None else num_gpus)
+    evaluate_as_served(config, spec)
     _validate(config, "")
     _preflight(config)
     for override in grids:
@@ -305,6 +315,30 @@ def build_algorithm_config(spec: ExperimentSpec, *, num_gpus: int | None = None)
     for override in grids:
         _apply(config, override, {GRID_SEARCH: list(grid_values(override))})
     return config
+
+
+def evaluate_as_served(config: AlgorithmConfig, spec: ExperimentSpec) -> None:
+    """Make RLlib's evaluation judge the policy as ``serve`` runs it: greedy actions
+    (``evaluation_config={"explore": False}``; RLlib evaluates with the training config's
+    ``explore=True`` by default, i.e. sampling actions, `SingleAgentEnvRunner.sample`), unless the
+    hyperparameters set ``evaluation.evaluation_config`` themselves. With ``stop.evaluation_return_mean``
+    it also turns evaluation on: every iteration (unless ``evaluation.evaluation_interval`` is given)
+    over ``evaluation_episodes`` episodes, or `STOP_EVALUATION_EPISODES` (unless
+    ``evaluation.evaluation_duration`` is given).
+    """
+    from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
+
+    given = {o.name for o in spec.overrides if o.section == "evaluation"}
+    if "evaluation_config" not in given:
+        config.evaluation(evaluation_config=AlgorithmConfig.overrides(explore=False))
+    if EVALUATION_STOP not in spec.stop:
+        return
+    if "evaluation_interval" not in given:
+        config.evaluation(evaluation_interval=1)
+    if "evaluation_duration" not in given:
+        config.evaluation(evaluation_duration=spec.evaluation_episodes or STOP_EVALUATION_EPISODES)
+        if "evaluation_duration_unit" not in given:
+            config.evaluation(evaluation_duration_unit="episodes")
 
 
 #: Ray Tune's grid search marker: ``tune.grid_search(values) == {"grid_search": values}``.
