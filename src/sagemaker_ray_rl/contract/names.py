@@ -23,6 +23,10 @@ NUM_CPUS_ENV = "SM_NUM_CPUS"
 NUM_GPUS_ENV = "SM_NUM_GPUS"
 CURRENT_HOST_ENV = "SM_CURRENT_HOST"
 
+#: Makes the toolkit's `entry_point.run` skip its wait (up to 15 minutes, silent) for every host name
+#: of resourceconfig.json to resolve (its Studio local mode switch; sagemaker_training 5.1 entry_point.py).
+TOOLKIT_SKIP_DNS_WAIT_ENV = "SM_STUDIO_LOCAL_MODE"
+
 # The user entry point (the toolkit reads both; the hyperparameter wins).
 USER_PROGRAM_ENV = "SAGEMAKER_PROGRAM"
 USER_PROGRAM_HYPERPARAMETER = "sagemaker_program"

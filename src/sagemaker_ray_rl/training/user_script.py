@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from sagemaker_ray_rl.contract import names
 from sagemaker_ray_rl.contract.environment import Environment, is_image_hyperparameter
 from sagemaker_ray_rl.contract.failure import FAILURE_REASON_LIMIT, write_failure
 
@@ -47,8 +48,6 @@ _UNPLACEABLE = re.compile(
     r"You asked for (?P<cpus>[\d.]+) CPUs and (?P<gpus>[\d.]+) GPUs(?: per trial)?, but the cluster only has "
     r"(?P<have_cpus>[\d.]+) CPUs and (?P<have_gpus>[\d.]+) GPUs available"
 )
-#: Makes `sagemaker_training.entry_point.run` skip its wait for the hosts' names to resolve.
-SKIP_DNS_WAIT_ENV = "SM_STUDIO_LOCAL_MODE"
 #: Bytes of the script's stderr kept for the failure reason (the end of it).
 STDERR_TAIL_BYTES = 64 * 1024
 #: Seconds to wait, once the script has exited, for the rest of its stderr to be read.
@@ -137,7 +136,7 @@ def run_user_entry_point(contract: Environment, *, ray_address: str | None = Non
         # resourceconfig.json resolves; one host has nobody to wait for, and a hand-written job dir
         # for `docker run` may name a host (algo-1) that never resolves in the container. Its switch
         # for that wait (`entry_point.run`) is this variable.
-        os.environ.setdefault(SKIP_DNS_WAIT_ENV, "true")
+        os.environ.setdefault(names.TOOLKIT_SKIP_DNS_WAIT_ENV, "true")
     watch = UnplaceableTuneRun(env.user_entry_point)
     with stderr_tail(watch=watch) as tail:
         try:
