@@ -2,9 +2,8 @@
 # The main job end to end, inside the image:
 #   1. build sagemaker-ray-rl:<VERSION>-cpu-py311 (scripts/build.sh)
 #   2. train PPO on CartPole-v1 from hyperparameters only (`docker run ... train` over build/demo/job,
-#      a local /opt/ml) until the greedy policy (as the server will answer) returns 475 on average over
-#      the 10 evaluation episodes after an iteration, or 60 iterations; then evaluate the exported
-#      policy on 100 greedy episodes
+#      a local /opt/ml) until the greedy policy (as it will be served) averages 500 (every episode perfect) over 20 evaluation
+#      episodes, or 40 iterations; then the exported policy is evaluated on 100 greedy episodes
 #   3. serve the exported model (`docker run ... serve`)
 #   4. play 10 episodes of CartPole-v1 through POST /invocations and print the mean return
 #   5. stop the server
@@ -27,14 +26,17 @@ cat > "$job/input/config/hyperparameters.json" <<'JSON'
   "env": "CartPole-v1",
   "rl.training.config.lr": "0.0003",
   "rl.training.config.num_epochs": "6",
-  "stop.evaluation_return_mean": "475",
-  "stop.training_iteration": "60",
-  "evaluation_episodes": "100"
+  "stop.evaluation_return_mean": "500",
+  "evaluation.evaluation_duration": "20",
+  "evaluation_episodes": "100",
+  "stop.training_iteration": "40"
 }
 JSON
 log "training: docker run --rm -v $job:/opt/ml $image train"
 "$DOCKER" run --rm -v "$job:/opt/ml" "$image" train
 log "exported model: $(ls "$job/model" | tr '\n' ' ')"
+greedy=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["metrics"]["evaluation_return_mean"])' "$job/model/metadata.json")
+log "the exported policy's mean return over 100 greedy episodes: $greedy"
 
 port=${DEMO_PORT:-8080}
 server=$(start_server "$job/model" "$port" "$image")

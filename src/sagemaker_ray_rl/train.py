@@ -8,9 +8,11 @@ this module and calls `main`. Every host of the job runs it; the cluster launche
   never run training or user code, but with a user entry point they fetch and install its source
   dir as the master does (`install_user_code`), so the modules it imports load in their env runners;
 - the master runs either a user entry point (``sagemaker_program`` / ``SAGEMAKER_PROGRAM``), through
-  the toolkit's own `sagemaker_training.entry_point.run` exactly as it would without us
-  (hyperparameters as command-line arguments, ``SM_*`` variables, ``requirements.txt``) and with
-  ``RAY_ADDRESS`` set, or the built-in experiment: hyperparameters -> checked spec -> RLlib config
+  the toolkit's own `sagemaker_training.entry_point.run` as it would without us
+  (hyperparameters other than the image's own as command-line arguments, ``SM_*`` variables,
+  ``requirements.txt``), its error in the failure file (`training.user_script`); on several hosts
+  with ``RAY_ADDRESS`` set, on one host with no Ray started (the script's own ``ray.init(num_cpus=...)``
+  starts it, as on any machine); or the built-in experiment: hyperparameters -> checked spec -> RLlib config
   (all before Ray starts) -> Tune -> export to the model dir, or, with hyperparameter
   ``mode=collect|offline``, a batch-RL job (`sagemaker_ray_rl.offline.runner`).
 
@@ -72,6 +74,14 @@ def main() -> None:
 
             plan = prepare(contract)
         user_code = plan is None and offline is None
+        if user_code and len(contract.resource_config.hosts) == 1:
+            # One host: Ray is left to the script, whose own ray.init(...) starts it here as on any
+            # machine, num_cpus= and num_gpus= included (Ray refuses those when joining a running
+            # cluster); run_experiment starts it when the script did not.
+            from sagemaker_ray_rl.training.user_script import LOCAL_RAY_ADDRESS, run_user_entry_point
+
+            run_user_entry_point(contract, ray_address=LOCAL_RAY_ADDRESS)
+            return
 
         from sagemaker_ray_rl.cluster import ray_cluster
 
@@ -79,7 +89,7 @@ def main() -> None:
             if user_code:
                 from sagemaker_ray_rl.training.user_script import run_user_entry_point
 
-                run_user_entry_point()
+                run_user_entry_point(contract)
             elif offline is not None:  # mode=collect|offline: sagemaker_ray_rl.offline
                 from sagemaker_ray_rl.offline import runner as offline_runner
 

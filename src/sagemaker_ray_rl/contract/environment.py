@@ -55,6 +55,15 @@ def decode_hyperparameters(raw: Mapping[str, Any]) -> dict[str, Any]:
     return decoded
 
 
+def is_image_hyperparameter(name: str) -> bool:
+    """Whether hyperparameter `name` belongs to the image, SageMaker or the SDK rather than to RLlib
+    or a user script: ``sagemaker_*`` (SDK and toolkit), ``_*`` (reserved by SageMaker, e.g. the
+    tuner's ``_tuning_objective_metric``), ``ray.*`` (the cluster), ``mode`` and ``offline.*``
+    (collect and offline jobs). Source of the families: `names.IMAGE_HYPERPARAMETER_PREFIXES`.
+    """
+    return name in p.IMAGE_HYPERPARAMETERS or name.startswith(p.IMAGE_HYPERPARAMETER_PREFIXES)
+
+
 @dataclass(frozen=True)
 class InstanceGroup:
     """One SageMaker instance group of a heterogeneous cluster (resourceconfig ``instance_groups``).

@@ -23,17 +23,38 @@ NUM_CPUS_ENV = "SM_NUM_CPUS"
 NUM_GPUS_ENV = "SM_NUM_GPUS"
 CURRENT_HOST_ENV = "SM_CURRENT_HOST"
 
+#: Makes the toolkit's `entry_point.run` skip its wait (up to 15 minutes, silent) for every host name
+#: of resourceconfig.json to resolve (its Studio local mode switch; sagemaker_training 5.1 entry_point.py).
+TOOLKIT_SKIP_DNS_WAIT_ENV = "SM_STUDIO_LOCAL_MODE"
+
 # The user entry point (the toolkit reads both; the hyperparameter wins).
 USER_PROGRAM_ENV = "SAGEMAKER_PROGRAM"
 USER_PROGRAM_HYPERPARAMETER = "sagemaker_program"
 # Hyperparameters with this prefix belong to the toolkit and the SDK, never to RLlib.
 SAGEMAKER_HYPERPARAMETER_PREFIX = "sagemaker_"
+#: Hyperparameters with a leading underscore are reserved by SageMaker itself: automatic model
+#: tuning adds ``_tuning_objective_metric`` (the tuner's objective metric name) to every training
+#: job it starts (the SDK's ``sagemaker/tuner.py`` deletes it again in ``attach``; the toolkit lists
+#: it in ``params.SAGEMAKER_HYPERPARAMETERS``). Never RLlib's, never a user script's argument.
+RESERVED_HYPERPARAMETER_PREFIX = "_"
+TUNING_OBJECTIVE_METRIC_HYPERPARAMETER = "_tuning_objective_metric"
 #: Hyperparameters of the Ray cluster over the job's hosts (`sagemaker_ray_rl.cluster.settings`).
 CLUSTER_HYPERPARAMETER_PREFIX = "ray."
 #: The job kind: ``train`` (default), ``collect`` or ``offline`` (`sagemaker_ray_rl.offline.settings`).
 MODE_HYPERPARAMETER = "mode"
 #: Hyperparameters of collect and offline jobs (`sagemaker_ray_rl.offline.settings`).
 OFFLINE_HYPERPARAMETER_PREFIX = "offline."
+#: Prefixes of the hyperparameters the image (the SDK, SageMaker, the toolkit) reads itself: the
+#: built-in experiment leaves them to their owners, and a user entry point never gets them as
+#: command-line arguments (they stay in ``SM_HPS``). `environment.is_image_hyperparameter` applies it.
+IMAGE_HYPERPARAMETER_PREFIXES = (
+    SAGEMAKER_HYPERPARAMETER_PREFIX,
+    RESERVED_HYPERPARAMETER_PREFIX,
+    CLUSTER_HYPERPARAMETER_PREFIX,
+    OFFLINE_HYPERPARAMETER_PREFIX,
+)
+#: Whole names of the image's own hyperparameters (besides `IMAGE_HYPERPARAMETER_PREFIXES`).
+IMAGE_HYPERPARAMETERS = (MODE_HYPERPARAMETER,)
 
 # Hosting and batch transform.
 BIND_TO_PORT_ENV = "SAGEMAKER_BIND_TO_PORT"

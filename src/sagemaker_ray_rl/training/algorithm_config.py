@@ -14,15 +14,12 @@ from sagemaker_ray_rl.contract import validation
 from sagemaker_ray_rl.contract.errors import HyperparameterError
 from sagemaker_ray_rl.training.hyperparameters import (
     ENV,
-    STOP_CRITERIA,
+    EVALUATION_STOP,
+    STOP_EVALUATION_EPISODES,
     ConfigOverride,
     ExperimentSpec,
     algorithm_config_class,
 )
-
-#: Greedy episodes evaluated after every iteration when ``stop.evaluation_return_mean`` is given and
-#: the hyperparameters set no ``evaluation.evaluation_interval``.
-EVALUATION_STOP_EPISODES = 10
 
 if TYPE_CHECKING:
     from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
@@ -56,7 +53,7 @@ def build_algorithm_config(spec: ExperimentSpec, *, num_gpus: int | None = None)
     for override in spec.overrides:
         _apply(config, override, grid_values(override)[0] if override in grids else override.value)
     place_learners_on_gpus(config, spec, _job_gpus() if num_gpus is None else num_gpus)
-    evaluate_for_stop(config, spec)
+    evaluate_as_served(config, spec)
     _validate(config, "")
     _preflight(config)
     for override in grids:
@@ -104,34 +101,31 @@ def first_variant(config: AlgorithmConfig) -> AlgorithmConfig:
     return variant
 
 
-def evaluate_for_stop(config: AlgorithmConfig, spec: ExperimentSpec) -> None:
-    """Turn on RLlib's evaluation after every iteration when a stop criterion reads its result.
-
-    ``stop.evaluation_return_mean`` stops on ``evaluation/env_runners/episode_return_mean``, which
-    RLlib reports only in iterations that evaluate. Unless the hyperparameters set
-    ``evaluation.evaluation_interval``, every iteration evaluates `EVALUATION_STOP_EPISODES` complete
-    episodes on the algorithm's own process (``evaluation_num_env_runners=0``) after the iteration's
-    update: the weights evaluated are the weights of the checkpoint that iteration saves. Evaluation
-    is greedy (``explore=False``, as the server answers by default) unless the hyperparameters give an
-    ``evaluation.evaluation_config``: RLlib's new-stack evaluation env runners inherit the training
-    config's ``explore=True`` otherwise (`AlgorithmConfig.get_evaluation_config_object`).
+def evaluate_as_served(config: AlgorithmConfig, spec: ExperimentSpec) -> None:
+    """Make RLlib's evaluation judge the policy as ``serve`` runs it: greedy actions
+    (``evaluation_config={"explore": False}``; RLlib's new-stack evaluation env runners otherwise use
+    the training config's ``explore=True``, i.e. sample actions: `AlgorithmConfig.get_evaluation_config_object`),
+    unless the hyperparameters set ``evaluation.evaluation_config`` themselves. With
+    ``stop.evaluation_return_mean`` it also turns evaluation on: every iteration (unless
+    ``evaluation.evaluation_interval`` is given), after the iteration's update (so the weights judged are
+    those of the checkpoint the iteration saves), over ``evaluation_episodes`` episodes or
+    `STOP_EVALUATION_EPISODES` (unless ``evaluation.evaluation_duration`` is given).
 
     Args:
         config: the config being built; changed in place.
-        spec: its experiment spec.
+        spec: its experiment spec (to see which evaluation settings the user gave).
     """
-    if STOP_CRITERIA["stop.evaluation_return_mean"] not in spec.stop:
-        return
     given = {o.name for o in spec.overrides if o.section == "evaluation"}
     if "evaluation_config" not in given:
         config.evaluation(evaluation_config={"explore": False})
+    if EVALUATION_STOP not in spec.stop:
+        return
     if "evaluation_interval" not in given:
-        config.evaluation(
-            evaluation_interval=1,
-            evaluation_duration=EVALUATION_STOP_EPISODES,
-            evaluation_duration_unit="episodes",
-            evaluation_num_env_runners=0,
-        )
+        config.evaluation(evaluation_interval=1)
+    if "evaluation_duration" not in given:
+        config.evaluation(evaluation_duration=spec.evaluation_episodes or STOP_EVALUATION_EPISODES)
+        if "evaluation_duration_unit" not in given:
+            config.evaluation(evaluation_duration_unit="episodes")
 
 
 def _apply(config: AlgorithmConfig, override: ConfigOverride, value: Any) -> None:

@@ -32,6 +32,7 @@ def evaluate_checkpoint(config: AlgorithmConfig, checkpoint_dir: Path, episodes:
     Returns:
         The evaluation metrics by `reporting.METRICS` name (``evaluation_return_mean``, ...).
     """
+
     evaluation = config.copy(copy_frozen=False)
     evaluation.env_runners(num_env_runners=0)
     evaluation.learners(num_learners=0)

@@ -91,12 +91,17 @@ def run_experiment(
         The result; ``stopped`` is True when SIGTERM ended the run early (after a checkpoint).
 
     Raises:
+        ClusterError: the trial's actors (main process, env runners, learners) ask for more CPUs,
+            GPUs or custom resources than the cluster has (`cluster.placement.check_fits`), before
+            any trial starts.
         TrainingError: the trial failed (its error is in the message) or left no checkpoint.
     """
     import ray
     from ray import tune
 
+    from sagemaker_ray_rl.cluster.placement import check_fits
     from sagemaker_ray_rl.training.graceful_stop import GracefulStop
+    from sagemaker_ray_rl.training.hyperparameters import first_variant
 
     storage = Path(storage_dir).resolve()
     graceful = GracefulStop(storage)
@@ -108,6 +113,8 @@ def run_experiment(
         ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False)
     try:
         _pin_main_process_to_this_host(config)
+        # Fail now, naming what is asked and what the cluster has, instead of a trial that waits forever.
+        check_fits(first_variant(config), ray.nodes())
         path = storage / name
         if tune.Tuner.can_restore(path):
             check_resumable(path)

@@ -16,10 +16,10 @@ Accepted keys (the README's hyperparameter table):
 ``evaluation_episodes``         Episodes to evaluate the exported policy on after training. Default 0.
 ``stop.training_iteration``     Stop after this many iterations.
 ``stop.episode_return_mean``    Stop once ``env_runners/episode_return_mean`` reaches this.
-``stop.evaluation_return_mean`` Stop once the greedy policy's mean return over RLlib's evaluation
-                                episodes after an iteration reaches this (evaluation every iteration
-                                over `EVALUATION_STOP_EPISODES` episodes unless
-                                ``evaluation.evaluation_interval`` is given).
+``stop.evaluation_return_mean`` Stop once the greedy policy's evaluation return (RLlib's evaluation,
+                                every iteration unless ``evaluation.evaluation_interval`` says
+                                otherwise, over ``evaluation_episodes`` or
+                                `STOP_EVALUATION_EPISODES` episodes) reaches this.
 ``stop.timesteps_total``        Stop after this many env steps sampled.
 ``stop.time_total_s``           Stop after this many seconds of training.
 ``rl.training.stop.<name>``     The same stop criteria in the seed-000 layout; ``episode_reward_mean``
@@ -36,6 +36,8 @@ old-stack names               ``num_workers``, ``num_sgd_iter``, ``sgd_minibatch
 ``ray.*``                       The Ray cluster over the job's hosts (`cluster.settings`); ignored here.
 ``mode``, ``offline.*``         Collect and offline jobs (`offline.settings`); ignored here.
 ``sagemaker_*``                 The toolkit's and the SDK's own; ignored here.
+``_*``                          Reserved by SageMaker (a tuning job's ``_tuning_objective_metric``);
+                                ignored here.
 ==============================  ===============================================================
 
 With no stop key at all, training stops after `DEFAULT_TRAINING_ITERATIONS` iterations. Several stop
@@ -55,8 +57,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from sagemaker_ray_rl.contract import names as p
 from sagemaker_ray_rl.contract import validation
+from sagemaker_ray_rl.contract.environment import is_image_hyperparameter
 from sagemaker_ray_rl.contract.errors import HyperparameterError
 from sagemaker_ray_rl.training import legacy
 
@@ -75,6 +77,10 @@ DEFAULT_ALGORITHM = "PPO"
 DEFAULT_ENV = "CartPole-v1"
 DEFAULT_TRAINING_ITERATIONS = 100
 DEFAULT_CHECKPOINT_FREQUENCY = 10
+#: The stop criterion on the greedy policy's evaluation return, and its RLlib result key.
+EVALUATION_STOP = "evaluation/env_runners/episode_return_mean"
+#: Evaluation episodes per iteration for ``stop.evaluation_return_mean`` without ``evaluation_episodes``.
+STOP_EVALUATION_EPISODES = 10
 
 #: Stop hyperparameter -> the key of RLlib's result dict that Tune's stopper compares.
 #: Prefixes of stop criteria: ours, and the seed-000 experiment layout's ``rl.training.stop.<name>``.
@@ -181,15 +187,7 @@ def parse_hyperparameters(
         HyperparameterError: an unknown key, a value of the wrong type, an unknown algorithm or env.
     """
     skipped = set(ignore)
-    hps = {
-        k: v
-        for k, v in hyperparameters.items()
-        if k not in skipped
-        and not k.startswith(
-            (p.SAGEMAKER_HYPERPARAMETER_PREFIX, p.CLUSTER_HYPERPARAMETER_PREFIX, p.OFFLINE_HYPERPARAMETER_PREFIX)
-        )
-        and k != p.MODE_HYPERPARAMETER
-    }
+    hps = {k: v for k, v in hyperparameters.items() if k not in skipped and not is_image_hyperparameter(k)}
     algorithm = validation.string(ALGORITHM, hps.get(ALGORITHM, DEFAULT_ALGORITHM))
     config_cls = algorithm_config_class(algorithm)
     owners = _builder_keywords(config_cls)

@@ -1,23 +1,82 @@
 """A user entry point (``sagemaker_program``), run with the training toolkit's own functions.
 
-The master runs the script exactly as the toolkit would without us (hyperparameters as
-command-line arguments, ``SM_*`` variables, ``requirements.txt``); worker hosts only install its
-source dir, so the modules it imports load in their env runners.
+The master runs the script as the toolkit would without us (``SM_*`` variables, ``SM_HPS``,
+``requirements.txt``, hyperparameters as command-line arguments), with two differences a user sees:
+
+- the image's own hyperparameters (`environment.is_image_hyperparameter`: ``ray.*``, ``mode``,
+  ``offline.*``, SageMaker's reserved ``_*``; the toolkit already drops ``sagemaker_*``) are not
+  passed as command-line arguments, so an ``argparse`` script that declares only its own options
+  works; they stay in ``SM_HPS`` and ``SM_HP_<NAME>``;
+- when the script fails, the failure file (SageMaker's ``FailureReason``) names its error: the
+  exception type and message and the last lines of its traceback, taken from the script's stderr
+  (`failure_reason`), instead of the toolkit's ``ExecuteUserScriptError ... ErrorMessage ""``.
 
 SIGTERM (``StopTrainingJob``, a spot interruption) reaches the script: the toolkit waits on the
 script's process and never passes a signal on, so `run_user_entry_point` does (`ForwardSigterm`),
 and gives the script the built-in experiment's time to checkpoint and exit
 (``names.STOP_BUDGET_S``, 90 s of SageMaker's 120) before it is killed.
+
+Worker hosts only install its source dir, so the modules it imports load in their env runners.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
 import signal
 import sys
 import threading
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 from sagemaker_ray_rl.contract import names
+from sagemaker_ray_rl.contract.environment import Environment, is_image_hyperparameter
+from sagemaker_ray_rl.contract.failure import FAILURE_REASON_LIMIT, write_failure
+
+#: ``RAY_ADDRESS`` of a one-host script: Ray 2.60's ``ray.init()`` (any arguments, ``address=None`` or
+#: ``"auto"``) then starts a new local instance (`ray._private.services.get_ray_address_from_environment`)
+#: and never joins another one found in ``/tmp/ray/ray_current_cluster``.
+LOCAL_RAY_ADDRESS = "local"
+#: Seconds a Tune run in the script may have no trial running before Tune checks whether any pending
+#: trial fits in the cluster at all (Tune's own check, `ray.tune.execution.insufficient_resources_manager`;
+#: its default is 60 s). When none fits, the script is stopped and the failure file says why.
+TUNE_PLACEMENT_CHECK_S = 20
+#: Tune's two variables for that delay (one for clusters started by Ray's autoscaler).
+TUNE_PLACEMENT_CHECK_ENV = (
+    "TUNE_WARN_INSUFFICENT_RESOURCE_THRESHOLD_S",
+    "TUNE_WARN_INSUFFICENT_RESOURCE_THRESHOLD_S_AUTOSCALER",
+)
+#: Tune's warning when no pending trial can ever be placed (MSG_TUNE_INSUFFICIENT / MSG_TRAIN_INSUFFICIENT).
+_UNPLACEABLE = re.compile(
+    r"You asked for (?P<cpus>[\d.]+) CPUs and (?P<gpus>[\d.]+) GPUs(?: per trial)?, but the cluster only has "
+    r"(?P<have_cpus>[\d.]+) CPUs and (?P<have_gpus>[\d.]+) GPUs available"
+)
+#: Bytes of the script's stderr kept for the failure reason (the end of it).
+STDERR_TAIL_BYTES = 64 * 1024
+#: Seconds to wait, once the script has exited, for the rest of its stderr to be read.
+_DRAIN_TIMEOUT_S = 2.0
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+#: A log line of the toolkit itself (``2026-12-01 15:34:10,324 sagemaker-training-toolkit INFO ...``).
+_TOOLKIT_LOG = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ sagemaker-training-toolkit ")
+#: An informational log line (Ray's, the toolkit's, logging's default format): not the script's error.
+_INFO_LOG = re.compile(r"^\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d[,.]\d+\s.*\b(DEBUG|INFO|WARNING)\b")
+#: The ``^^^^`` / ``~~~^^`` markers under a traceback's code line (Python 3.11).
+_CARETS = re.compile(r"^[\s^~]+$")
+#: The last line of a Python traceback: ``[module.]Name[(Cause)][: message]`` at column 0.
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(\([\w.]+\))?(: .*)?$")
+_TRACEBACK_HEAD = "Traceback (most recent call last):"
+#: What the toolkit logs just before it starts the script (``logging_config.log_script_invocation``).
+_INVOCATION_MARKER = "Invoking script with the following command:"
+#: Errors of scripts written for one machine, and what to change on SageMaker: text in the error -> hint.
+HINTS = {
+    "When connecting to an existing cluster, num_cpus and num_gpus must not be provided": (
+        "on several hosts the image has started Ray over all of them before the script (RAY_ADDRESS): "
+        "call ray.init() without num_cpus and num_gpus (ray.cluster_resources() gives the job's totals)"
+    ),
+}
 
 
 def install_user_code() -> None:
@@ -38,23 +97,67 @@ def install_user_code() -> None:
     entry_point.install(env.user_entry_point, toolkit_environment.code_dir, capture_error=True)
 
 
-def run_user_entry_point(stop_budget_s: float = names.STOP_BUDGET_S) -> None:
-    """Run ``sagemaker_program`` the way the training toolkit does without a framework module, with
-    SIGTERM passed on to it (`ForwardSigterm`).
+def script_arguments(hyperparameters: Mapping[str, Any]) -> list[str]:
+    """The command-line arguments of the user script: the toolkit's ``--name value`` form
+    (`sagemaker_training.mapping.to_cmd_args`) of every hyperparameter that is not the image's own.
 
     Args:
-        stop_budget_s: seconds the script gets after SIGTERM before it is killed.
+        hyperparameters: the toolkit's ``Environment.hyperparameters`` (decoded, ``sagemaker_*``
+            already removed).
+
+    Returns:
+        e.g. ``["--episode-limit", "20", "--lr", "0.001"]`` for ``{"episode-limit": 20, "lr": 0.001,
+        "ray.gcs_port": 6380}``.
+    """
+    from sagemaker_training import mapping
+
+    return mapping.to_cmd_args({k: v for k, v in hyperparameters.items() if not is_image_hyperparameter(k)})
+
+
+def run_user_entry_point(
+    contract: Environment, *, ray_address: str | None = None, stop_budget_s: float = names.STOP_BUDGET_S
+) -> None:
+    """Run ``sagemaker_program`` with the training toolkit's `entry_point.run` (see the module
+    docstring for what differs from the toolkit's own run).
+
+    Args:
+        contract: the job's contract; its failure file gets the script's error.
+        ray_address: ``RAY_ADDRESS`` for the script (`LOCAL_RAY_ADDRESS` on one host, where the
+            image starts no Ray); None keeps this process's (the job's cluster on several hosts).
+        stop_budget_s: seconds the script gets after SIGTERM before it is killed (`ForwardSigterm`).
 
     Raises:
-        sagemaker_training.errors.ExecuteUserScriptError: the script exited non-zero (the toolkit's
-            own error, which it reports).
+        sagemaker_training.errors.ExecuteUserScriptError: the script exited with a non-zero code
+            (after the failure file names its error); the toolkit reports it and exits 1.
     """
-    from sagemaker_training import entry_point
+    from sagemaker_training import entry_point, errors
     from sagemaker_training import environment as toolkit_environment
 
     env = toolkit_environment.Environment()
-    with ForwardSigterm(stop_budget_s):
-        entry_point.run(env.module_dir, env.user_entry_point, env.to_cmd_args(), env.to_env_vars())
+    # The toolkit runs the script with this process's environment.
+    if ray_address is not None:
+        os.environ["RAY_ADDRESS"] = ray_address
+    for name in TUNE_PLACEMENT_CHECK_ENV:
+        os.environ.setdefault(name, str(TUNE_PLACEMENT_CHECK_S))
+    if len(env.hosts) == 1:
+        # The toolkit first waits, silently and for up to 15 minutes, until every host name of
+        # resourceconfig.json resolves; one host has nobody to wait for, and a hand-written job dir
+        # for `docker run` may name a host (algo-1) that never resolves in the container. Its switch
+        # for that wait (`entry_point.run`) is this variable.
+        os.environ.setdefault(names.TOOLKIT_SKIP_DNS_WAIT_ENV, "true")
+    watch = UnplaceableTuneRun(env.user_entry_point)
+    with stderr_tail(watch=watch) as tail, ForwardSigterm(stop_budget_s):
+        try:
+            entry_point.run(
+                env.module_dir, env.user_entry_point, script_arguments(env.hyperparameters), env.to_env_vars()
+            )
+        except errors.ExecuteUserScriptError as exc:
+            failed = exc
+        else:
+            return
+    reason = watch.reason or failure_reason(tail(), failed.return_code, env.user_entry_point)
+    write_failure(contract, reason)
+    raise failed
 
 
 class ForwardSigterm:
@@ -148,3 +251,196 @@ class ForwardSigterm:
                         process.kill()
             except psutil.NoSuchProcess:
                 pass
+
+
+class UnplaceableTuneRun:
+    """Stops the user script when its Tune run can never start a trial, instead of letting it wait
+    for the job's whole ``MaxRuntimeInSeconds``.
+
+    Tune checks, after `TUNE_PLACEMENT_CHECK_S` seconds without a running trial, whether any
+    pending trial fits in the cluster's CPUs and GPUs, and only logs a warning when none does
+    ("You asked for 5.0 CPUs and 0 GPUs per trial, but the cluster only has 2.0 CPUs and 0 GPUs
+    available"). Fed the script's stderr (`stderr_tail`), this sends SIGTERM to the script on that
+    warning and keeps a failure reason naming both numbers.
+
+    Attributes:
+        reason: the failure reason once the script was stopped, else None.
+    """
+
+    def __init__(self, entry_point: str, script_pids: Callable[[], list[int]] | None = None) -> None:
+        self.entry_point = entry_point
+        self.reason: str | None = None
+        self._script_pids = script_pids or _child_pids
+        self._carry = ""
+
+    def __call__(self, text: str) -> None:
+        """Look at more of the script's stderr (any chunking; lines may be split between calls)."""
+        if self.reason is not None:
+            return
+        lines = (self._carry + text).split("\n")
+        self._carry = lines.pop()[-4096:]
+        for line in lines:
+            found = _UNPLACEABLE.search(line)
+            if found:
+                self._stop(found)
+                return
+
+    def _stop(self, found: re.Match[str]) -> None:
+        cpus, gpus = float(found["cpus"]), float(found["gpus"])
+        have_cpus, have_gpus = float(found["have_cpus"]), float(found["have_gpus"])
+        self.reason = (
+            f"The Tune run of entry point {self.entry_point} cannot be placed: a trial asks for {cpus:g} CPU(s) and "
+            f"{gpus:g} GPU(s), the Ray cluster has {have_cpus:g} CPU(s) and {have_gpus:g} GPU(s); no trial started "
+            f"within {TUNE_PLACEMENT_CHECK_S} s, so the script was stopped. Ask for less (RLlib: num_env_runners, "
+            "num_learners, num_cpus_per_env_runner, num_gpus_per_learner) or use a larger instance type or more hosts"
+        )
+        print(f"[sagemaker-ray-rl] {self.reason}", file=sys.stdout, flush=True)
+        for pid in self._script_pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+
+def _child_pids() -> list[int]:
+    """This process's direct children (the user script the toolkit started), from ``/proc``."""
+    me = os.getpid()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            # /proc/<pid>/stat: "pid (comm) state ppid ..."; comm may hold spaces and parentheses.
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == me:
+            pids.append(int(entry.name))
+    return pids
+
+
+@contextlib.contextmanager
+def stderr_tail(
+    limit: int = STDERR_TAIL_BYTES, watch: Callable[[str], None] | None = None
+) -> Iterator[Callable[[], str]]:
+    """Copy everything written to this process's file descriptor 2 (its own stderr and that of
+    the child processes it starts) to where it went before, keeping the last `limit` bytes, and
+    show each piece read, decoded, to `watch` (called from a reader thread).
+
+    The log is unchanged, line for line (the toolkit's ``capture_error=True`` reads the script's
+    stderr by chunks and strips each, which breaks indentation and lines in the job log, and keeps
+    nothing when no Python exception name appears, e.g. an ``argparse`` usage error).
+
+    Yields:
+        A function returning the kept tail, decoded as UTF-8 (undecodable bytes replaced). It is
+        complete once the block has exited.
+    """
+    sys.stderr.flush()
+    original = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    kept = bytearray()
+    lock = threading.Lock()
+
+    def pump() -> None:
+        while True:
+            try:
+                data = os.read(read_end, 65536)
+            except OSError:
+                return
+            if not data:
+                return
+            with contextlib.suppress(OSError):
+                os.write(original, data)
+            with lock:
+                kept.extend(data)
+                del kept[:-limit]
+            if watch is not None:
+                try:
+                    watch(data.decode("utf-8", "replace"))
+                except Exception as exc:  # a watcher must never stop the copy
+                    with contextlib.suppress(OSError):
+                        os.write(original, f"stderr watcher failed: {exc!r}\n".encode())
+
+    thread = threading.Thread(target=pump, name="stderr-tail", daemon=True)
+    thread.start()
+
+    def text() -> str:
+        with lock:
+            return bytes(kept).decode("utf-8", "replace")
+
+    try:
+        yield text
+    finally:
+        sys.stderr.flush()
+        os.dup2(original, 2)
+        # EOF comes once no process holds the pipe; a daemon the script started may keep it open,
+        # and then the pump goes on copying its output after this returns.
+        thread.join(_DRAIN_TIMEOUT_S)
+
+
+def failure_reason(stderr: str, exit_code: int | None, entry_point: str, limit: int = FAILURE_REASON_LIMIT) -> str:
+    """The failure file's text for a user script that exited with `exit_code`, within `limit`
+    characters: its exception (type and message) first, then the last lines of its traceback.
+
+    Args:
+        stderr: the end of the job's stderr while the script ran (see `stderr_tail`).
+        exit_code: the script's exit status (negative: killed by that signal; 137: SIGKILL).
+        entry_point: the script's name, e.g. ``train.py``.
+        limit: characters SageMaker shows as ``FailureReason``.
+
+    Returns:
+        e.g. ``ModuleNotFoundError: No module named 'gym' (entry point train.py, exit code 1);
+        traceback, last lines: File "/opt/ml/code/train.py", line 3, in <module> | import gym``.
+        Without a Python traceback (an ``argparse`` usage error, ``sys.exit("...")``): the script's
+        last stderr lines.
+    """
+    lines = [_ANSI.sub("", line).rstrip() for line in _script_output(stderr).splitlines()]
+    lines = [line for line in lines if line.strip() and not _TOOLKIT_LOG.match(line) and not _CARETS.match(line)]
+    status = f"exit code {exit_code}"
+    if exit_code in (137, -9):
+        status += ", killed by SIGKILL: out of memory?"
+    where = f"entry point {entry_point}, {status}"
+    heads = [i for i, line in enumerate(lines) if line.strip() == _TRACEBACK_HEAD]
+    if not heads:
+        last = [line for line in lines if not _INFO_LOG.match(line)][-3:]
+        if not last:
+            return _fit(f"The {where} failed and wrote nothing to stderr; the job log holds its output.", limit)
+        return _fit(f"The {where} failed: " + " | ".join(line.strip() for line in last), limit)
+    block = lines[heads[-1] + 1 :]
+    at = next((i for i, line in enumerate(block) if not line[:1].isspace() and _EXCEPTION_LINE.match(line)), None)
+    if at is None:
+        frames, exception = block, "an exception"
+    else:
+        frames = block[:at]
+        exception = " | ".join(line.strip() for line in block[at : at + 6])
+    head = f"{_cut(exception, limit // 2)} ({where})"
+    hints = [hint for text, hint in HINTS.items() if text in exception]
+    if hints:
+        head += "; to fix: " + "; ".join(hints)
+    frames_text = [line.strip() for line in frames]
+    budget = limit - len(head) - len("; traceback, last lines: ")
+    shown: list[str] = []
+    for line in reversed(frames_text):
+        if sum(len(s) + 3 for s in shown) + len(line) > budget:
+            break
+        shown.insert(0, line)
+    if not shown:
+        return _fit(head, limit)
+    return _fit(f"{head}; traceback, last lines: " + " | ".join(shown), limit)
+
+
+def _script_output(stderr: str) -> str:
+    """What follows the toolkit's log of the command (the script's own stderr), else everything."""
+    at = stderr.rfind(_INVOCATION_MARKER)
+    if at < 0:
+        return stderr
+    rest = stderr[at + len(_INVOCATION_MARKER) :].lstrip("\n")
+    return rest.split("\n", 1)[1] if "\n" in rest else ""
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _fit(text: str, limit: int) -> str:
+    return _cut(" ".join(text.split()), limit)

@@ -4,7 +4,11 @@ import pytest
 
 from sagemaker_ray_rl.contract.errors import HyperparameterError
 from sagemaker_ray_rl.training.algorithm_config import build_algorithm_config
-from sagemaker_ray_rl.training.hyperparameters import DEFAULT_TRAINING_ITERATIONS, parse_hyperparameters
+from sagemaker_ray_rl.training.hyperparameters import (
+    DEFAULT_TRAINING_ITERATIONS,
+    STOP_EVALUATION_EPISODES,
+    parse_hyperparameters,
+)
 
 
 def config_for(hps: dict, num_cpus: int = 4):
@@ -289,3 +293,38 @@ def test_stop_on_evaluation_return_keeps_the_users_evaluation_settings():
     config = build_algorithm_config(parse_hyperparameters(hps, num_cpus=2))
     assert config.evaluation_interval == 5
     assert config.get_evaluation_config_object().explore is False
+
+
+def test_rllib_evaluation_is_greedy_as_served_unless_the_hyperparameters_say_otherwise():
+    config = config_for({"evaluation.evaluation_interval": 2})
+    assert config.get_evaluation_config_object().explore is False
+    assert config.evaluation_interval == 2 and config.explore is True  # training still explores
+    kept = config_for({"evaluation.evaluation_config": {"explore": True}})
+    assert kept.get_evaluation_config_object().explore is True
+
+
+def test_stop_on_the_greedy_evaluation_return_turns_evaluation_on():
+    spec = parse_hyperparameters({"stop.evaluation_return_mean": 450, "evaluation_episodes": 30}, num_cpus=4)
+    assert dict(spec.stop) == {"evaluation/env_runners/episode_return_mean": 450}
+    config = build_algorithm_config(spec)
+    assert (config.evaluation_interval, config.evaluation_duration, config.evaluation_duration_unit) == (
+        1,
+        30,
+        "episodes",
+    )
+    assert config.get_evaluation_config_object().explore is False
+    # Without evaluation_episodes: STOP_EVALUATION_EPISODES; RLlib settings given win.
+    config = config_for(
+        {
+            "stop.evaluation_return_mean": 450,
+            "evaluation.evaluation_interval": 5,
+            "evaluation.evaluation_duration": 2000,
+            "evaluation.evaluation_duration_unit": "timesteps",
+        }
+    )
+    assert (config.evaluation_interval, config.evaluation_duration, config.evaluation_duration_unit) == (
+        5,
+        2000,
+        "timesteps",
+    )
+    assert config_for({"stop.evaluation_return_mean": 450}).evaluation_duration == STOP_EVALUATION_EPISODES

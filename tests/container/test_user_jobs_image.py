@@ -1,0 +1,145 @@
+"""Jobs as users start them, in the image: a tuning job's training job, and user entry points
+written for one machine (argparse, their own ``ray.init(num_cpus=...)``), on one host and two.
+
+The same cases run without Docker in tests/integration/test_user_jobs.py; here they run in real
+containers, with SageMaker-local-mode host names (`container.multihost.MultiHostJob`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import textwrap
+import time
+
+import pytest
+from container.multihost import MultiHostJob
+
+pytestmark = pytest.mark.container
+
+#: What a SageMaker tuning job writes to its training job's hyperparameters.json (the SDK v2 tuner
+#: with include_cls_metadata, and the service's reserved `_tuning_objective_metric`).
+TUNING = {
+    "stop.training_iteration": "1",
+    "evaluation_episodes": "2",
+    "training.train_batch_size_per_learner": "1000",
+    "training.minibatch_size": "250",
+    "sagemaker_estimator_class_name": '"Estimator"',
+    "sagemaker_estimator_module": '"sagemaker.estimator"',
+    "rl.training.config.lr": "0.0001",
+    "_tuning_objective_metric": "evaluation_return_mean",
+}
+
+ARGPARSE_SCRIPT = """
+import argparse, json, os, sys
+import ray
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--lr", type=float, required=True)
+args = parser.parse_args()  # strict: a --ray.* argument fails here
+ray.init({init_args})
+with open("/opt/ml/model/ran.json", "w") as f:
+    json.dump({{"argv": sys.argv[1:], "cpus": ray.cluster_resources()["CPU"], "hps": json.loads(os.environ["SM_HPS"])}}, f)
+"""
+
+
+@pytest.fixture
+def make_job(image: str, tmp_path):
+    jobs: list[MultiHostJob] = []
+
+    def make(hyperparameters: dict, hosts: int, script: str | None = None) -> MultiHostJob:
+        if script is not None:
+            hyperparameters = {
+                **hyperparameters,
+                "sagemaker_program": "entry.py",
+                "sagemaker_submit_directory": "/opt/ml/source",
+            }
+        job = MultiHostJob(image, tmp_path, hyperparameters, ["homogeneousCluster"] * hosts)
+        for host in job.hosts:
+            if script is not None:
+                (host.base / "source").mkdir()
+                (host.base / "source" / "entry.py").write_text(textwrap.dedent(script))
+        jobs.append(job)
+        return job
+
+    yield make
+    for job in jobs:
+        job.cleanup()
+
+
+def test_a_tuning_jobs_training_job_trains_and_exports(make_job):
+    job = make_job(TUNING, hosts=1)
+    job.start_all()
+    (host,) = job.hosts
+    assert job.wait(host, timeout=420) == 0, job.logs(host)[-6000:]
+    assert re.search(r"^evaluation_return_mean: \S+$", job.logs(host), re.M)
+    assert (host.base / "model" / "metadata.json").is_file()
+
+
+def test_a_failing_entry_point_names_its_exception(make_job):
+    job = make_job({}, hosts=1, script="import gym_that_is_not_installed\n")
+    job.start_all()
+    (host,) = job.hosts
+    assert job.wait(host, timeout=180) == 1, job.logs(host)[-6000:]
+    assert host.failure.startswith(
+        "ModuleNotFoundError: No module named 'gym_that_is_not_installed' (entry point entry.py, exit code 1)"
+    ), host.failure
+
+
+@pytest.mark.parametrize("hosts", [1, 2])
+def test_an_argparse_script_gets_no_ray_arguments(make_job, hosts: int):
+    script = ARGPARSE_SCRIPT.format(init_args="")
+    job = make_job({"lr": "0.01", "ray.join_timeout_s": "120"}, hosts=hosts, script=script)
+    job.start_all()
+    codes = job.wait_all(timeout=300)
+    assert codes == {h.name: 0 for h in job.hosts}, job.all_logs()
+    ran = json.loads((job.hosts[0].base / "model" / "ran.json").read_text())
+    assert ran["argv"] == ["--lr", "0.01"]
+    assert ran["hps"]["ray.join_timeout_s"] == 120
+
+
+def test_ray_init_with_num_cpus_works_on_one_host(make_job):
+    script = ARGPARSE_SCRIPT.format(init_args='num_cpus=int(os.environ["SM_NUM_CPUS"]), num_gpus=0')
+    job = make_job({"lr": "0.01"}, hosts=1, script=script)
+    job.start_all()
+    (host,) = job.hosts
+    assert job.wait(host, timeout=180) == 0, job.logs(host)[-6000:]
+    assert (host.base / "model" / "ran.json").is_file()
+
+
+def test_ray_init_with_num_cpus_on_two_hosts_fails_at_once_saying_what_to_change(make_job):
+    script = ARGPARSE_SCRIPT.format(init_args="num_cpus=2, num_gpus=0")
+    job = make_job({"lr": "0.01"}, hosts=2, script=script)
+    job.start_all()
+    master, worker = job.hosts
+    assert job.wait_for_log(master, "Invoking script with the following command", timeout=180), job.all_logs()
+    script_started = time.time()
+    codes = job.wait_all(timeout=120)
+    assert codes[master.name] == 1 and codes[worker.name] is not None, job.all_logs()
+    assert job.finished_at(master) - script_started <= 30
+    assert "call ray.init() without num_cpus and num_gpus" in master.failure, master.failure
+
+
+UNPLACEABLE_TUNE_RUN = """
+import ray
+from ray import tune
+from ray.rllib.algorithms.ppo import PPOConfig
+
+ray.init()
+cpus = int(ray.cluster_resources()["CPU"])
+config = PPOConfig().environment("CartPole-v1").env_runners(num_env_runners=cpus + 3)
+tune.Tuner("PPO", param_space=config, run_config=tune.RunConfig(stop={"training_iteration": 1})).fit()
+"""
+
+
+def test_an_unplaceable_tune_run_fails_within_60_s_naming_the_cpus(make_job):
+    job = make_job({}, hosts=1, script=UNPLACEABLE_TUNE_RUN)
+    started = job.start_all()
+    (host,) = job.hosts
+    assert job.wait(host, timeout=180) == 1, job.logs(host)[-6000:]
+    assert job.finished_at(host) - started <= 60
+    assert re.match(
+        r"The Tune run of entry point entry\.py cannot be placed: a trial asks for \d+ CPU\(s\) and 0 GPU\(s\), "
+        r"the Ray cluster has \d+ CPU\(s\)",
+        host.failure,
+    ), host.failure
