@@ -100,8 +100,8 @@ def run_experiment(
     from ray import tune
 
     from sagemaker_ray_rl.cluster.placement import check_fits
+    from sagemaker_ray_rl.training.algorithm_config import first_variant
     from sagemaker_ray_rl.training.graceful_stop import GracefulStop
-    from sagemaker_ray_rl.training.hyperparameters import first_variant
 
     storage = Path(storage_dir).resolve()
     graceful = GracefulStop(storage)

@@ -17,7 +17,8 @@ import pytest
 
 from sagemaker_ray_rl.contract.environment import decode_hyperparameters, is_image_hyperparameter
 from sagemaker_ray_rl.contract.errors import HyperparameterError
-from sagemaker_ray_rl.training.hyperparameters import build_algorithm_config, parse_hyperparameters
+from sagemaker_ray_rl.training.algorithm_config import build_algorithm_config
+from sagemaker_ray_rl.training.hyperparameters import parse_hyperparameters
 from sagemaker_ray_rl.training.reporting import METRIC_DEFINITIONS
 
 REPO = Path(__file__).resolve().parents[3]
