@@ -209,7 +209,10 @@ def test_image_ray_serve_backend_answers_like_gunicorn(image: str, user_checkpoi
         ray_serve.wait_until_healthy(timeout=120)
         print(f"ray-serve: docker run -> first 200 on /ping in {time.monotonic() - start:.1f} s")
         gunicorn.wait_until_healthy()
-        assert requests.get(f"{ray_serve.url}/ping", timeout=5).json() == {"status": "healthy"}
+        assert requests.get(f"{ray_serve.url}/ping", timeout=5).json() == {
+            "status": "healthy",
+            "inference": {"default_policy": "torch"},
+        }
 
         def both(body=None, **kwargs):
             kwargs = {"json": body, **kwargs} if body is not None else kwargs

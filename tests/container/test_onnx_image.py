@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import json
 import re
-import time
 
 import numpy as np
 import pytest
 import requests
 from container.conftest import REPO, docker
+from devtools import wait_for_ping
 from helpers import write_job
 
 pytestmark = pytest.mark.container
@@ -95,17 +95,13 @@ def _serve(image: str, model_dir, inference: str) -> tuple[str, str]:
     container = run.stdout.strip()
     port = docker("port", container, "8080/tcp", check=True).stdout.strip().splitlines()[0].rsplit(":", 1)[1]
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{url}/ping", timeout=1).status_code == 200:
-                return container, url
-        except (requests.ConnectionError, requests.Timeout):
-            pass
-        time.sleep(0.2)
-    logs = docker("logs", container)
-    docker("rm", "-f", container)
-    raise AssertionError(f"no 200 on /ping within 120 s:\n{logs.stdout + logs.stderr}")
+    try:
+        wait_for_ping(url, timeout=120)
+    except TimeoutError:
+        logs = docker("logs", container)
+        docker("rm", "-f", container)
+        raise AssertionError(f"no 200 on /ping within 120 s:\n{logs.stdout + logs.stderr}") from None
+    return container, url
 
 
 def test_image_serves_the_demo_model_from_onnx_as_from_torch(image: str, demo_model):
