@@ -13,7 +13,7 @@ import textwrap
 import time
 
 import pytest
-from container.multihost import MultiHostJob
+from multihost_job import MultiHostJob
 
 pytestmark = pytest.mark.container
 
