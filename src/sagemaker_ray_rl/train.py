@@ -81,6 +81,7 @@ def main() -> None:
             from sagemaker_ray_rl.training.user_script import LOCAL_RAY_ADDRESS, run_user_entry_point
 
             run_user_entry_point(contract, ray_address=LOCAL_RAY_ADDRESS)
+            export_onnx_next_to_checkpoint(contract)
             return
 
         from sagemaker_ray_rl.cluster import ray_cluster
