@@ -261,7 +261,7 @@ def test_execution_parameters_and_payload_limit(servers):
     response = requests.post(
         f"{server.url}/invocations", data=big, headers={"Content-Type": "application/json"}, timeout=30
     )
-    assert response.status_code == 413 and response.json()["error"] == "RequestEntityTooLarge"
+    assert response.status_code == 413 and response.json()["error"] == "PayloadTooLarge"
     assert requests.get(f"{server.url}/ping", timeout=5).status_code == 200
 
 
