@@ -58,6 +58,15 @@ def create_app(
         status, mimetype, body = answer_invocation(policy, settings, request.headers, body, compute)
         return Response(body, status=status, mimetype=mimetype)
 
+    add_json_errors(app)
+    return app
+
+
+def add_json_errors(app: Flask) -> None:
+    """Every error of `app` answered as JSON: a `RequestError` with its own 4xx and body, werkzeug's
+    HTTP errors (404, 405, ...) with theirs, anything else a 500 naming the exception (logged with its
+    traceback; the worker keeps serving). Shared by the single-model and multi-model apps."""
+
     @app.errorhandler(RequestError)
     def request_error(exc: RequestError) -> Response:
         return _json_error(exc.status, exc.to_dict())
@@ -70,8 +79,6 @@ def create_app(
     def internal_error(exc: Exception) -> Response:
         logger.exception("unexpected error answering %s %s", request.method, request.path)
         return _json_error(500, {"error": "InternalServerError", "message": f"{type(exc).__name__}: {exc}"})
-
-    return app
 
 
 def request_body(settings: ServingSettings) -> bytes:

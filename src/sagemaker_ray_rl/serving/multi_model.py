@@ -360,9 +360,8 @@ def create_app(registry: ModelRegistry, settings: ServingSettings) -> Any:
     """The flask app of a multi-model endpoint: the routes of the module docstring, ``/ping``,
     ``/execution-parameters``, errors as JSON as in `flask_app`."""
     from flask import Flask, Response, request
-    from werkzeug.exceptions import HTTPException
 
-    from sagemaker_ray_rl.serving.flask_app import request_body
+    from sagemaker_ray_rl.serving.flask_app import add_json_errors, request_body
     from sagemaker_ray_rl.serving.protocol import PING_BODY, execution_parameters
 
     app = Flask("sagemaker_ray_rl_mme")
@@ -405,17 +404,5 @@ def create_app(registry: ModelRegistry, settings: ServingSettings) -> Any:
         status, mimetype, body = registry.invoke_target(request.headers, request_body(settings))
         return Response(body, status=status, mimetype=mimetype)
 
-    @app.errorhandler(RequestError)
-    def request_error(exc: RequestError) -> Response:
-        return as_json(exc.to_dict(), exc.status)
-
-    @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException) -> Response:
-        return as_json({"error": exc.name.replace(" ", ""), "message": exc.description}, exc.code or 500)
-
-    @app.errorhandler(Exception)
-    def internal_error(exc: Exception) -> Response:
-        logger.exception("unexpected error answering %s %s", request.method, request.path)
-        return as_json({"error": "InternalServerError", "message": f"{type(exc).__name__}: {exc}"}, 500)
-
+    add_json_errors(app)
     return app
