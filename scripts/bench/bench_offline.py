@@ -93,7 +93,7 @@ def main() -> None:
         final = evaluate_in_env(
             Policy.load(root / "model"), make_env("CartPole-v1", env_config), args.final_episodes, seed=1_000_000 + seed
         )
-        best_real = max(r["eval_return_mean"] for r in result.rows)
+        best_real = max((r.get("eval_return_mean", math.nan) for r in result.rows), default=math.nan)
         record = {
             "seed": seed,
             "dataset_episodes": collected.num_episodes,
@@ -105,7 +105,7 @@ def main() -> None:
             "final_return_mean": float(np.mean(final)),
             "final_return_std": float(np.std(final)),
             "best_checkpoint_return": best_real,
-            "last_checkpoint_return": result.rows[-1]["eval_return_mean"],
+            "last_checkpoint_return": result.rows[-1].get("eval_return_mean", math.nan),
             "learn_time_s": result.rows[-1]["learn_time_s"],
             "wall_s": round(wall, 1),
         }
@@ -119,7 +119,7 @@ def main() -> None:
             print(
                 f"{r['run']:3d} {r['offline_updates']:7d} {r['ope_is']:7.2f} {r['ope_wis']:8.2f} {r['ope_pdis']:9.2f} "
                 f"{r.get('ope_dm', math.nan):7.2f} {r.get('ope_dr', math.nan):7.2f} {r.get('ope_mb', math.nan):7.2f} "
-                f"{r['eval_return_mean']:12.1f} {r['learn_time_s']:8.1f}"
+                f"{r.get('eval_return_mean', math.nan):12.1f} {r['learn_time_s']:8.1f}"
             )
         print(
             "rank correlation (Spearman) with real return: "
