@@ -1,7 +1,7 @@
 """A user entry point (``sagemaker_program``), run with the training toolkit's own functions.
 
 The master runs the script as the toolkit would without us (``SM_*`` variables, ``SM_HPS``,
-``requirements.txt``, hyperparameters as command-line arguments), with two differences a user sees:
+``requirements.txt``, hyperparameters as command-line arguments), with three differences a user sees:
 
 - the image's own hyperparameters (`environment.is_image_hyperparameter`: ``ray.*``, ``mode``,
   ``offline.*``, SageMaker's reserved ``_*``; the toolkit already drops ``sagemaker_*``) are not
@@ -9,7 +9,9 @@ The master runs the script as the toolkit would without us (``SM_*`` variables, 
   works; they stay in ``SM_HPS`` and ``SM_HP_<NAME>``;
 - when the script fails, the failure file (SageMaker's ``FailureReason``) names its error: the
   exception type and message and the last lines of its traceback, taken from the script's stderr
-  (`failure_reason`), instead of the toolkit's ``ExecuteUserScriptError ... ErrorMessage ""``.
+  (`failure_reason`), instead of the toolkit's ``ExecuteUserScriptError ... ErrorMessage ""``;
+- a ``requirements.txt`` that would replace a package the image pins (``ray==2.9.3``) fails the job
+  before pip runs, naming the line and the image's version (`image_pins`).
 
 SIGTERM (``StopTrainingJob``, a spot interruption) reaches the script: the toolkit waits on the
 script's process and never passes a signal on, so `run_user_entry_point` does (`ForwardSigterm`),
@@ -34,6 +36,7 @@ from typing import Any
 from sagemaker_ray_rl.contract import names
 from sagemaker_ray_rl.contract.environment import Environment, is_image_hyperparameter
 from sagemaker_ray_rl.contract.failure import FAILURE_REASON_LIMIT, write_failure
+from sagemaker_ray_rl.training.image_pins import check_source_dir
 
 #: ``RAY_ADDRESS`` of a one-host script: Ray 2.60's ``ray.init()`` (any arguments, ``address=None`` or
 #: ``"auto"``) then starts a new local instance (`ray._private.services.get_ray_address_from_environment`)
@@ -84,6 +87,10 @@ def install_user_code() -> None:
     and install its ``requirements.txt``, with the training toolkit's own functions, as
     `run_user_entry_point` does on the master, without running the script.
 
+    Raises:
+        RequirementsError: ``requirements.txt`` would replace a package the image pins
+            (`image_pins.check_source_dir`); pip did not run.
+
     Why: the script runs on the master only, but Ray runs its env runners (and learners) on every
     host and imports the script's modules there (a custom env, an RLModule class). Ray adds the
     driver's script directory to every worker's ``sys.path``; the code dir is the same path on each
@@ -94,6 +101,7 @@ def install_user_code() -> None:
 
     env = toolkit_environment.Environment()
     files.download_and_extract(uri=env.module_dir, path=toolkit_environment.code_dir)
+    check_source_dir(Path(toolkit_environment.code_dir))
     entry_point.install(env.user_entry_point, toolkit_environment.code_dir, capture_error=True)
 
 
@@ -127,13 +135,19 @@ def run_user_entry_point(
         stop_budget_s: seconds the script gets after SIGTERM before it is killed (`ForwardSigterm`).
 
     Raises:
+        RequirementsError: the source dir's ``requirements.txt`` would replace a package the image
+            pins (`image_pins.check_source_dir`); pip did not run, nor the script.
         sagemaker_training.errors.ExecuteUserScriptError: the script exited with a non-zero code
             (after the failure file names its error); the toolkit reports it and exits 1.
     """
-    from sagemaker_training import entry_point, errors
+    from sagemaker_training import entry_point, errors, files
     from sagemaker_training import environment as toolkit_environment
 
     env = toolkit_environment.Environment()
+    # The source dir first, to check its requirements.txt before the toolkit's pip runs; the toolkit's
+    # own download_and_extract then finds the code dir filled and leaves it as it is.
+    files.download_and_extract(uri=env.module_dir, path=toolkit_environment.code_dir)
+    check_source_dir(Path(toolkit_environment.code_dir))
     # The toolkit runs the script with this process's environment.
     if ray_address is not None:
         os.environ["RAY_ADDRESS"] = ray_address
