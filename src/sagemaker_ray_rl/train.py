@@ -74,6 +74,11 @@ def main() -> None:
 
             plan = prepare(contract)
         user_code = plan is None and offline is None
+        if user_code:
+            # Its requirements.txt is checked before any Ray starts or pip runs (training.image_pins).
+            from sagemaker_ray_rl.training.user_script import fetch_source_dir
+
+            fetch_source_dir()
         if user_code and len(contract.resource_config.hosts) == 1:
             # One host: Ray is left to the script, whose own ray.init(...) starts it here as on any
             # machine, num_cpus= and num_gpus= included (Ray refuses those when joining a running

@@ -82,6 +82,24 @@ HINTS = {
 }
 
 
+def fetch_source_dir() -> None:
+    """Put the user's source dir (``sagemaker_submit_directory``: an S3 tarball, a local dir or
+    tarball) in the toolkit's code dir, with the toolkit's own `files.download_and_extract`, and
+    check its ``requirements.txt`` against the image's pins (`image_pins.check_source_dir`) before
+    any pip runs. The toolkit's own download in `entry_point.run` then finds the code dir filled and
+    leaves it as it is, so the source dir is fetched once. Cheap to call again.
+
+    Raises:
+        RequirementsError: ``requirements.txt`` would replace a package the image pins.
+    """
+    from sagemaker_training import environment as toolkit_environment
+    from sagemaker_training import files
+
+    env = toolkit_environment.Environment()
+    files.download_and_extract(uri=env.module_dir, path=toolkit_environment.code_dir)
+    check_source_dir(Path(toolkit_environment.code_dir))
+
+
 def install_user_code() -> None:
     """On a worker host: put the user's source dir (``sagemaker_submit_directory``) in the code dir
     and install its ``requirements.txt``, with the training toolkit's own functions, as
@@ -96,12 +114,11 @@ def install_user_code() -> None:
     driver's script directory to every worker's ``sys.path``; the code dir is the same path on each
     host, so after this those imports work on worker hosts too.
     """
-    from sagemaker_training import entry_point, files
+    from sagemaker_training import entry_point
     from sagemaker_training import environment as toolkit_environment
 
     env = toolkit_environment.Environment()
-    files.download_and_extract(uri=env.module_dir, path=toolkit_environment.code_dir)
-    check_source_dir(Path(toolkit_environment.code_dir))
+    fetch_source_dir()
     entry_point.install(env.user_entry_point, toolkit_environment.code_dir, capture_error=True)
 
 
@@ -140,14 +157,11 @@ def run_user_entry_point(
         sagemaker_training.errors.ExecuteUserScriptError: the script exited with a non-zero code
             (after the failure file names its error); the toolkit reports it and exits 1.
     """
-    from sagemaker_training import entry_point, errors, files
+    from sagemaker_training import entry_point, errors
     from sagemaker_training import environment as toolkit_environment
 
     env = toolkit_environment.Environment()
-    # The source dir first, to check its requirements.txt before the toolkit's pip runs; the toolkit's
-    # own download_and_extract then finds the code dir filled and leaves it as it is.
-    files.download_and_extract(uri=env.module_dir, path=toolkit_environment.code_dir)
-    check_source_dir(Path(toolkit_environment.code_dir))
+    fetch_source_dir()
     # The toolkit runs the script with this process's environment.
     if ray_address is not None:
         os.environ["RAY_ADDRESS"] = ray_address
