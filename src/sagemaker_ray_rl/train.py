@@ -10,7 +10,8 @@ this module and calls `main`. Every host of the job runs it; the cluster launche
 - the master runs either a user entry point (``sagemaker_program`` / ``SAGEMAKER_PROGRAM``), through
   the toolkit's own `sagemaker_training.entry_point.run` as it would without us
   (hyperparameters other than the image's own as command-line arguments, ``SM_*`` variables,
-  ``requirements.txt``), its error in the failure file (`training.user_script`); on several hosts
+  ``requirements.txt``, checked against the image's pins before Ray starts: `training.image_pins`),
+  its error in the failure file (`training.user_script`); on several hosts
   with ``RAY_ADDRESS`` set, on one host with no Ray started (the script's own ``ray.init(num_cpus=...)``
   starts it, as on any machine); or the built-in experiment: hyperparameters -> checked spec -> RLlib config
   (all before Ray starts) -> Tune -> export to the model dir, or, with hyperparameter
