@@ -105,14 +105,14 @@ def install_user_code() -> None:
     and install its ``requirements.txt``, with the training toolkit's own functions, as
     `run_user_entry_point` does on the master, without running the script.
 
-    Raises:
-        RequirementsError: ``requirements.txt`` would replace a package the image pins
-            (`image_pins.check_source_dir`); pip did not run.
-
     Why: the script runs on the master only, but Ray runs its env runners (and learners) on every
     host and imports the script's modules there (a custom env, an RLModule class). Ray adds the
     driver's script directory to every worker's ``sys.path``; the code dir is the same path on each
     host, so after this those imports work on worker hosts too.
+
+    Raises:
+        RequirementsError: ``requirements.txt`` would replace a package the image pins
+            (`image_pins.check_source_dir`); pip did not run.
     """
     from sagemaker_training import entry_point
     from sagemaker_training import environment as toolkit_environment
