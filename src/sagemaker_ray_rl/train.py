@@ -10,7 +10,8 @@ this module and calls `main`. Every host of the job runs it; the cluster launche
 - the master runs either a user entry point (``sagemaker_program`` / ``SAGEMAKER_PROGRAM``), through
   the toolkit's own `sagemaker_training.entry_point.run` as it would without us
   (hyperparameters other than the image's own as command-line arguments, ``SM_*`` variables,
-  ``requirements.txt``), its error in the failure file (`training.user_script`); on several hosts
+  ``requirements.txt``, checked against the image's pins before Ray starts: `training.image_pins`),
+  its error in the failure file (`training.user_script`); on several hosts
   with ``RAY_ADDRESS`` set, on one host with no Ray started (the script's own ``ray.init(num_cpus=...)``
   starts it, as on any machine); or the built-in experiment: hyperparameters -> checked spec -> RLlib config
   (all before Ray starts) -> Tune -> export to the model dir, or, with hyperparameter
@@ -74,6 +75,11 @@ def main() -> None:
 
             plan = prepare(contract)
         user_code = plan is None and offline is None
+        if user_code:
+            # Its requirements.txt is checked before any Ray starts or pip runs (training.image_pins).
+            from sagemaker_ray_rl.training.user_script import fetch_source_dir
+
+            fetch_source_dir()
         if user_code and len(contract.resource_config.hosts) == 1:
             # One host: Ray is left to the script, whose own ray.init(...) starts it here as on any
             # machine, num_cpus= and num_gpus= included (Ray refuses those when joining a running

@@ -1,5 +1,6 @@
-"""Jobs as users start them, in the image: a tuning job's training job, and user entry points
-written for one machine (argparse, their own ``ray.init(num_cpus=...)``), on one host and two.
+"""Jobs as users start them, in the image: a tuning job's training job, a built-in job with the old
+notebooks' model settings, and user entry points written for one machine (argparse, their own
+``ray.init(num_cpus=...)``, a ``requirements.txt`` pinning other versions), on one host and two.
 
 The same cases run without Docker in tests/integration/test_user_jobs.py; here they run in real
 containers, with SageMaker-local-mode host names (`container.multihost.MultiHostJob`).
@@ -47,7 +48,7 @@ with open("/opt/ml/model/ran.json", "w") as f:
 def make_job(image: str, tmp_path):
     jobs: list[MultiHostJob] = []
 
-    def make(hyperparameters: dict, hosts: int, script: str | None = None) -> MultiHostJob:
+    def make(hyperparameters: dict, hosts: int, script: str | None = None, files: dict | None = None) -> MultiHostJob:
         if script is not None:
             hyperparameters = {
                 **hyperparameters,
@@ -59,6 +60,8 @@ def make_job(image: str, tmp_path):
             if script is not None:
                 (host.base / "source").mkdir()
                 (host.base / "source" / "entry.py").write_text(textwrap.dedent(script))
+                for name, text in (files or {}).items():
+                    (host.base / "source" / name).write_text(textwrap.dedent(text))
         jobs.append(job)
         return job
 
@@ -143,3 +146,92 @@ def test_an_unplaceable_tune_run_fails_within_60_s_naming_the_cpus(make_job):
         r"the Ray cluster has \d+ CPU\(s\)",
         host.failure,
     ), host.failure
+
+
+def test_old_notebooks_free_log_std_on_cartpole_is_dropped_with_a_warning_and_the_job_trains(make_job):
+    """AWS's CartPole notebooks set ``model: {"free_log_std": True}``, which RLlib's new stack refuses on
+    a Discrete action space."""
+    hyperparameters = {
+        "stop.training_iteration": "1",
+        "num_env_runners": "1",
+        "rl.training.config.model": '{"free_log_std": true}',
+        "rl.training.config.train_batch_size": "500",
+        "rl.training.config.minibatch_size": "100",
+    }
+    job = make_job(hyperparameters, hosts=1)
+    job.start_all()
+    (host,) = job.hosts
+    assert job.wait(host, timeout=420) == 0, job.logs(host)[-6000:]
+    logs = job.logs(host)
+    warnings = re.findall(r"^.*WARNING.*model setting free_log_std=True dropped: .*$", logs, re.M)
+    assert len(warnings) == 1, logs[-6000:]
+    assert "only continuous (Box) action spaces" in warnings[0] and "Discrete(2)" in warnings[0]
+    assert (host.base / "model" / "metadata.json").is_file()
+    assert list((host.base / "model" / "onnx").glob("*.onnx")), sorted((host.base / "model").rglob("*"))
+
+
+@pytest.mark.parametrize("hosts", [1, 2])
+def test_a_requirements_txt_pinning_another_ray_fails_at_once_before_pip_runs(make_job, hosts: int):
+    job = make_job(
+        {"ray.join_timeout_s": "120"},
+        hosts=hosts,
+        script="import ray\n",
+        files={"requirements.txt": "numpy\nray==2.9.3  # from an old notebook\n"},
+    )
+    started = job.start_all()
+    codes = job.wait_all(timeout=120)
+    assert codes == {h.name: 1 for h in job.hosts}, job.all_logs()
+    for host in job.hosts:
+        assert job.finished_at(host) - started < 60, job.all_logs()
+        assert host.failure.startswith("RequirementsError: "), host.failure
+        assert "requirements.txt line 2: 'ray==2.9.3'" in host.failure, host.failure
+        assert "the image has ray==2.60.0" in host.failure and "remove the pin" in host.failure, host.failure
+        logs = job.logs(host)
+        assert "[sagemaker-ray-rl] the source dir's requirements.txt would replace" in logs
+        # pip never ran: neither the toolkit's install step nor pip's own output.
+        assert "Installing dependencies from requirements.txt" not in logs and "Collecting ray" not in logs, logs
+
+
+#: A source dir's requirements.txt the image's pins meet, plus a small package the image lacks (from
+#: PyPI). The --trusted-host lines are for machines whose registry traffic passes a TLS-intercepting
+#: gateway whose CA the image does not hold; they are harmless elsewhere.
+COMPATIBLE_REQUIREMENTS = """\
+--trusted-host pypi.org
+--trusted-host files.pythonhosted.org
+ray[rllib]>=2.40
+numpy
+gymnasium~=1.2
+tabulate
+"""
+
+
+def test_a_requirements_txt_the_image_meets_installs_and_keeps_the_images_ray(make_job):
+    script = """
+    import os
+    import gymnasium, numpy, ray, tabulate
+    with open(os.path.join(os.environ["SM_MODEL_DIR"], "versions.txt"), "w") as f:
+        f.write(f"{ray.__version__} {gymnasium.__version__}")
+    """
+    job = make_job({}, hosts=1, script=script, files={"requirements.txt": COMPATIBLE_REQUIREMENTS})
+    job.start_all()
+    (host,) = job.hosts
+    assert job.wait(host, timeout=240) == 0, job.logs(host)[-6000:]
+    logs = job.logs(host)
+    assert "Installing dependencies from requirements.txt" in logs
+    assert re.search(r"Requirement already satisfied: ray(\[rllib\])?>=2\.40 .*\(2\.60\.0\)", logs), logs[-6000:]
+    assert re.search(r"Successfully installed tabulate-\S+", logs), logs[-6000:]
+    assert (host.base / "model" / "versions.txt").read_text() == "2.60.0 1.2.2"
+
+
+def test_pip_in_the_image_runs_with_the_images_pins_as_constraints(image: str):
+    """``PIP_CONSTRAINT`` is set: any pip run in the image (the toolkit's included) keeps the pinned Ray."""
+    import subprocess
+
+    run = subprocess.run(
+        ["docker", "run", "--rm", image, "pip", "install", "--dry-run", "--no-index", "ray==2.9.3"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode != 0
+    assert "The user requested (constraint) ray==2.60.0" in run.stdout + run.stderr, run.stdout + run.stderr

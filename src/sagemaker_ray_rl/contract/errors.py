@@ -35,6 +35,11 @@ class ClusterError(SageMakerRayRLError):
     """
 
 
+class RequirementsError(SageMakerRayRLError):
+    """A user source dir's ``requirements.txt`` asks for versions of packages the image pins to others
+    (Ray, torch, Gymnasium, ...); raised before pip runs."""
+
+
 class ModelLoadError(SageMakerRayRLError):
     """The model directory holds no loadable RLlib checkpoint, or one this server cannot serve."""
 

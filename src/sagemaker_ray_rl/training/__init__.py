@@ -7,5 +7,6 @@
 - `experiment`: one Tune run with checkpoints, resume and a graceful stop (`graceful_stop`);
 - `reporting`: metric and progress lines; `evaluation`: greedy episodes of the exported policy;
   `outputs`: the trial table, curves and TensorBoard files;
-- `user_script`: a user entry point run with the training toolkit's own functions.
+- `user_script`: a user entry point run with the training toolkit's own functions; `image_pins`: its
+  ``requirements.txt`` checked against the image's pinned packages before pip runs.
 """

@@ -8,6 +8,9 @@ here with RLlib's own message. Grid searches (``{"grid_search": [...]}``) become
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from sagemaker_ray_rl.contract import validation
@@ -22,7 +25,23 @@ from sagemaker_ray_rl.training.hyperparameters import (
 )
 
 if TYPE_CHECKING:
+    import gymnasium
     from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
+
+logger = logging.getLogger(__name__)
+
+#: ``model_config`` keys that only continuous (Box) action spaces use: the "Continuous action
+#: settings" of RLlib's `DefaultModelConfig` (Ray 2.60), key -> what it does. On an action space with
+#: no Box in it they are dropped with a warning (`drop_settings_of_other_action_spaces`): RLlib's
+#: catalogs refuse ``free_log_std=True`` there (PPO's: "free_log_std is only supported for
+#: DiagGaussian action distributions") and ignore ``log_std_clip_param``, yet AWS's CartPole notebooks
+#: set ``model: {"free_log_std": true}``. No ``model_config`` key applies only to Discrete action spaces.
+BOX_ONLY_MODEL_SETTINGS: Mapping[str, str] = MappingProxyType(
+    {
+        "free_log_std": "a state-independent log std of the DiagGaussian action distribution",
+        "log_std_clip_param": "clipping of the DiagGaussian action distribution's log std",
+    }
+)
 
 
 def build_algorithm_config(spec: ExperimentSpec, *, num_gpus: int | None = None) -> AlgorithmConfig:
@@ -181,6 +200,7 @@ def _preflight(config: AlgorithmConfig) -> None:
     RLlib builds both inside env runner actors; when that fails there, the trial dies with an
     unrelated ``IndexError`` from `EnvRunnerGroup.get_spaces` and the real cause is lost. Done
     here, a wrong ``env_config`` keyword or ``model_config`` value fails with its own message.
+    Settings of another action space's model are dropped first (`drop_settings_of_other_action_spaces`).
     Only for Gymnasium ids made as RLlib makes them (``gymnasium.make(env, **env_config)``);
     envs registered with Tune are the user script's to check.
     """
@@ -198,6 +218,7 @@ def _preflight(config: AlgorithmConfig) -> None:
             f"{type(exc).__name__}: {exc}"
         ) from exc
     try:
+        drop_settings_of_other_action_spaces(config, env.action_space)
         config.get_rl_module_spec(env=env).build()
     except Exception as exc:
         raise HyperparameterError(
@@ -205,3 +226,49 @@ def _preflight(config: AlgorithmConfig) -> None:
         ) from exc
     finally:
         env.close()
+
+
+def drop_settings_of_other_action_spaces(config: AlgorithmConfig, action_space: gymnasium.Space) -> list[str]:
+    """Remove the `BOX_ONLY_MODEL_SETTINGS` from ``config.model_config`` when `action_space` holds no
+    ``Box`` (a ``Discrete`` or ``MultiDiscrete`` env, also inside ``Dict``/``Tuple`` spaces), logging one
+    WARNING per setting dropped, naming it and why. Old notebooks set them on every env; RLlib refuses
+    ``free_log_std=True`` on a Categorical action distribution when it builds the RLModule.
+
+    A ``model_config`` that is a grid search, or not a dict, is left as it is.
+
+    Args:
+        config: the config being built; its ``model_config`` is replaced (``config.rl_module``).
+        action_space: the env's action space (from the env `_preflight` made).
+
+    Returns:
+        The dropped keys, in ``model_config`` order (empty when nothing was dropped).
+    """
+    model_config = config._model_config  # what rl_module(model_config=...) set, RLlib's defaults not merged
+    if not isinstance(model_config, dict) or is_grid_search(model_config) or _has_box(action_space):
+        return []
+    dropped = [key for key in model_config if key in BOX_ONLY_MODEL_SETTINGS]
+    for key in dropped:
+        logger.warning(
+            "model setting %s=%r dropped: it sets %s, which only continuous (Box) action spaces have, and the "
+            "env's action space is %s",
+            key,
+            model_config[key],
+            BOX_ONLY_MODEL_SETTINGS[key],
+            action_space,
+        )
+    if dropped:
+        config.rl_module(model_config={k: v for k, v in model_config.items() if k not in dropped})
+    return dropped
+
+
+def _has_box(space: Any) -> bool:
+    """Whether a gymnasium space is, or contains (``Dict``, ``Tuple``), a ``Box``."""
+    from gymnasium import spaces
+
+    if isinstance(space, spaces.Box):
+        return True
+    if isinstance(space, spaces.Dict):
+        return any(_has_box(s) for s in space.spaces.values())
+    if isinstance(space, spaces.Tuple):
+        return any(_has_box(s) for s in space.spaces)
+    return False

@@ -1,7 +1,7 @@
 """A user entry point (``sagemaker_program``), run with the training toolkit's own functions.
 
 The master runs the script as the toolkit would without us (``SM_*`` variables, ``SM_HPS``,
-``requirements.txt``, hyperparameters as command-line arguments), with two differences a user sees:
+``requirements.txt``, hyperparameters as command-line arguments), with three differences a user sees:
 
 - the image's own hyperparameters (`environment.is_image_hyperparameter`: ``ray.*``, ``mode``,
   ``offline.*``, SageMaker's reserved ``_*``; the toolkit already drops ``sagemaker_*``) are not
@@ -9,7 +9,9 @@ The master runs the script as the toolkit would without us (``SM_*`` variables, 
   works; they stay in ``SM_HPS`` and ``SM_HP_<NAME>``;
 - when the script fails, the failure file (SageMaker's ``FailureReason``) names its error: the
   exception type and message and the last lines of its traceback, taken from the script's stderr
-  (`failure_reason`), instead of the toolkit's ``ExecuteUserScriptError ... ErrorMessage ""``.
+  (`failure_reason`), instead of the toolkit's ``ExecuteUserScriptError ... ErrorMessage ""``;
+- a ``requirements.txt`` that would replace a package the image pins (``ray==2.9.3``) fails the job
+  before pip runs, naming the line and the image's version (`image_pins`).
 
 SIGTERM (``StopTrainingJob``, a spot interruption) reaches the script: the toolkit waits on the
 script's process and never passes a signal on, so `run_user_entry_point` does (`ForwardSigterm`),
@@ -34,6 +36,7 @@ from typing import Any
 from sagemaker_ray_rl.contract import names
 from sagemaker_ray_rl.contract.environment import Environment, is_image_hyperparameter
 from sagemaker_ray_rl.contract.failure import FAILURE_REASON_LIMIT, write_failure
+from sagemaker_ray_rl.training.image_pins import check_source_dir
 
 #: ``RAY_ADDRESS`` of a one-host script: Ray 2.60's ``ray.init()`` (any arguments, ``address=None`` or
 #: ``"auto"``) then starts a new local instance (`ray._private.services.get_ray_address_from_environment`)
@@ -79,6 +82,24 @@ HINTS = {
 }
 
 
+def fetch_source_dir() -> None:
+    """Put the user's source dir (``sagemaker_submit_directory``: an S3 tarball, a local dir or
+    tarball) in the toolkit's code dir, with the toolkit's own `files.download_and_extract`, and
+    check its ``requirements.txt`` against the image's pins (`image_pins.check_source_dir`) before
+    any pip runs. The toolkit's own download in `entry_point.run` then finds the code dir filled and
+    leaves it as it is, so the source dir is fetched once. Cheap to call again.
+
+    Raises:
+        RequirementsError: ``requirements.txt`` would replace a package the image pins.
+    """
+    from sagemaker_training import environment as toolkit_environment
+    from sagemaker_training import files
+
+    env = toolkit_environment.Environment()
+    files.download_and_extract(uri=env.module_dir, path=toolkit_environment.code_dir)
+    check_source_dir(Path(toolkit_environment.code_dir))
+
+
 def install_user_code() -> None:
     """On a worker host: put the user's source dir (``sagemaker_submit_directory``) in the code dir
     and install its ``requirements.txt``, with the training toolkit's own functions, as
@@ -88,12 +109,16 @@ def install_user_code() -> None:
     host and imports the script's modules there (a custom env, an RLModule class). Ray adds the
     driver's script directory to every worker's ``sys.path``; the code dir is the same path on each
     host, so after this those imports work on worker hosts too.
+
+    Raises:
+        RequirementsError: ``requirements.txt`` would replace a package the image pins
+            (`image_pins.check_source_dir`); pip did not run.
     """
-    from sagemaker_training import entry_point, files
+    from sagemaker_training import entry_point
     from sagemaker_training import environment as toolkit_environment
 
     env = toolkit_environment.Environment()
-    files.download_and_extract(uri=env.module_dir, path=toolkit_environment.code_dir)
+    fetch_source_dir()
     entry_point.install(env.user_entry_point, toolkit_environment.code_dir, capture_error=True)
 
 
@@ -127,6 +152,8 @@ def run_user_entry_point(
         stop_budget_s: seconds the script gets after SIGTERM before it is killed (`ForwardSigterm`).
 
     Raises:
+        RequirementsError: the source dir's ``requirements.txt`` would replace a package the image
+            pins (`image_pins.check_source_dir`); pip did not run, nor the script.
         sagemaker_training.errors.ExecuteUserScriptError: the script exited with a non-zero code
             (after the failure file names its error); the toolkit reports it and exits 1.
     """
@@ -134,6 +161,7 @@ def run_user_entry_point(
     from sagemaker_training import environment as toolkit_environment
 
     env = toolkit_environment.Environment()
+    fetch_source_dir()
     # The toolkit runs the script with this process's environment.
     if ray_address is not None:
         os.environ["RAY_ADDRESS"] = ray_address
