@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from sagemaker_ray_rl.cluster import quiet
 from sagemaker_ray_rl.contract.environment import Environment
-from sagemaker_ray_rl.contract.errors import SageMakerRayRLError
+from sagemaker_ray_rl.contract.errors import HyperparameterError, SageMakerRayRLError
 from sagemaker_ray_rl.contract.failure import exit_failed, write_failure
 from sagemaker_ray_rl.offline.settings import OfflineSettings
 
@@ -48,7 +48,10 @@ def main() -> None:
     """
     from sagemaker_training.errors import ClientError
 
-    contract = Environment.from_environ()
+    try:
+        contract = Environment.from_environ()
+    except HyperparameterError as exc:  # a dotless name (`dotted_names`); the toolkit writes the failure file
+        raise ClientError(f"{type(exc).__name__}: {exc}") from exc
     quiet.install(contract.hyperparameters)
     user_code = False
     try:

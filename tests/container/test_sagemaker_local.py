@@ -3,7 +3,11 @@
 SDK v2 (``sagemaker<3``, ``.venv-sdk2``): ``Estimator(image_uri=...).fit()`` in local mode runs our
 image with ``train`` through docker-compose, ``deploy(instance_type="local")`` runs ``serve`` and
 ``Predictor.predict`` posts JSON to it, and a local batch transform sends a JSON Lines file to it
-(application/jsonlines, several records per request). SDK v3 (``sagemaker>=3``, ``.venv-sdk3``): a ``ModelTrainer`` local-container job.
+(application/jsonlines, several records per request). ``RLEstimator(entry_point=..., image_uri=...)``
+does the same with a user entry point (its ``deploy`` returns None: a `Predictor` is made from the
+endpoint's name). SDK v3 (``sagemaker>=3``, ``.venv-sdk3``): a ``ModelTrainer`` local-container job,
+without ``source_code`` and with ``source_code=SourceCode(command="train")`` (the SDK's own driver
+script; dotless hyperparameter names).
 
 The SDKs live in their own venvs (they pin their own boto3 and numpy); ``scripts/ensure-tools.sh
 sdk`` makes them and installs docker-compose. Each SDK runs a driver script in ``sdk/`` with its
@@ -126,6 +130,35 @@ def test_sdk_v2_local_train_deploy_predict_and_batch_transform(
     assert [line["action"] for line in output_lines] == actions * 3
 
 
+def test_sdk_v2_rlestimator_entry_point_deploy_predictor_and_batch_transform(
+    image: str, tmp_path: Path, sdk_label: str
+):
+    """RLEstimator with image_uri and a user entry point (sdk/rl_cartpole.py) on one host: fit, deploy
+    (returns None), a Predictor by endpoint name, batch transform."""
+    python = sdk_python(".venv-sdk2")
+    result, output = run_driver(python, "sdk2_rlestimator_local.py", image, str(tmp_path), str(free_port()), sdk_label)
+    # Training ran the entry point with the job's hyperparameters over the script's defaults.
+    assert "rl_cartpole.py exported /opt/ml/model after 2 iterations" in output
+    assert "learning_rate: 0.0003" in output and "learning_rate: 0.0001" not in output
+    with tarfile.open(Path(result["model_data"].removeprefix("file://"))) as tar:
+        metadata = json.load(
+            tar.extractfile(next(m for m in tar.getmembers() if m.name.removeprefix("./") == "metadata.json"))
+        )
+    assert metadata["metrics"]["training_iteration"] == 2
+
+    # deploy() gives no predictor; the serving container was told about the training script, and
+    # serve answered from the checkpoint anyway.
+    assert result["deploy_returned"] == "None"
+    assert result["serving_env"]["SAGEMAKER_PROGRAM"] == "rl_cartpole.py"
+    assert result["serving_env"]["SAGEMAKER_SUBMIT_DIRECTORY"].startswith("file://")
+    actions = [p["action"] for p in result["predict"]["predictions"]]
+    assert len(actions) == len(OBS) and set(actions) <= {0, 1}
+
+    output_lines = result["transform_output"]
+    assert len(output_lines) == result["transform_input_lines"] == 3 * len(OBS)
+    assert [line["action"] for line in output_lines] == actions * 3
+
+
 @pytest.mark.parametrize("instance_count", SDK3_INSTANCE_COUNTS)
 def test_sdk_v3_model_trainer_local_container_trains(
     image: str, tmp_path: Path, compose_project: str, instance_count: int
@@ -145,3 +178,28 @@ def test_sdk_v3_model_trainer_local_container_trains(
         )
     assert metadata["algorithm"] == "PPO" and metadata["metrics"]["training_iteration"] == 2
     assert metadata["hyperparameters"]["rl.training.config.lr"] == 0.0003
+
+
+def test_sdk_v3_model_trainer_source_code_command_runs_the_builtin_experiment(
+    image: str, tmp_path: Path, compose_project: str
+):
+    """source_code=SourceCode(command="train"): the SDK's sm_train.sh exports every hyperparameter as a
+    shell variable, so they are given dotless (rl__training__config__lr); `train` reads the dotted names."""
+    python = sdk_python(".venv-sdk3")
+    result, output = run_driver(
+        python, "sdk3_local.py", image, str(tmp_path), "1", "train", COMPOSE_PROJECT_NAME=compose_project
+    )
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", output)  # docker-compose colours its host prefixes
+    assert "Executing command: train" in plain  # the SDK's driver ran, not our entrypoint
+    assert re.findall(r"\| training_iteration: (\d+)\s*$", plain, re.M) == ["1", "2"]
+    assert "Training Container Execution Completed" in plain
+    assert "learning_rate: 0.0003" in plain  # the decoded setting reached RLlib (its default: 5e-05)
+    with tarfile.open(result["model_tar"]) as tar:
+        metadata = json.load(
+            tar.extractfile(next(m for m in tar.getmembers() if m.name.removeprefix("./") == "metadata.json"))
+        )
+    assert metadata["metrics"]["training_iteration"] == 2
+    hyperparameters = metadata["hyperparameters"]
+    assert hyperparameters["rl.training.config.lr"] == 0.0003
+    assert hyperparameters["stop.training_iteration"] == 2
+    assert "rl__training__config__lr" not in hyperparameters

@@ -30,7 +30,7 @@ from types import MappingProxyType
 from typing import Any
 
 from sagemaker_ray_rl.contract import names as p
-from sagemaker_ray_rl.contract.errors import ContractError
+from sagemaker_ray_rl.contract.errors import ContractError, HyperparameterError
 
 
 def decode_hyperparameters(raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -55,12 +55,66 @@ def decode_hyperparameters(raw: Mapping[str, Any]) -> dict[str, Any]:
     return decoded
 
 
+def dotted_name(name: str) -> str:
+    """The dotted spelling of hyperparameter `name`: each ``__`` becomes ``.``
+    (``rl__training__config__lr`` -> ``rl.training.config.lr``). Names of SageMaker and the SDK
+    (``_*``, ``sagemaker_*``) are left as they are. No checks: see `dotted_names`.
+    """
+    if p.DOTLESS_SEPARATOR not in name or name.startswith(
+        (p.RESERVED_HYPERPARAMETER_PREFIX, p.SAGEMAKER_HYPERPARAMETER_PREFIX)
+    ):
+        return name
+    return name.replace(p.DOTLESS_SEPARATOR, ".")
+
+
+def dotted_names(hyperparameters: Mapping[str, Any]) -> dict[str, Any]:
+    """Turn the dotless spelling of hyperparameter names into the dotted one (`dotted_name`).
+
+    Some drivers accept only names that are shell variable names (letters, digits, ``_``): the SDK v3
+    ``ModelTrainer`` with ``source_code`` runs its own ``sm_train.sh``, whose ``environment.py``
+    writes ``export SM_HP_<NAME>=...`` for every hyperparameter (``-`` becomes ``_``, nothing else
+    changes) and fails on ``rl.training.config.lr``. ``rl__training__config__lr`` passes, and means
+    the same setting here. Names without ``__`` stay as they are.
+
+    Args:
+        hyperparameters: name -> value (decoded or not; values are not looked at).
+
+    Returns:
+        A new dict with the same values (and order), every name in its dotted spelling.
+
+    Raises:
+        HyperparameterError: a dotless name whose parts cannot be told apart (three underscores in a
+            row, or ``__`` at its end: ``rl__training__config___lr``), or the same setting given in both
+            spellings (``rl.training.config.lr`` and ``rl__training__config__lr``), naming both keys.
+    """
+    dotted: dict[str, Any] = {}
+    given_as: dict[str, str] = {}
+    for name, value in hyperparameters.items():
+        key = dotted_name(name)
+        if key != name and any(not part or part[0] == "_" or part[-1] == "_" for part in name.split("__")):
+            raise HyperparameterError(
+                f"Ambiguous hyperparameter name {name!r}: in the dotless spelling each '__' stands for a "
+                "'.', and the parts between them must neither be empty nor start or end with '_' "
+                "(e.g. 'rl__training__config__lr' for 'rl.training.config.lr')."
+            )
+        if key in dotted:
+            raise HyperparameterError(
+                f"Hyperparameters {given_as[key]!r} and {name!r} both set {key!r} ('__' spells '.'); "
+                "give only one of them."
+            )
+        dotted[key] = value
+        given_as[key] = name
+    return dotted
+
+
 def is_image_hyperparameter(name: str) -> bool:
     """Whether hyperparameter `name` belongs to the image, SageMaker or the SDK rather than to RLlib
     or a user script: ``sagemaker_*`` (SDK and toolkit), ``_*`` (reserved by SageMaker, e.g. the
     tuner's ``_tuning_objective_metric``), ``ray.*`` (the cluster), ``mode`` and ``offline.*``
-    (collect and offline jobs). Source of the families: `names.IMAGE_HYPERPARAMETER_PREFIXES`.
+    (collect and offline jobs), in either spelling (`dotted_name`: ``ray__gcs_port``). Source of the
+    families: `names.IMAGE_HYPERPARAMETER_PREFIXES`.
     """
+    name = dotted_name(name)
     return name in p.IMAGE_HYPERPARAMETERS or name.startswith(p.IMAGE_HYPERPARAMETER_PREFIXES)
 
 
@@ -225,7 +279,8 @@ class Environment:
         output_data_dir: extra outputs, tarred to output.tar.gz (``SM_OUTPUT_DATA_DIR`` or
             ``<base>/output/data``).
         checkpoint_dir: ``<base>/checkpoints``, synced to ``checkpoint_s3_uri`` when configured.
-        hyperparameters: decoded hyperparameters (read-only mapping); empty when there is no file.
+        hyperparameters: decoded hyperparameters (read-only mapping), names in the dotted spelling
+            (`dotted_names`); empty when there is no file.
         resource_config: the job's hosts; a single-host config for this machine when the file is
             missing (serving, or a plain ``docker run``).
         channels: input channel name -> directory (``inputdataconfig.json`` and ``SM_CHANNEL_*``).
@@ -279,12 +334,14 @@ class Environment:
         Raises:
             ContractError: a config file exists but is not valid JSON of the documented shape, or a
                 numeric variable is not a number.
+            HyperparameterError: an ambiguous dotless hyperparameter name, or one setting in both
+                spellings (`dotted_names`).
         """
         env = os.environ if environ is None else environ
         base_dir = Path(env.get(p.BASE_DIR_ENV, p.DEFAULT_BASE_DIR))
         config_dir = base_dir / "input" / "config"
 
-        hyperparameters = decode_hyperparameters(_read_json(config_dir / p.HYPERPARAMETERS_FILE) or {})
+        hyperparameters = dotted_names(decode_hyperparameters(_read_json(config_dir / p.HYPERPARAMETERS_FILE) or {}))
         resource_json = _read_json(config_dir / p.RESOURCE_CONFIG_FILE)
         if resource_json is None:
             resource_config = ResourceConfig.single_host(env.get(p.CURRENT_HOST_ENV) or socket.gethostname())

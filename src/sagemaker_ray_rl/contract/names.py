@@ -55,6 +55,11 @@ IMAGE_HYPERPARAMETER_PREFIXES = (
 )
 #: Whole names of the image's own hyperparameters (besides `IMAGE_HYPERPARAMETER_PREFIXES`).
 IMAGE_HYPERPARAMETERS = (MODE_HYPERPARAMETER,)
+#: The dotless spelling of a hyperparameter name: ``rl__training__config__lr`` is
+#: ``rl.training.config.lr``. Drivers that export every hyperparameter as a shell variable
+#: (``SM_HP_<NAME>``: the SDK v3 ``ModelTrainer``'s ``sm_train.sh`` with ``source_code``) accept only
+#: letters, digits and underscores. `environment.dotted_names` applies it.
+DOTLESS_SEPARATOR = "__"
 
 # Hosting and batch transform.
 BIND_TO_PORT_ENV = "SAGEMAKER_BIND_TO_PORT"

@@ -38,6 +38,9 @@ old-stack names               ``num_workers``, ``num_sgd_iter``, ``sgd_minibatch
 ``sagemaker_*``                 The toolkit's and the SDK's own; ignored here.
 ``_*``                          Reserved by SageMaker (a tuning job's ``_tuning_objective_metric``);
                                 ignored here.
+``a__b__c``                      The dotless spelling of ``a.b.c`` (``rl__training__config__lr``), for
+                                drivers that export hyperparameters as shell variables; turned into
+                                the dotted one when the contract is read (`environment.dotted_names`).
 ==============================  ===============================================================
 
 With no stop key at all, training stops after `DEFAULT_TRAINING_ITERATIONS` iterations. Several stop
@@ -58,7 +61,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from sagemaker_ray_rl.contract import validation
-from sagemaker_ray_rl.contract.environment import is_image_hyperparameter
+from sagemaker_ray_rl.contract.environment import dotted_name, is_image_hyperparameter
 from sagemaker_ray_rl.contract.errors import HyperparameterError
 from sagemaker_ray_rl.training import legacy
 
@@ -181,12 +184,13 @@ def parse_hyperparameters(
     Args:
         hyperparameters: name -> decoded value (see `environment.decode_hyperparameters`).
         num_cpus: CPUs of this host; sets the default ``num_env_runners`` (``max(1, num_cpus - 1)``).
-        ignore: further keys to skip (a user entry point's own arguments).
+        ignore: further keys to skip (a user entry point's own arguments), in either spelling
+            (`environment.dotted_name`).
 
     Raises:
         HyperparameterError: an unknown key, a value of the wrong type, an unknown algorithm or env.
     """
-    skipped = set(ignore)
+    skipped = {dotted_name(k) for k in ignore} | set(ignore)
     hps = {k: v for k, v in hyperparameters.items() if k not in skipped and not is_image_hyperparameter(k)}
     algorithm = validation.string(ALGORITHM, hps.get(ALGORITHM, DEFAULT_ALGORITHM))
     config_cls = algorithm_config_class(algorithm)

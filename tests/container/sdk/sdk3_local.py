@@ -11,7 +11,9 @@ What the SDK v3 local container runs (sagemaker-train 1.27, ``sagemaker/train/lo
   - with ``source_code``: the entrypoint replaced by ``/bin/bash -c .../sm_drivers/sm_train.sh``,
     the SDK's own driver, which bypasses our entrypoint and runs ``source_code.command`` (e.g.
     ``train``). That driver exports every hyperparameter as ``SM_HP_<NAME>``, which fails in
-    bash for names with dots (``rl.training.config.lr``, ``stop.training_iteration``).
+    bash for names with dots (``rl.training.config.lr``, ``stop.training_iteration``), so with a
+    COMMAND the hyperparameters are given in their dotless spelling (``rl__training__config__lr``),
+    which the image reads as the dotted one.
 
     python sdk3_local.py IMAGE WORK_DIR INSTANCE_COUNT [COMMAND]    (COMMAND: use source_code)
 """
@@ -27,6 +29,9 @@ from sagemaker.train.configs import Compute, SourceCode
 from sagemaker.train.model_trainer import Mode
 
 ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"  # never assumed in local mode
+HYPERPARAMETERS = {"rl.training.config.lr": 0.0003, "stop.training_iteration": 2, "num_env_runners": 1}
+#: The same settings, spelled for the SDK's driver script (``__`` for ``.``).
+DOTLESS_HYPERPARAMETERS = {k.replace(".", "__"): v for k, v in HYPERPARAMETERS.items()}
 
 
 def main(image: str, work: Path, instance_count: int, command: str | None) -> dict:
@@ -39,7 +44,7 @@ def main(image: str, work: Path, instance_count: int, command: str | None) -> di
         base_job_name="smrl-sdk3",
         compute=Compute(instance_type="local_cpu", instance_count=instance_count),
         source_code=SourceCode(command=command) if command else None,
-        hyperparameters={"rl.training.config.lr": 0.0003, "stop.training_iteration": 2, "num_env_runners": 1},
+        hyperparameters=DOTLESS_HYPERPARAMETERS if command else HYPERPARAMETERS,
         local_container_root=str(root),
     )
     trainer.train(wait=True, logs=True)
