@@ -18,8 +18,11 @@
 #   TORCH_INDEX_URL  where the build finds torch's CPU wheel (default: PyTorch's CPU index);
 #                    a local CPU wheel in docker/wheels/ (fetched here with pip when pip can) wins
 #   IMAGE_NAME       repository name (default sagemaker-ray-rl)
-# When BASE_IMAGE (debian:bookworm-slim) can neither be found locally nor pulled, an equivalent
-# Debian bookworm base is made with debootstrap and imported as sagemaker-ray-rl-base:bookworm.
+#   BASE_IMAGE       the base (default: the Dockerfile's ARG BASE_IMAGE, debian:bookworm-slim by digest)
+# When the base can neither be found locally nor pulled (e.g. no access to Docker Hub), an equivalent
+# Debian bookworm base is made with debootstrap (which checks the packages against the archive's
+# signed Release file where debian-archive-keyring is installed) and imported as sagemaker-ray-rl-base:bookworm; the build then logs that
+# its base is that local one, not the digest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -27,14 +30,16 @@ source scripts/lib.sh
 variant=cpu
 audit=${AUDIT:-if-reachable}
 cache_from=()
-base_image=${BASE_IMAGE:-debian:bookworm-slim}
+# The Dockerfile's default base (one place names the digest).
+default_base=$(sed -n 's/^ARG BASE_IMAGE=//p' docker/Dockerfile)
+base_image=${BASE_IMAGE:-$default_base}
 while [ $# -gt 0 ]; do
     case "$1" in
         --variant) variant=$2; shift 2 ;;
         --base-image) base_image=$2; shift 2 ;;
         --cache-from) cache_from+=(--cache-from "$2"); shift 2 ;;
         --audit) audit=$2; shift 2 ;;
-        -h | --help) sed -n '2,24p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,28p' "$0"; exit 0 ;;
         *) log "unknown argument: $1 (see --help)"; exit 2 ;;
     esac
 done
@@ -81,7 +86,7 @@ if ! "$DOCKER" image inspect "$base_image" >/dev/null 2>&1; then
             tar -C "$root" -c . | "$DOCKER" import - "$local_base" >/dev/null
             log "made $local_base from $mirror"
         else
-            log "$base_image cannot be pulled: using the local Debian bookworm base $local_base"
+            log "$base_image cannot be pulled: using the local Debian bookworm base $local_base (not digest-pinned)"
         fi
         base_image=$local_base
     fi

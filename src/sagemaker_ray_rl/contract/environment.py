@@ -211,7 +211,8 @@ class ServingSettings:
     Attributes:
         port: TCP port (``SAGEMAKER_BIND_TO_PORT``, default 8080).
         workers: gunicorn worker processes (``SAGEMAKER_MODEL_SERVER_WORKERS``, default: CPU count).
-        timeout_s: seconds a worker may spend on one request before gunicorn restarts it
+        timeout_s: seconds one request may wait (for its body, for the worker) before it is
+            answered 408/504, and a worker may compute without a pause before gunicorn restarts it
             (``SAGEMAKER_MODEL_SERVER_TIMEOUT``, default 60, SageMaker's own invocation limit).
         max_payload_mb: largest request body in MB (``SAGEMAKER_MAX_PAYLOAD_IN_MB``, default 6);
             a larger body, with ``Content-Length`` or chunked, is answered 413.

@@ -37,7 +37,9 @@ class GreenBatcher:
 
     Calling the batcher with a request's jobs returns that request's answers (same order). When
     `compute` raises for a call of several requests, each of them is run alone, so only the
-    request that causes the error gets it (as without batching). For the greenlets of one
+    request that causes the error gets it (as without batching). A leader whose ``gevent.Timeout``
+    fires while the others queue (`gunicorn_app.BoundedRequests`) still runs the batch, then raises
+    it. For the greenlets of one
     process: gunicorn's gevent worker (one batcher per worker, built before the fork).
     """
 
@@ -56,8 +58,12 @@ class GreenBatcher:
             return entry[1].get()
         self._leading = True
         pending = [entry]
+        interrupted: BaseException | None = None
         try:
-            gevent.sleep(0)  # the requests ready now queue behind this one
+            try:
+                gevent.sleep(0)  # the requests ready now queue behind this one
+            except gevent.Timeout as exc:  # the leader's own time is up: its batch still runs for the others
+                interrupted = exc
             while True:
                 pending += self._queued
                 self._queued = []
@@ -71,6 +77,8 @@ class GreenBatcher:
                 if not result.ready():
                     result.set_exception(RuntimeError("the request's batch was stopped before it ran"))
             self._queued = []
+        if interrupted is not None:
+            raise interrupted
         return entry[1].get()
 
     def _run(self, entries: list[tuple[list[Any], Any]]) -> None:

@@ -20,6 +20,23 @@ Settings (see `environment.ServingSettings`): ``SAGEMAKER_BIND_TO_PORT`` (8080),
 ``SAGEMAKER_MAX_PAYLOAD_IN_MB`` (6), ``SAGEMAKER_RAY_RL_MAX_REQUESTS`` (100,000: worker recycling).
 SIGTERM makes gunicorn finish in-flight requests first.
 
+Slow requests (`BoundedRequests`): gunicorn's ``timeout`` does not bound a request on a gevent
+worker (the worker's heartbeat runs in its own greenlet while the request's greenlet waits), so each
+request gets a ``gevent.Timeout`` of ``SAGEMAKER_MODEL_SERVER_TIMEOUT`` seconds around its handling:
+reading the body (a client that sends it slowly), waiting for its batch and the worker's other
+greenlets. It is answered 408 (the body had not all arrived) or 504 (it had) with a JSON body, and
+its connection is closed. What it bounds is cooperative waiting: a timeout fires only when the
+request's greenlet would switch, so a CPU-bound forward pass cannot be interrupted (one that holds
+the worker past ``timeout`` stops its heartbeat, and gunicorn's master kills and replaces the
+worker); writing the answer to a client that does not read it is not bounded either. Other
+connections of the worker are served meanwhile (greenlets), so ``/ping`` keeps answering.
+
+Killed workers: gunicorn's master forks a replacement from the preloaded app (milliseconds); only
+the killed worker's own connections fail. Each worker raises its own ``oom_score_adj`` by
+`WORKER_OOM_SCORE_ADJ_RAISE` after the fork (`prefer_workers_for_oom_killer`), so that under
+memory pressure the kernel's OOM killer picks a worker, which the master replaces, rather than the
+master, whose death ends the server (and the container).
+
 gunicorn's control socket (a Unix socket in ``$HOME/.gunicorn`` or ``$XDG_RUNTIME_DIR`` through
 which ``gunicornc`` can resize, reload and stop the server, on by default since gunicorn 25.1) is
 off: nothing in the image uses it, and it is one more way into the server process.
@@ -27,11 +44,17 @@ off: nothing in the image uses it, and it is one more way into the server proces
 
 from __future__ import annotations
 
+import json
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import gevent
+import gevent.local
 from gunicorn.app.base import BaseApplication
 
+from sagemaker_ray_rl.contract import names
 from sagemaker_ray_rl.contract.environment import Environment
 
 #: Seconds gunicorn gives workers to finish in-flight requests after SIGTERM (SageMaker sends
@@ -45,6 +68,13 @@ WORKER_CONNECTIONS = 1000
 #: Each worker's recycling point is ``max_requests`` plus a random 0 to this fraction of it, so
 #: workers started together do not all restart together.
 MAX_REQUESTS_JITTER_FRACTION = 0.1
+#: Added to a worker's ``oom_score_adj`` (-1000 to 1000, capped at 1000) after the fork, so the
+#: kernel's OOM killer prefers workers to the master (``proc(5)``: a process may raise its own).
+WORKER_OOM_SCORE_ADJ_RAISE = 500
+
+#: The gunicorn request each greenlet is handling (set by `remember_request`), so that
+#: `BoundedRequests` can close the connection of a request it times out.
+_handling = gevent.local.local()
 
 
 def take_turns(worker: Any, req: Any, environ: dict, resp: Any) -> None:
@@ -60,12 +90,101 @@ def take_turns(worker: Any, req: Any, environ: dict, resp: Any) -> None:
     gevent.idle()
 
 
+def remember_request(worker: Any, req: Any) -> None:
+    """gunicorn's ``pre_request`` hook: note the request this greenlet handles (`BoundedRequests`
+    closes its connection when it times out)."""
+    _handling.request = req
+
+
+def prefer_workers_for_oom_killer(arbiter: Any, worker: Any) -> None:
+    """gunicorn's ``post_fork`` hook, run in the new worker: raise the worker's own
+    ``/proc/self/oom_score_adj`` by `WORKER_OOM_SCORE_ADJ_RAISE` (at most 1000), leaving the
+    master's as it was. Where the file cannot be written (not Linux, a read-only /proc) the
+    worker logs a warning and serves anyway."""
+    path = Path("/proc/self/oom_score_adj")
+    try:
+        current = int(path.read_text())
+        path.write_text(str(min(1000, current + WORKER_OOM_SCORE_ADJ_RAISE)))
+    except (OSError, ValueError) as exc:
+        worker.log.warning("cannot raise the worker's oom_score_adj: %s", exc)
+
+
+class _InputStream:
+    """``wsgi.input`` that notes when the body has been read to its end (``read`` returned b"")."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self.ended = False
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        if not data or size is None or size < 0:
+            self.ended = True
+        return data
+
+    def __getattr__(self, name: str) -> Any:  # readline, readlines, __iter__ of gunicorn's Body
+        return getattr(self._stream, name)
+
+
+class BoundedRequests:
+    """WSGI middleware: each request is answered within `timeout_s` seconds of cooperative waiting,
+    or with a JSON 408/504 and its connection closed.
+
+    A ``gevent.Timeout`` runs around the wrapped app's call (the body is read inside it). When it
+    fires: 408 ``RequestTimeout`` if the body had not been read to its end (the client sends it too
+    slowly), else 504 ``GatewayTimeout`` (the request waited too long for the worker); both name
+    ``SAGEMAKER_MODEL_SERVER_TIMEOUT``. It fires only at the request greenlet's next switch (a socket
+    read, a wait for its batch), never inside a CPU-bound forward pass (module docstring).
+
+    Args:
+        app: the WSGI app (the flask app of `flask_app` or `multi_model`).
+        timeout_s: seconds (``ServingSettings.timeout_s``, > 0).
+    """
+
+    def __init__(self, app: Callable, timeout_s: float) -> None:
+        self.app = app
+        self.timeout_s = timeout_s
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        stream = _InputStream(environ["wsgi.input"])
+        environ["wsgi.input"] = stream
+        timer = gevent.Timeout(self.timeout_s)
+        timer.start()
+        try:
+            return self.app(environ, start_response)
+        except gevent.Timeout as exc:
+            if exc is not timer:
+                raise
+            request = getattr(_handling, "request", None)
+            if request is not None:  # gunicorn answers "Connection: close" and closes after the answer
+                request.must_close = True
+            status, error = (
+                ("504 Gateway Timeout", "GatewayTimeout") if stream.ended else ("408 Request Timeout", "RequestTimeout")
+            )
+            what = "answered" if stream.ended else "received whole"
+            body = json.dumps(
+                {
+                    "error": error,
+                    "message": f"the request was not {what} within {names.MODEL_SERVER_TIMEOUT_ENV}={self.timeout_s:g} s",
+                }
+            ).encode()
+            start_response(
+                status,
+                [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
+                sys.exc_info(),
+            )
+            return [body]
+        finally:
+            timer.close()
+
+
 class GunicornServer(BaseApplication):
     """gunicorn running an already-built WSGI app with options from a dict (gunicorn's documented
-    "custom application" pattern)."""
+    "custom application" pattern). Every request of `app` is bounded by ``options["timeout"]``
+    seconds (`BoundedRequests`)."""
 
     def __init__(self, app: Any, options: dict[str, Any]) -> None:
-        self._app = app
+        self._app = BoundedRequests(app, options["timeout"])
         self._options = options
         super().__init__()
 
@@ -84,7 +203,9 @@ def gunicorn_options(contract: Environment) -> dict[str, Any]:
     (`MAX_REQUESTS_JITTER_FRACTION`): the request that reaches the limit is answered with
     ``Connection: close``, the worker finishes its other in-flight requests and exits, its idle
     keep-alive connections close (clients reconnect), and the master forks a new worker from the
-    preloaded app, which takes milliseconds. The control socket is off.
+    preloaded app, which takes milliseconds. ``timeout`` is also each request's bound
+    (`BoundedRequests`); workers raise their ``oom_score_adj`` (`prefer_workers_for_oom_killer`).
+    The control socket is off.
     """
     serving = contract.serving
     return {
@@ -93,7 +214,9 @@ def gunicorn_options(contract: Environment) -> dict[str, Any]:
         "worker_class": "gevent",
         "worker_connections": WORKER_CONNECTIONS,
         "keepalive": KEEPALIVE_S,
+        "pre_request": remember_request,
         "post_request": take_turns,
+        "post_fork": prefer_workers_for_oom_killer,
         "timeout": serving.timeout_s,
         "graceful_timeout": GRACEFUL_TIMEOUT_S,
         "preload_app": True,

@@ -72,3 +72,17 @@ def test_requests_after_a_batch_form_the_next_one():
 def test_max_requests_must_be_positive():
     with pytest.raises(ValueError, match="max_requests must be >= 1, got 0"):
         GreenBatcher(Recorder(), max_requests=0)
+
+
+def test_a_leader_whose_timeout_fires_while_others_queue_still_runs_their_batch():
+    compute = Recorder()
+    batcher = GreenBatcher(compute, max_requests=32)
+    lead = gevent.spawn(batcher, [1])
+    others = [gevent.spawn(batcher, [job]) for job in (2, 3)]
+    # The hub runs its callbacks in order: the leader starts and yields in its sleep(0), the
+    # others queue, then its request's timeout fires (as a gevent.Timeout does: thrown from the hub).
+    gevent.get_hub().loop.run_callback(lead.throw, gevent.Timeout())
+    gevent.joinall([lead, *others], timeout=10)
+    assert isinstance(lead.exception, gevent.Timeout)
+    assert compute.calls == [[1, 2, 3]]
+    assert [g.value for g in others] == [[4], [6]]
