@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/bench/bench_serving.py --model DIR [--image TAG] [--backend gunicorn|ray-serve|both]
     PYTHONPATH=src .venv/bin/python scripts/bench/bench_serving.py --model DIR --acceptance
+    PYTHONPATH=src .venv/bin/python scripts/bench/bench_serving.py --model DIR --request-path
 
 DIR is an exported checkpoint (scripts/demo.sh leaves one in build/demo/job/model; any
 ``algo.save()`` directory works). Measures, in one run on the same cores:
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import io
 import json
 import multiprocessing as mp
 import os
@@ -328,6 +330,75 @@ def in_process_in_image(image: str, model: Path) -> tuple[list[str], list[float]
     return answer["lines"], answer["obs"], {}
 
 
+def _step_times(policy, settings, apps, body: bytes, n: int) -> list[str]:
+    """`request_path`'s cells for one body: p50 of `n` sequential calls of each step."""
+    from werkzeug.datastructures import EnvironHeaders
+    from werkzeug.test import EnvironBuilder
+
+    from sagemaker_ray_rl.serving import protocol
+
+    headers = EnvironHeaders({"CONTENT_TYPE": "application/json"})
+    accept, decoded, jobs = protocol.read_invocation(policy, settings, headers, body)
+    answers = protocol.compute_jobs(policy, jobs)
+    environ = EnvironBuilder(
+        path="/invocations", method="POST", data=body, content_type="application/json"
+    ).get_environ()
+
+    def wsgi(wsgi_app):
+        return lambda: b"".join(wsgi_app({**environ, "wsgi.input": io.BytesIO(body)}, lambda *a: None))
+
+    calls = [
+        lambda: protocol.read_invocation(policy, settings, headers, body),
+        lambda: protocol.compute_jobs(policy, jobs),
+        lambda: protocol.write_invocation(accept, decoded, jobs, answers),
+        lambda: protocol.answer_invocation(policy, settings, headers, body),
+        *(wsgi(a) for a in apps),
+    ]
+    cells = []
+    for call in calls:
+        for _ in range(20):
+            call()
+        cells.append(f"{np.percentile(sequential(call, n), 50) * 1e6:,.1f} us")
+    return cells
+
+
+def request_path(model: Path) -> None:
+    """``--request-path``: where one request's time goes in this process (no HTTP), p50 of
+    sequential calls, for 1 and 1,024 observations on the torch and the ONNX Runtime path:
+    `protocol.read_invocation` (decode, validate, stack), `compute_jobs` (the forward pass),
+    `write_invocation` (rows, encode), the whole `answer_invocation`, and the WSGI app as gunicorn
+    calls it: the front (`flask_app.InvocationsFront`), flask's own route behind it, and the flask
+    constant-answer app (`constant_server.py`)."""
+    import torch
+
+    torch.set_num_threads(1)
+    from sagemaker_ray_rl.contract.environment import ServingSettings
+    from sagemaker_ray_rl.inference.policy import Policy
+    from sagemaker_ray_rl.serving.flask_app import create_app
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from constant_server import flask_app as constant_app
+
+    settings = ServingSettings()
+    print(f"load average at the start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(
+        "| path | obs | read_invocation | compute_jobs | write_invocation | answer_invocation | WSGI: front | WSGI: flask route | WSGI: flask constant |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for backend in ("torch", "onnx"):
+        policy = Policy.load(model, backend=backend)
+        space = policy.pipeline(None).observation_space
+        space.seed(0)
+        obs = np.clip(np.asarray(space.sample(), dtype=np.float32), -1, 1).tolist()
+        app = create_app(policy, settings)
+        apps = (app, getattr(app.wsgi_app, "wsgi_app", app), constant_app())  # before the front: flask twice
+        for count, n in ((1, 3000), (1024, 200)):
+            body = json.dumps({"observation": obs} if count == 1 else {"instances": [obs] * count}).encode()
+            cells = _step_times(policy, settings, apps, body, n)
+            print(f"| {backend} | {count:,} | {' | '.join(cells)} |")
+    print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
 def acceptance(args) -> None:
     """The side-by-side run of ``--acceptance`` (module docstring) and its targets, printed."""
     if args.image:
@@ -406,6 +477,11 @@ def main() -> None:
         action="store_true",
         help="in-process torch and ONNX Runtime, gunicorn on each, and the constant-answer servers, with the targets",
     )
+    parser.add_argument(
+        "--request-path",
+        action="store_true",
+        help="only the request path's steps timed in this process (no HTTP), torch and ONNX Runtime",
+    )
     parser.add_argument("--in-process-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.model = args.model.resolve()
@@ -414,6 +490,9 @@ def main() -> None:
         print(json.dumps({"lines": lines, "obs": obs}))
         return
 
+    if args.request_path:
+        request_path(args.model)
+        return
     if args.acceptance:
         acceptance(args)
         return
