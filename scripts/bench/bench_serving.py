@@ -1,6 +1,8 @@
 """Benchmark: `serve` over HTTP vs the same RLModule's forward_inference in-process, side by side.
 
     .venv/bin/python scripts/bench/bench_serving.py --model DIR [--image TAG] [--backend gunicorn|ray-serve|both]
+    PYTHONPATH=src .venv/bin/python scripts/bench/bench_serving.py --model DIR --acceptance
+    PYTHONPATH=src .venv/bin/python scripts/bench/bench_serving.py --model DIR --request-path
 
 DIR is an exported checkpoint (scripts/demo.sh leaves one in build/demo/job/model; any
 ``algo.save()`` directory works). Measures, in one run on the same cores:
@@ -10,6 +12,13 @@ DIR is an exported checkpoint (scripts/demo.sh leaves one in build/demo/job/mode
 - per backend: cold start (``serve`` started -> first 200 on /ping), then ``POST /invocations``
   with one observation at concurrency 1, 8 and 32 (p50/p99 latency, requests/s) and with 1,024
   observations at concurrency 1.
+With ``--acceptance`` (this venv only; DIR must have an ``onnx/`` export) the run is instead, side
+by side on the same model: in-process `Policy.compute` on torch and on ONNX Runtime, then
+gunicorn ``serve`` with ``SAGEMAKER_RAY_RL_INFERENCE=torch`` and ``=onnx``, then the same
+gunicorn settings answering a constant (`constant_server.py`: flask, and ``--bare`` WSGI), each
+with the same loads; it ends with the acceptance table (ONNX path: p50 at concurrency 1, requests/s
+at 8 and 32 against the flask constant server's, the 1,024-observation request against in-process
+ONNX Runtime plus the constant server's round trip for the same body).
 The server runs from this venv (``serve``), or from the image with ``--image`` (``docker run
 --network host``). Clients (``--client``): wrk (C, one thread, HTTP/1.1
 keep-alive connections: ``apt-get install wrk``; the default where ``wrk`` is on the PATH) or
@@ -23,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import io
 import json
 import multiprocessing as mp
 import os
@@ -166,10 +176,14 @@ def row(name: str, seconds: np.ndarray, rate: float | None = None) -> str:
     return f"| {name} | {p50:.3f} ms | {p99:.3f} ms | {rate:,.0f} /s |"
 
 
-def start_server(args, backend: str, port: int):
+def start_server(
+    args, backend: str, port: int, env_extra: dict[str, str] | None = None, command: list[str] | None = None
+):
+    """Start `serve` (or `command`, from this venv) on `port`; returns a function that stops it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SM_", "SAGEMAKER_"))}
     env.update(SAGEMAKER_BIND_TO_PORT=str(port), SAGEMAKER_RAY_RL_SERVER=backend, RAY_USAGE_STATS_ENABLED="0")
     extra = dict(item.split("=", 1) for item in args.server_env)
+    extra.update(env_extra or {})
     env.update(extra)
     if args.image:
         cmd = [
@@ -194,7 +208,9 @@ def start_server(args, backend: str, port: int):
         container = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip()
         return lambda: subprocess.run([docker_cli(), "stop", "-t", "30", container], capture_output=True)
     env["SM_MODEL_DIR"] = str(args.model)
-    proc = subprocess.Popen([str(BIN / "serve")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        command or [str(BIN / "serve")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
 
     def stop() -> None:
         proc.terminate()
@@ -203,35 +219,56 @@ def start_server(args, backend: str, port: int):
     return stop
 
 
-def bench_backend(args, backend: str, obs: list, port: int) -> list[str]:
+def bench_backend(
+    args,
+    backend: str,
+    obs: list,
+    port: int,
+    label: str | None = None,
+    env_extra: dict[str, str] | None = None,
+    command: list[str] | None = None,
+) -> tuple[list[str], dict[str, float]]:
+    """Table rows of one server under the loads, and its figures (``c1_p50`` in s, ``c8_rate``,
+    ``c32_rate`` in requests/s, ``b1024_p50`` in s)."""
+    label = label or backend
     lines = []
+    figures: dict[str, float] = {}
     start = time.monotonic()
-    stop = start_server(args, backend, port)
+    stop = start_server(args, backend, port, env_extra, command)
     try:
         try:
             wait_for_ping(f"http://127.0.0.1:{port}", 180, interval=0.02)
         except TimeoutError as error:
-            raise SystemExit(f"{backend}: {error}") from None
-        lines.append(
-            f"| {backend}: cold start, `serve` -> first 200 on `/ping` | {time.monotonic() - start:.2f} s | | |"
-        )
+            raise SystemExit(f"{label}: {error}") from None
+        lines.append(f"| {label}: cold start, started -> first 200 on `/ping` | {time.monotonic() - start:.2f} s | | |")
         single = json.dumps({"observation": obs}).encode()
         batch = json.dumps({"instances": [obs] * 1024}).encode()
         client = load_wrk if args.client == "wrk" else load
         client(port, single, 8, 1)  # warm up
         for concurrency in (1, 8, 32):
             latencies, rate = client(port, single, concurrency, args.seconds)
-            lines.append(row(f"{backend}: HTTP, 1 obs, concurrency {concurrency}", latencies, rate))
+            lines.append(row(f"{label}: HTTP, 1 obs, concurrency {concurrency}", latencies, rate))
+            figures[f"c{concurrency}_rate"] = rate
+            if concurrency == 1:
+                figures["c1_p50"] = p50(latencies)
         latencies, rate = client(port, batch, 1, args.seconds)
-        lines.append(row(f"{backend}: HTTP, 1,024 obs, concurrency 1", latencies, rate))
+        lines.append(row(f"{label}: HTTP, 1,024 obs, concurrency 1", latencies, rate))
+        figures["b1024_p50"] = p50(latencies)
     finally:
         stop()
-    return lines
+    return lines, figures
 
 
-def in_process(model: Path) -> tuple[list[str], list[float]]:
-    """Table rows of the in-process calls (one torch thread, sequential) and the observation the
-    HTTP requests send (the observation space's sample with seed 0, clipped to [-1, 1])."""
+def p50(seconds: np.ndarray) -> float:
+    """The median of `seconds` (wrk's own p50 when it gave two quantiles)."""
+    return float(seconds[0]) if len(seconds) == 2 else float(np.percentile(seconds, 50))
+
+
+def in_process(model: Path, onnx: bool = False) -> tuple[list[str], list[float], dict[str, float]]:
+    """Table rows of the in-process calls (one torch thread, sequential), the observation the
+    HTTP requests send (the observation space's sample with seed 0, clipped to [-1, 1]) and the
+    p50s in seconds by name (``onnx_1``, ``onnx_1024`` with `onnx`: `Policy.compute` answered by
+    ONNX Runtime, one intra-op thread)."""
     import torch
 
     torch.set_num_threads(1)
@@ -255,10 +292,18 @@ def in_process(model: Path) -> tuple[list[str], list[float]]:
         row("in-process `Policy.compute`, 1 obs", sequential(lambda: policy.compute(one.numpy()), 3000)),
         row("in-process `Policy.compute`, 1,024 obs", sequential(lambda: policy.compute(many.numpy()), 200)),
     ]
-    return lines, obs_array.tolist()
+    figures: dict[str, float] = {}
+    if onnx:
+        onnx_policy = Policy.load(model, backend="onnx")
+        for name, batch, n in (("1", one.numpy(), 3000), ("1,024", many.numpy(), 200)):
+            onnx_policy.compute(batch)  # the session's first run
+            seconds = sequential(lambda b=batch: onnx_policy.compute(b), n)
+            figures[f"onnx_{name.replace(',', '')}"] = float(np.percentile(seconds, 50))
+            lines.append(row(f"in-process `Policy.compute` on ONNX Runtime, {name} obs", seconds))
+    return lines, obs_array.tolist(), figures
 
 
-def in_process_in_image(image: str, model: Path) -> tuple[list[str], list[float]]:
+def in_process_in_image(image: str, model: Path) -> tuple[list[str], list[float], dict[str, float]]:
     """`in_process` run inside the image (its Python build and libraries: the server's), so the
     ratio compares like with like (Debian's Python in the image runs this faster than a pyenv
     build on the host: docs/benchmarks.md)."""
@@ -282,7 +327,187 @@ def in_process_in_image(image: str, model: Path) -> tuple[list[str], list[float]
     ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     answer = json.loads(out.strip().splitlines()[-1])
-    return answer["lines"], answer["obs"]
+    return answer["lines"], answer["obs"], {}
+
+
+def _step_times(policy, settings, apps, body: bytes, n: int) -> list[str]:
+    """`request_path`'s cells for one body: p50 of `n` sequential calls of each step."""
+    from werkzeug.datastructures import EnvironHeaders
+    from werkzeug.test import EnvironBuilder
+
+    from sagemaker_ray_rl.serving import protocol
+
+    headers = EnvironHeaders({"CONTENT_TYPE": "application/json"})
+    accept, decoded, jobs = protocol.read_invocation(policy, settings, headers, body)
+    answers = protocol.compute_jobs(policy, jobs)
+    environ = EnvironBuilder(
+        path="/invocations", method="POST", data=body, content_type="application/json"
+    ).get_environ()
+
+    def wsgi(wsgi_app):
+        return lambda: b"".join(wsgi_app({**environ, "wsgi.input": io.BytesIO(body)}, lambda *a: None))
+
+    calls = [
+        lambda: protocol.read_invocation(policy, settings, headers, body),
+        lambda: protocol.compute_jobs(policy, jobs),
+        lambda: protocol.write_invocation(accept, decoded, jobs, answers),
+        lambda: protocol.answer_invocation(policy, settings, headers, body),
+        *(wsgi(a) for a in apps),
+    ]
+    cells = []
+    for call in calls:
+        for _ in range(20):
+            call()
+        cells.append(f"{np.percentile(sequential(call, n), 50) * 1e6:,.1f} us")
+    return cells
+
+
+def request_path(model: Path) -> None:
+    """``--request-path``: where one request's time goes in this process (no HTTP), p50 of
+    sequential calls, for 1 and 1,024 observations on the torch and the ONNX Runtime path:
+    `protocol.read_invocation` (decode, validate, stack), `compute_jobs` (the forward pass),
+    `write_invocation` (rows, encode), the whole `answer_invocation`, and the WSGI app as gunicorn
+    calls it: the front (`flask_app.InvocationsFront`), flask's own route behind it, and the flask
+    constant-answer app (`constant_server.py`)."""
+    import torch
+
+    torch.set_num_threads(1)
+    from sagemaker_ray_rl.contract.environment import ServingSettings
+    from sagemaker_ray_rl.inference.policy import Policy
+    from sagemaker_ray_rl.serving.flask_app import create_app
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from constant_server import flask_app as constant_app
+
+    settings = ServingSettings()
+    print(f"load average at the start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(
+        "| path | obs | read_invocation | compute_jobs | write_invocation | answer_invocation | WSGI: front | WSGI: flask route | WSGI: flask constant |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for backend in ("torch", "onnx"):
+        policy = Policy.load(model, backend=backend)
+        space = policy.pipeline(None).observation_space
+        space.seed(0)
+        obs = np.clip(np.asarray(space.sample(), dtype=np.float32), -1, 1).tolist()
+        app = create_app(policy, settings)
+        apps = (app, getattr(app.wsgi_app, "wsgi_app", app), constant_app())  # before the front: flask twice
+        for count, n in ((1, 3000), (1024, 200)):
+            body = json.dumps({"observation": obs} if count == 1 else {"instances": [obs] * count}).encode()
+            cells = _step_times(policy, settings, apps, body, n)
+            print(f"| {backend} | {count:,} | {' | '.join(cells)} |")
+    print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+def bench_interleaved(args, servers, obs: list, in_process_1024=None) -> tuple[list[str], dict[str, dict[str, float]]]:
+    """`servers` (label, extra environment, command) started one after the other (cold start
+    each) and kept running, then each load run on each server in turn, ``args.rounds`` times (the
+    order rotated every round), so that a load from other processes on the machine falls on all of
+    them alike. Rows give the median over rounds of each run's p50, p99 and rate. `in_process_1024`
+    (a call answering the 1,024-observation batch in this process) is timed in the same rounds as
+    the 1,024-observation loads, under the label ``in-process``."""
+    stops, ports, lines = [], {}, []
+    try:
+        for i, (label, env_extra, command) in enumerate(servers):
+            port = args.port + i
+            start = time.monotonic()
+            stops.append(start_server(args, "gunicorn", port, env_extra, command))
+            try:
+                wait_for_ping(f"http://127.0.0.1:{port}", 180, interval=0.02)
+            except TimeoutError as error:
+                raise SystemExit(f"{label}: {error}") from None
+            ports[label] = port
+            lines.append(
+                f"| {label}: cold start, started -> first 200 on `/ping` | {time.monotonic() - start:.2f} s | | |"
+            )
+        single = json.dumps({"observation": obs}).encode()
+        batch = json.dumps({"instances": [obs] * 1024}).encode()
+        client = load_wrk if args.client == "wrk" else load
+        for port in ports.values():
+            client(port, single, 8, 1)  # warm up
+        loads = [(f"1 obs, concurrency {c}", f"c{c}", single, c) for c in (1, 8, 32)]
+        loads.append(("1,024 obs, concurrency 1", "b1024", batch, 1))
+        figures: dict[str, dict[str, float]] = {label: {} for label in ports}
+        labels = list(ports)
+        for name, key, body, concurrency in loads:
+            here = key == "b1024" and in_process_1024 is not None
+            names = [*labels, "in-process"] if here else labels
+            runs: dict[str, list[tuple[float, float, float]]] = {label: [] for label in names}
+            for r in range(args.rounds):
+                for label in names[r % len(names) :] + names[: r % len(names)]:
+                    if label == "in-process":
+                        stop = time.monotonic() + args.seconds
+                        seconds = []
+                        while time.monotonic() < stop:
+                            seconds.extend(sequential(in_process_1024, 5))
+                        latencies, rate = np.array(seconds), len(seconds) / sum(seconds)
+                    else:
+                        latencies, rate = client(ports[label], body, concurrency, args.seconds)
+                    p99 = float(latencies[1]) if len(latencies) == 2 else float(np.percentile(latencies, 99))
+                    runs[label].append((p50(latencies), p99, rate))
+            for label in names:
+                med = np.median(np.array(runs[label]), axis=0)
+                what = "`Policy.compute` on ONNX Runtime, same rounds" if label == "in-process" else "HTTP"
+                lines.append(row(f"{label}: {what}, {name}", med[:2], float(med[2])))
+                figures.setdefault(label, {})
+                figures[label][f"{key}_p50"], figures[label][f"{key}_rate"] = float(med[0]), float(med[2])
+        return lines, figures
+    finally:
+        for stop in stops:
+            stop()
+
+
+def acceptance(args) -> None:
+    """The side-by-side run of ``--acceptance`` (module docstring) and its targets, printed."""
+    if args.image:
+        raise SystemExit("--acceptance runs from this venv; drop --image")
+    load_at_start = os.getloadavg()
+    rows, obs, _ = in_process(args.model, onnx=True)
+    lines = [
+        f"model: {args.model}, {rows[0]}, client {args.client}, {args.rounds} x {args.seconds} s per load and server, servers and in-process "
+        f"calls in this venv ({sys.executable})"
+        + (f", server environment {' '.join(args.server_env)}" if args.server_env else ""),
+        f"load average at the start: {' '.join(f'{x:.2f}' for x in load_at_start)}",
+        "| what | p50 | p99 | rate |",
+        "| --- | --- | --- | --- |",
+        *rows[1:],
+    ]
+    constant = [sys.executable, str(Path(__file__).resolve().parent / "constant_server.py")]
+    servers = (
+        ("gunicorn, torch", {"SAGEMAKER_RAY_RL_INFERENCE": "torch"}, None),
+        ("gunicorn, ONNX Runtime", {"SAGEMAKER_RAY_RL_INFERENCE": "onnx"}, None),
+        ("gunicorn + flask, constant answer", {}, constant),
+        ("gunicorn, bare WSGI, constant answer", {}, [*constant, "--bare"]),
+    )
+    from sagemaker_ray_rl.inference.policy import Policy
+
+    onnx_policy = Policy.load(args.model, backend="onnx")
+    many = np.repeat(np.asarray([obs], dtype=np.float32), 1024, axis=0)
+    server_lines, figures = bench_interleaved(args, servers, obs, lambda: onnx_policy.compute(many))
+    lines.extend(server_lines)
+    lines.append(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    onnx, const = figures["gunicorn, ONNX Runtime"], figures["gunicorn + flask, constant answer"]
+    inproc_1024 = figures["in-process"]["b1024_p50"]  # timed in the same rounds as the HTTP loads
+    budget = 1.2 * (inproc_1024 + const["b1024_p50"])
+    lines += [
+        "",
+        "| target (ONNX path) | figure | met |",
+        "| --- | --- | --- |",
+        f"| 1 obs p50 at concurrency 1 <= 0.25 ms | {onnx['c1_p50'] * 1e3:.3f} ms | "
+        f"{'yes' if onnx['c1_p50'] <= 0.25e-3 else 'no'} |",
+    ]
+    for c in (8, 32):
+        share = onnx[f"c{c}_rate"] / const[f"c{c}_rate"]
+        lines.append(
+            f"| requests/s at concurrency {c} >= 80% of the constant server's | {onnx[f'c{c}_rate']:,.0f} /s vs "
+            f"{const[f'c{c}_rate']:,.0f} /s = {share:.0%} | {'yes' if share >= 0.8 else 'no'} |"
+        )
+    lines.append(
+        f"| 1,024 obs <= 1.2 x (in-process ONNX Runtime + constant round trip) | {onnx['b1024_p50'] * 1e3:.3f} ms vs "
+        f"1.2 x ({inproc_1024 * 1e3:.3f} + {const['b1024_p50'] * 1e3:.3f}) = {budget * 1e3:.3f} ms | "
+        f"{'yes' if onnx['b1024_p50'] <= budget else 'no'} |"
+    )
+    print("\n".join(lines))
 
 
 def main() -> None:
@@ -294,6 +519,12 @@ def main() -> None:
     )
     parser.add_argument("--backend", choices=("gunicorn", "ray-serve", "both"), default="both")
     parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="--acceptance: runs of each load on each server, in turn (medians are reported)",
+    )
     parser.add_argument(
         "--client",
         choices=("wrk", "python"),
@@ -308,16 +539,32 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="extra environment of the server, e.g. SAGEMAKER_RAY_RL_MAX_BATCH_SIZE=1 (repeatable)",
     )
+    parser.add_argument(
+        "--acceptance",
+        action="store_true",
+        help="in-process torch and ONNX Runtime, gunicorn on each, and the constant-answer servers, with the targets",
+    )
+    parser.add_argument(
+        "--request-path",
+        action="store_true",
+        help="only the request path's steps timed in this process (no HTTP), torch and ONNX Runtime",
+    )
     parser.add_argument("--in-process-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.model = args.model.resolve()
     if args.in_process_only:
-        lines, obs = in_process(args.model)
+        lines, obs, _ = in_process(args.model)
         print(json.dumps({"lines": lines, "obs": obs}))
         return
 
+    if args.request_path:
+        request_path(args.model)
+        return
+    if args.acceptance:
+        acceptance(args)
+        return
     load_at_start = os.getloadavg()
-    rows, obs = in_process_in_image(args.image, args.model) if args.image else in_process(args.model)
+    rows, obs, _ = in_process_in_image(args.image, args.model) if args.image else in_process(args.model)
     where = f"image {args.image}" if args.image else f"this venv ({sys.executable})"
     lines = [
         f"model: {args.model}, {rows[0]}, client {args.client}, server and in-process calls in {where}"
@@ -329,7 +576,7 @@ def main() -> None:
     ]
     backends = ("gunicorn", "ray-serve") if args.backend == "both" else (args.backend,)
     for i, backend in enumerate(backends):
-        lines.extend(bench_backend(args, backend, obs, args.port + i))
+        lines.extend(bench_backend(args, backend, obs, args.port + i)[0])
     lines.append(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print("\n".join(lines))
 

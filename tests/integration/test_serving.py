@@ -92,6 +92,57 @@ def test_unknown_route_and_method_are_json(client):
     assert client.get("/invocations").status_code == 405
 
 
+FRONT_CASES = [
+    {"json": {"observation": OBS[0]}},
+    {"json": {"instances": OBS}, "headers": {"Accept": "text/csv"}},
+    {"data": "1,2,3,4\n0,0,0,0\n", "content_type": "text/csv"},
+    {"data": "\n".join(json.dumps(o) for o in OBS), "content_type": "application/jsonlines"},
+    {"json": {"inputs": {"observations": OBS}}},
+    {"json": {"instances": OBS, "outputs": ["vf_preds", "action_prob"]}},
+    {"data": "{oops", "content_type": "application/json"},
+    {"json": {"instances": [[1, 2, 3]]}},
+    {"json": {"instances": [OBS[0]] * 1000}},
+    {"json": {"observation": OBS[0]}, "headers": {"Accept": "text/html"}},
+    {"data": "1,2,3,4", "content_type": "text/plain"},
+]
+
+
+@pytest.mark.parametrize("kwargs", FRONT_CASES)
+def test_invocations_front_answers_as_the_flask_route(policy, kwargs):
+    """`InvocationsFront` (which answers POST /invocations before flask) gives the bytes, status
+    line and headers flask's own route gives: the route is reached through the app's inner
+    ``wsgi_app``."""
+    from werkzeug.test import Client
+
+    from sagemaker_ray_rl.contract.environment import ServingSettings
+    from sagemaker_ray_rl.serving.flask_app import InvocationsFront, create_app
+
+    app = create_app(policy, ServingSettings(max_payload_mb=0.01))
+    assert isinstance(app.wsgi_app, InvocationsFront)
+    front = Client(app).post("/invocations", **kwargs)
+    route = Client(app.wsgi_app.wsgi_app).post("/invocations", **kwargs)
+    assert (front.status, sorted(front.headers.items()), front.get_data()) == (
+        route.status,
+        sorted(route.headers.items()),
+        route.get_data(),
+    )
+
+
+def test_an_unexpected_error_is_a_json_500_and_logged(policy, caplog):
+    from sagemaker_ray_rl.contract.environment import ServingSettings
+    from sagemaker_ray_rl.serving.flask_app import create_app
+
+    def compute(jobs):
+        raise RuntimeError("boom")
+
+    client = create_app(policy, ServingSettings(), compute=compute).test_client()
+    response = client.post("/invocations", json={"observation": OBS[0]})
+    assert response.status_code == 500
+    assert response.json == {"error": "InternalServerError", "message": "RuntimeError: boom"}
+    assert "unexpected error answering POST /invocations" in caplog.text
+    assert client.post("/invocations", data="{oops").status_code == 400  # still serving
+
+
 def test_serve_command_over_http(trained_job: TrainingRun, policy):
     port = free_port()
     env = job_environ(trained_job.base, SAGEMAKER_BIND_TO_PORT=str(port), SAGEMAKER_MODEL_SERVER_WORKERS="2")

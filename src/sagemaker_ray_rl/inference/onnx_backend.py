@@ -80,8 +80,14 @@ class OnnxGraph:
         Returns:
             ``action`` (B, *action_shape) as the env takes it, and each requested output.
         """
-        leaves = tree.flatten(observations)
-        feed = {name: np.asarray(leaf, dtype=dtype) for (name, dtype), leaf in zip(self._inputs, leaves, strict=True)}
+        if isinstance(observations, np.ndarray) and len(self._inputs) == 1:  # a Box space: one input
+            name, dtype = self._inputs[0]
+            feed = {name: np.asarray(observations, dtype=dtype)}
+        else:
+            leaves = tree.flatten(observations)
+            feed = {
+                name: np.asarray(leaf, dtype=dtype) for (name, dtype), leaf in zip(self._inputs, leaves, strict=True)
+            }
         names = ["action", *outputs]
         return dict(zip(names, self.session().run(names, feed), strict=True))
 

@@ -37,6 +37,7 @@ Every problem raises `RequestError` naming the field and what was expected.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 from dataclasses import dataclass
 from typing import Any
@@ -102,9 +103,10 @@ class Decoded:
     agents: list[str] | None = None
 
 
+@functools.lru_cache(maxsize=256)
 def media_type(header: str | None) -> str:
     """``type/subtype`` of a Content-Type or Accept value, lower case, parameters dropped, aliases
-    resolved."""
+    resolved (remembered for the last 256 distinct values: clients send the same few)."""
     value = (header or "").split(";", 1)[0].strip().lower()
     return ALIASES.get(value, value)
 

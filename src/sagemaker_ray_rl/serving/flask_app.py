@@ -1,6 +1,13 @@
 """The flask transport (run by gunicorn): ``GET /ping``, ``POST /invocations`` and
 ``GET /execution-parameters`` as routes over `protocol`.
 
+``POST /invocations`` is answered by `InvocationsFront`, a WSGI layer in front of flask's
+dispatch (``app.wsgi_app``, flask's documented place for middleware): the request path calls
+`protocol` straight from the WSGI environ, without flask's request and app contexts, URL
+matching and response objects (most of a one-observation request's time in this process:
+docs/benchmarks.md, serving). Every other route and method (``GET /invocations`` is a 405,
+``OPTIONS`` lists the methods) stays flask's.
+
 The body is read from the WSGI stream by `protocol.read_body`, with ``Content-Length`` or chunked,
 never holding more than ``SAGEMAKER_MAX_PAYLOAD_IN_MB`` (a larger one is a 413 the client can read,
 never a body cut at the limit). Every error leaves as JSON: `RequestError` with its own status,
@@ -11,14 +18,18 @@ before it reaches the policy (`observations`), so it never gets that far.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Response, request
+from werkzeug.datastructures import EnvironHeaders
 from werkzeug.exceptions import HTTPException
-from werkzeug.wsgi import get_input_stream
+from werkzeug.http import HTTP_STATUS_CODES
+from werkzeug.utils import get_content_type
+from werkzeug.wsgi import get_content_length, get_input_stream
 
 from sagemaker_ray_rl.contract.environment import ServingSettings
 from sagemaker_ray_rl.contract.errors import RequestError
@@ -53,13 +64,76 @@ def create_app(
         return Response(parameters_body, status=200, mimetype=codecs.JSON)
 
     @app.post("/invocations")
-    def invocations() -> Response:
+    def invocations() -> Response:  # the route for flask's 405/OPTIONS; POSTs are answered by the front
         body = request_body(settings)
         status, mimetype, body = answer_invocation(policy, settings, request.headers, body, compute)
         return Response(body, status=status, mimetype=mimetype)
 
     add_json_errors(app)
+    app.wsgi_app = InvocationsFront(app.wsgi_app, policy, settings, compute)  # type: ignore[method-assign]
     return app
+
+
+class InvocationsFront:
+    """WSGI middleware answering ``POST /invocations`` itself and passing every other request to
+    flask (`wsgi_app`).
+
+    The answer is what flask's route gives, byte for byte: the body read by `protocol.read_body`
+    (``Content-Length`` or chunked, a 413 past the payload limit), `protocol.answer_invocation`'s
+    status and body, werkzeug's status line (``"413 REQUEST ENTITY TOO LARGE"``) and
+    ``Content-Type`` (``text/csv; charset=utf-8``), a ``Content-Length``; an unexpected exception
+    is logged with its traceback and answered as `add_json_errors` answers it (500, JSON).
+
+    Args:
+        wsgi_app: flask's ``app.wsgi_app``.
+        policy, settings, compute: as for `create_app`.
+    """
+
+    def __init__(
+        self,
+        wsgi_app: Callable[..., Any],
+        policy: Policy,
+        settings: ServingSettings,
+        compute: Callable[[list[Job]], list[Any]] | None = None,
+    ) -> None:
+        self.wsgi_app = wsgi_app
+        self.policy = policy
+        self.settings = settings
+        self.compute = compute
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if environ.get("PATH_INFO") != "/invocations" or environ.get("REQUEST_METHOD") != "POST":
+            return self.wsgi_app(environ, start_response)
+        try:
+            stream = get_input_stream(environ, max_content_length=None)
+            body = read_body(stream.read, get_content_length(environ), self.settings)
+            status, mimetype, body = answer_invocation(
+                self.policy, self.settings, EnvironHeaders(environ), body, self.compute
+            )
+        except RequestError as exc:
+            status, mimetype, body = exc.status, codecs.JSON, json.dumps(exc.to_dict()).encode()
+        except Exception as exc:
+            logger.exception(
+                "unexpected error answering %s %s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO")
+            )
+            status, mimetype = 500, codecs.JSON
+            body = json.dumps({"error": "InternalServerError", "message": f"{type(exc).__name__}: {exc}"}).encode()
+        start_response(
+            _status_line(status), [("Content-Type", _content_type(mimetype)), ("Content-Length", str(len(body)))]
+        )
+        return [body]
+
+
+@functools.cache
+def _status_line(status: int) -> str:
+    """werkzeug's status line for `status` (``"200 OK"``)."""
+    return f"{status} {HTTP_STATUS_CODES.get(status, 'UNKNOWN').upper()}"
+
+
+@functools.cache
+def _content_type(mimetype: str) -> str:
+    """werkzeug's ``Content-Type`` for `mimetype` (``charset=utf-8`` added to ``text/*``)."""
+    return get_content_type(mimetype, "utf-8")
 
 
 def add_json_errors(app: Flask) -> None:

@@ -272,7 +272,12 @@ def write_invocation(accept: str, decoded: codecs.Decoded, jobs: list[Job], answ
         if isinstance(columns, RequestError):
             raise columns
         names = list(columns)
-        rows = [dict(zip(names, row)) for row in zip(*(_per_record(columns[name], job.size) for name in names))]
+        values = [_per_record(columns[name], job.size) for name in names]
+        if len(names) == 1:  # the common answer, ``{"action": a}``: a fifth of dict(zip()) per record
+            name = names[0]
+            rows = [{name: value} for value in values[0]]
+        else:
+            rows = [dict(zip(names, row)) for row in zip(*values)]
         if len(jobs) == 1:  # one job answers every record, in order
             results = rows
             break
@@ -335,6 +340,11 @@ def compute_jobs(policy: Policy, jobs: list[Job]) -> list[dict[str, Any] | Reque
         value function). When a merged pass raises one, its jobs are retried one by one so each
         gets its own answer.
     """
+    if len(jobs) == 1:  # one request's one group: nothing to merge
+        try:
+            return [_run(policy, jobs[0])]
+        except RequestError as exc:
+            return [exc]
     by_key: dict[tuple[Any, ...], list[int]] = {}
     for index, job in enumerate(jobs):
         by_key.setdefault(job.key, []).append(index)
