@@ -60,7 +60,9 @@ def tune_run(tmp_path_factory) -> Path:
     env["HOME"] = str(base / "home")  # Tune's default ~/ray_results must stay unused
     log = base / "script.log"
     with log.open("w") as sink:
-        proc = subprocess.run([sys.executable, str(script)], env=env, stdout=sink, stderr=subprocess.STDOUT, timeout=600)
+        proc = subprocess.run(
+            [sys.executable, str(script)], env=env, stdout=sink, stderr=subprocess.STDOUT, timeout=600
+        )
     assert proc.returncode == 0, log.read_text()[-4000:]
     assert not (base / "home" / "ray_results").exists()
     return base
