@@ -15,8 +15,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-import requests
 import ray.rllib.examples
+import requests
 from container.test_image import Server
 from multihost_job import MultiHostJob
 

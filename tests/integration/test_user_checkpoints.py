@@ -4,12 +4,14 @@ a real ``tune.Tuner`` run with the variables the image sets for the script (``RA
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import textwrap
 from pathlib import Path
 
@@ -19,6 +21,8 @@ from devtools import write_job
 from sagemaker_ray_rl.checkpoint import METADATA_FILE, find_checkpoint
 from sagemaker_ray_rl.contract.environment import Environment
 from sagemaker_ray_rl.training.user_checkpoints import (
+    _extract_plain,
+    _newest_as_tar,
     export_newest_checkpoint,
     newest_checkpoint,
     script_environment,
@@ -105,3 +109,27 @@ def test_no_checkpoint_anywhere_leaves_the_model_dir_empty_with_a_warning(tmp_pa
     (record,) = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert f"The model dir {contract.model_dir} is empty" in record.getMessage()
     assert str(tmp_path / "none") in record.getMessage()
+
+
+def test_a_worker_hosts_checkpoint_travels_as_an_archive_to_the_same_path(tune_run: Path, tmp_path: Path):
+    (found,) = tune_checkpoints([tune_run / "checkpoints"])
+    written_at, path, data = _newest_as_tar([str(tune_run / "checkpoints")])
+    assert (written_at, path) == (found.written_at, str(found.path))
+    target = tmp_path / found.trial_dir.name
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        _extract_plain(tar, target)
+    (copied,) = tune_checkpoints([tmp_path])
+    assert copied.path == target / found.path.name
+    assert copied.last_result()["training_iteration"] == 2 and copied.params()["env"] == "CartPole-v1"
+
+
+def test_an_archive_member_outside_the_trial_dir_is_refused(tmp_path: Path):
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        member = tarfile.TarInfo("../escaped.txt")
+        member.size = 1
+        tar.addfile(member, io.BytesIO(b"x"))
+    buffer.seek(0)
+    with tarfile.open(fileobj=buffer) as tar, pytest.raises(ValueError, match="unexpected member '../escaped.txt'"):
+        _extract_plain(tar, tmp_path / "trial")
+    assert not (tmp_path / "escaped.txt").exists()

@@ -31,6 +31,7 @@ import io
 import json
 import logging
 import os
+import shutil
 import tarfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -280,7 +281,26 @@ def collect_from_workers(contract: Environment, roots: Iterable[Path] | None = N
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        tar.extractall(target.parent, filter="data")
+        _extract_plain(tar, target.parent)
     os.utime(target / CHECKPOINT_MARKER, (written_at, written_at))
     print(f"[sagemaker-ray-rl] copied the newest checkpoint {path} from a worker host", flush=True)
     return target
+
+
+def _extract_plain(tar: tarfile.TarFile, destination: Path) -> None:
+    """Extract the regular files and directories of `tar` below `destination` (what `_newest_as_tar`
+    writes); a member that is a link, a device or names a path outside `destination` raises
+    ValueError. By hand: the image's Python 3.11 may predate ``extractall(filter="data")``."""
+    root = destination.resolve()
+    for member in tar.getmembers():
+        path = (root / member.name).resolve()
+        if not (member.isfile() or member.isdir()) or (path != root and root not in path.parents):
+            raise ValueError(f"unexpected member {member.name!r} in a worker host's checkpoint archive")
+        if member.isdir():
+            path.mkdir(parents=True, exist_ok=True)
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        source = tar.extractfile(member)
+        assert source is not None  # a regular file
+        with source, open(path, "wb") as sink:
+            shutil.copyfileobj(source, sink)
