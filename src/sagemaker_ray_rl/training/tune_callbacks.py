@@ -33,14 +33,33 @@ VALIDATE_STORAGE_MARKER = ".validate_storage_marker"
 
 
 class CheckpointAtEnd(Callback):
-    """Checkpoint each trial on its last result (the result Tune's stop criteria, or the trial's own
-    ``done``, ended it). A trial whose ``CheckpointConfig`` already checkpoints at the end is saved
-    once: Tune makes one save decision per result."""
+    """Checkpoint each trial of a class trainable (an RLlib ``Algorithm``) on its last result (the
+    result Tune's stop criteria, or the trial's own ``done``, ended it). A trial whose
+    ``CheckpointConfig`` already checkpoints at the end is saved once: Tune makes one save decision
+    per result. Function trainables are left alone: they checkpoint only through their own
+    ``tune.report(checkpoint=...)``."""
 
     def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict, **info: Any) -> None:
-        """Set `SHOULD_CHECKPOINT` in `result` (Tune's dict, in place) when it is the trial's last."""
-        if result.get("done"):
+        """Set `SHOULD_CHECKPOINT` in `result` (Tune's dict, in place) when it is the last result of
+        a class trainable's trial."""
+        if result.get("done") and _is_class_trainable(trial):
             result[SHOULD_CHECKPOINT] = True
+
+
+def _is_class_trainable(trial: Any) -> bool:
+    """Whether the trial's trainable is a `ray.tune.Trainable` class other than a wrapped function."""
+    from ray.tune.trainable import Trainable
+    from ray.tune.trainable.function_trainable import FunctionTrainable
+
+    try:
+        trainable = trial.get_trainable_cls()
+    except Exception:  # an unregistered name: Tune fails the trial itself
+        return False
+    return (
+        isinstance(trainable, type)
+        and issubclass(trainable, Trainable)
+        and not issubclass(trainable, FunctionTrainable)
+    )
 
 
 class StorageOnEveryHost(Callback):

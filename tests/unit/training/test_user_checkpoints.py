@@ -29,10 +29,28 @@ def test_storage_roots_are_ray_storage_the_checkpoint_dir_and_ray_results():
     assert storage_roots(CONTRACT, environ={"RAY_STORAGE": "s3://bucket/x"})[0] == Path("/opt/ml/checkpoints")
 
 
-def test_a_trials_last_result_asks_tune_for_a_checkpoint_and_others_do_not():
+def test_an_algorithm_trials_last_result_asks_tune_for_a_checkpoint_and_others_do_not():
+    from ray.rllib.algorithms.ppo import PPO
+    from ray.tune.experiment import Trial
+
     callback = CheckpointAtEnd()
+    trial = Trial(PPO.__name__)  # Tune's own Trial (no Ray actor until Tune starts one)
     running, last = {"training_iteration": 1}, {"training_iteration": 2, "done": True}
     for result in (running, last):
-        callback.on_trial_result(iteration=0, trials=[], trial=None, result=result)
+        callback.on_trial_result(iteration=0, trials=[trial], trial=trial, result=result)
     assert SHOULD_CHECKPOINT not in running
     assert last[SHOULD_CHECKPOINT] is True
+
+
+def test_a_function_trainables_trial_is_left_to_its_own_checkpoints():
+    from ray import tune
+    from ray.tune.experiment import Trial
+
+    def train_fn(config):
+        tune.report({"score": 1})
+
+    tune.register_trainable("h14_function_trainable", train_fn)
+    trial = Trial("h14_function_trainable")
+    last = {"training_iteration": 1, "done": True}
+    CheckpointAtEnd().on_trial_result(iteration=0, trials=[trial], trial=trial, result=last)
+    assert SHOULD_CHECKPOINT not in last
