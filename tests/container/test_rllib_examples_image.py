@@ -25,7 +25,7 @@ pytestmark = pytest.mark.container
 #: RLlib's examples in the Ray wheel this test environment has (the image pins the same Ray).
 EXAMPLES = Path(ray.rllib.examples.__file__).parent
 #: Small stop criteria and one env runner (the CI runner has 2 cores); the rest is RLlib's defaults.
-SMALL = {"stop-iters": "1", "num-env-runners": "1", "ray.join_timeout_s": "120"}
+SMALL = {"stop-iters": "1", "num-env-runners": "1"}
 
 
 def run_example(image: str, root: Path, example: str, hyperparameters: dict, hosts: int = 1) -> MultiHostJob:
