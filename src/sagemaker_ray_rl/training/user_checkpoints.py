@@ -191,12 +191,15 @@ def export_newest_checkpoint(contract: Environment, roots: Iterable[Path] | None
     roots = list(storage_roots(contract) if roots is None else roots)
     newest = newest_checkpoint(roots)
     if newest is None:
+        model_dir = Path(contract.model_dir)
+        empty = not model_dir.is_dir() or not any(model_dir.iterdir())
         logger.warning(
-            "The model dir %s is empty: the entry point saved no RLlib checkpoint there and none was found "
+            "The model dir %s %s: the entry point saved no RLlib checkpoint there and none was found "
             "under %s, where Tune runs of the script write theirs (a checkpoint_*/ directory with %s). "
             "Save one with algo.save(os.environ['SM_MODEL_DIR']) or let Tune checkpoint (RLlib example "
             "scripts: hyperparameter checkpoint-freq).",
             contract.model_dir,
+            "is empty" if empty else "holds no RLlib checkpoint",
             ", ".join(map(str, roots)),
             CHECKPOINT_MARKER,
         )
