@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import ray.rllib.examples
 import requests
+from container.conftest import docker
 from container.test_image import Server
 from multihost_job import MultiHostJob
 
@@ -58,7 +59,12 @@ def exported(model_dir: Path) -> tuple[dict, dict]:
 
 
 def serve(image: str, model_dir: Path, body: dict) -> dict:
-    """POST `body` to ``/invocations`` of ``serve`` on `model_dir`; the JSON answer (status 200)."""
+    """POST `body` to ``/invocations`` of ``serve`` on `model_dir`; the JSON answer (status 200).
+
+    The server is removed afterwards without checking its exit status: a clean stop on SIGTERM is
+    test_image.py's subject, and on a loaded machine gunicorn's 25 s graceful stop may outlast
+    ``docker stop -t 30`` (exit 137), which says nothing about the example's model.
+    """
     server = Server(image, model_dir)
     try:
         server.wait_until_healthy(timeout=120)
@@ -66,7 +72,7 @@ def serve(image: str, model_dir: Path, body: dict) -> dict:
         assert answer.status_code == 200, (answer.text, server.logs()[-3000:])
         return answer.json()
     finally:
-        assert server.stop() == 0, server.logs()
+        docker("rm", "-f", server.container, timeout=120)
 
 
 @pytest.fixture(scope="module")
