@@ -17,6 +17,10 @@ this module and calls `main`. Every host of the job runs it; the cluster launche
   (all before Ray starts) -> Tune -> export to the model dir, or, with hyperparameter
   ``mode=collect|offline``, a batch-RL job (`sagemaker_ray_rl.offline.runner`).
 
+A user entry point that saves no model (RLlib's own example scripts, any script that only runs
+``tune.Tuner``) gets the newest checkpoint its Tune runs left exported to the model dir
+(`training.user_checkpoints`; on several hosts first copied from the worker host that wrote it).
+
 Failures write the failure file (``/opt/ml/output/failure``) with a one-paragraph reason and raise
 `sagemaker_training.errors.ClientError`, which makes the toolkit exit 1 without overwriting it. When
 no failure file can be written (a full disk, an unwritable output dir) the process exits 1 at once
@@ -90,6 +94,7 @@ def main() -> None:
             from sagemaker_ray_rl.training.user_script import LOCAL_RAY_ADDRESS, run_user_entry_point
 
             run_user_entry_point(contract, ray_address=LOCAL_RAY_ADDRESS)
+            export_user_checkpoint(contract)
             export_onnx_next_to_checkpoint(contract)
             return
 
@@ -100,6 +105,7 @@ def main() -> None:
                 from sagemaker_ray_rl.training.user_script import run_user_entry_point
 
                 run_user_entry_point(contract)
+                _collect_user_checkpoint(contract)
             elif offline is not None:  # mode=collect|offline: sagemaker_ray_rl.offline
                 from sagemaker_ray_rl.offline import runner as offline_runner
 
@@ -108,6 +114,8 @@ def main() -> None:
                 from sagemaker_ray_rl.training.builtin import train
 
                 train(contract, plan, cluster)
+        if user_code:
+            export_user_checkpoint(contract)
         export_onnx_next_to_checkpoint(contract)
     except SageMakerRayRLError as exc:
         if not write_failure(contract, f"{type(exc).__name__}: {exc}"):
@@ -151,6 +159,40 @@ def _failure_file_writable(contract: Environment) -> bool:
         return True
     except OSError:
         return False
+
+
+def export_user_checkpoint(contract: Environment) -> None:
+    """After a user entry point that saved no model: the newest RLlib checkpoint its Tune runs left
+    (in ``/opt/ml/checkpoints`` or ``~/ray_results``) exported to the model dir with
+    ``metadata.json``, or a WARNING that the model dir is empty
+    (`training.user_checkpoints.export_newest_checkpoint`). Never fails the job: a checkpoint that
+    cannot be exported is logged, and the model dir keeps what the script wrote.
+    """
+    from sagemaker_ray_rl.training.user_checkpoints import export_newest_checkpoint
+
+    try:
+        export_newest_checkpoint(contract)
+    except Exception as exc:
+        print(
+            f"[sagemaker-ray-rl] WARNING: exporting the entry point's Tune checkpoint failed: "
+            f"{type(exc).__name__}: {exc}",
+            flush=True,
+        )
+
+
+def _collect_user_checkpoint(contract: Environment) -> None:
+    """On the master of several hosts, while Ray is up: a newer checkpoint a user entry point's
+    trial left on a worker host copied here (`training.user_checkpoints.collect_from_workers`).
+    Never fails the job."""
+    from sagemaker_ray_rl.training.user_checkpoints import collect_from_workers
+
+    try:
+        collect_from_workers(contract)
+    except Exception as exc:
+        print(
+            f"[sagemaker-ray-rl] WARNING: copying checkpoints from the worker hosts failed: {type(exc).__name__}: {exc}",
+            flush=True,
+        )
 
 
 def export_onnx_next_to_checkpoint(contract: Environment) -> None:

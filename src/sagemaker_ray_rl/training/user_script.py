@@ -18,6 +18,10 @@ script's process and never passes a signal on, so `run_user_entry_point` does (`
 and gives the script the built-in experiment's time to checkpoint and exit
 (``names.STOP_BUDGET_S``, 90 s of SageMaker's 120) before it is killed.
 
+The script's Tune runs write to the job's checkpoint dir (``RAY_STORAGE``) and checkpoint every
+trial at its end (``RAY_TUNE_CALLBACKS``), so a script that saves no model still leaves one that
+the image exports (`user_checkpoints`).
+
 Worker hosts only install its source dir, so the modules it imports load in their env runners.
 """
 
@@ -37,6 +41,7 @@ from sagemaker_ray_rl.contract import names
 from sagemaker_ray_rl.contract.environment import Environment, is_image_hyperparameter
 from sagemaker_ray_rl.contract.failure import FAILURE_REASON_LIMIT, write_failure
 from sagemaker_ray_rl.training.image_pins import check_source_dir
+from sagemaker_ray_rl.training.user_checkpoints import script_environment
 
 #: ``RAY_ADDRESS`` of a one-host script: Ray 2.60's ``ray.init()`` (any arguments, ``address=None`` or
 #: ``"auto"``) then starts a new local instance (`ray._private.services.get_ray_address_from_environment`)
@@ -167,6 +172,9 @@ def run_user_entry_point(
         os.environ["RAY_ADDRESS"] = ray_address
     for name in TUNE_PLACEMENT_CHECK_ENV:
         os.environ.setdefault(name, str(TUNE_PLACEMENT_CHECK_S))
+    # Tune's storage and the image's Tune callbacks (`user_checkpoints`): the script's Tune runs
+    # leave a checkpoint in the checkpoint dir, which the image exports when the script saves none.
+    os.environ.update(script_environment(contract))
     if len(env.hosts) == 1:
         # The toolkit first waits, silently and for up to 15 minutes, until every host name of
         # resourceconfig.json resolves; one host has nobody to wait for, and a hand-written job dir
