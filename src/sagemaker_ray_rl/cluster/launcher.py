@@ -217,11 +217,7 @@ def start_cluster(contract: Environment, settings: ClusterSettings) -> Cluster:
     os.environ["RAY_ADDRESS"] = address
     cluster = Cluster(contract=contract, settings=settings, address=address, head=head)
     try:
-        ray.init(
-            address=address,
-            logging_level="warning",
-            log_to_driver=True,
-        )
+        _connect_driver(address, head, deadline=time.monotonic() + HEAD_START_TIMEOUT_S)
         quiet.install(contract.hyperparameters)
         quiet.filter_worker_logs(contract.hyperparameters)
         _wait_for_hosts(cluster)
@@ -233,6 +229,35 @@ def start_cluster(contract: Environment, settings: ClusterSettings) -> Cluster:
     cluster.all_alive_at = time.time()
     log(f"Ray cluster up: {len(cluster.hosts)} of {len(rc.hosts)} host(s) alive after {cluster.bring_up_s:.1f} s")
     return cluster
+
+
+def _connect_driver(address: str, head: RayHeadProcess, *, deadline: float) -> None:
+    """``ray.init(address)`` on the master, tried again while the head runs and ``deadline``
+    (``time.monotonic()`` seconds) is ahead.
+
+    The head's GCS port opens before its raylet has registered; on a loaded host Ray 2.60's driver
+    can give up looking for the local node first ("No node info found matching attributes", raised
+    as ``ConnectionError: Failed to connect to Ray cluster``).
+
+    Raises:
+        ClusterError: the head exited, or the driver could not connect before ``deadline``; names
+            the address and Ray's error.
+    """
+    import ray
+
+    while True:
+        try:
+            ray.init(address=address, logging_level="warning", log_to_driver=True)
+            return
+        except ConnectionError as error:
+            ray.shutdown()
+            if not head.running() or time.monotonic() >= deadline:
+                raise ClusterError(
+                    f"the driver on the master could not connect to the Ray head at {address} "
+                    f"(head running: {head.running()}): {error}; its last lines:\n{head.output_tail()}"
+                ) from error
+            log(f"the Ray head at {address} is not ready for a driver yet ({error}); trying again")
+            time.sleep(POLL_INTERVAL_S)
 
 
 def _wait_for_hosts(cluster: Cluster) -> None:
