@@ -7,16 +7,21 @@ Every host of the job must hold the same token; this module decides which one, i
 1. ``RAY_AUTH_TOKEN`` in the environment (the estimator's ``environment=``, which every host gets):
    used as it is;
 2. ``RAY_AUTH_TOKEN_PATH`` in the environment: a token file the user placed in the image;
-3. otherwise a token DERIVED on each host (`derive_token`): HMAC-SHA256 over what every host of the
+3. the hyperparameter ``ray.auth_token_secret``: the id or ARN of an AWS Secrets Manager secret whose
+   string is the token, fetched on every host with the job's role (``secretsmanager:GetSecretValue``);
+4. otherwise a token DERIVED on each host (`derive_token`): HMAC-SHA256 over what every host of the
    job receives from SageMaker and what the job's network does not carry: ``hyperparameters.json``,
    ``inputdataconfig.json``, the job's host list (``resourceconfig.json``) and the job's name and ARN
-   (``TRAINING_JOB_NAME``, ``TRAINING_JOB_ARN``). It is written to `TOKEN_FILE` (mode 0600) and
-   Ray reads it through ``RAY_AUTH_TOKEN_PATH``.
+   (``TRAINING_JOB_NAME``, ``TRAINING_JOB_ARN``).
+
+A fetched or derived token is written to `TOKEN_FILE` (mode 0600) and Ray reads it through
+``RAY_AUTH_TOKEN_PATH``; it is never logged.
 
 The derived token keeps out whoever can reach the hosts' ports without knowing the job's definition
 (another machine in the job's VPC subnet, a container on the same network). It is no secret from
 anyone who can call ``DescribeTrainingJob`` (which shows the hyperparameters and the name) or guess
-them; a random ``RAY_AUTH_TOKEN`` passed in the estimator's environment is stronger.
+them; a random token in a secret (``ray.auth_token_secret``) or in the estimator's environment
+(``RAY_AUTH_TOKEN``, which ``DescribeTrainingJob`` shows too) is stronger.
 
 Opting out: the hyperparameter ``ray.auth=disabled`` or ``RAY_AUTH_MODE=disabled`` in the environment
 (`settings`). Both are checked before any Ray process starts.
@@ -64,13 +69,14 @@ class RayAuth:
         mode: ``RAY_AUTH_MODE``: ``"token"`` or ``"disabled"``.
         source: where the token comes from, or why authentication is off (for the job log; never the
             token itself).
-        derived_token: the token `derive_token` made, to be written to `TOKEN_FILE`; None when the
-            user gave one (``RAY_AUTH_TOKEN`` / ``RAY_AUTH_TOKEN_PATH``) or authentication is off.
+        file_token: the token to write to `TOKEN_FILE` (fetched from the secret, or `derive_token`'s);
+            None when Ray finds the user's own (``RAY_AUTH_TOKEN`` / ``RAY_AUTH_TOKEN_PATH``) or
+            authentication is off.
     """
 
     mode: str
     source: str
-    derived_token: str | None = field(default=None, repr=False)
+    file_token: str | None = field(default=None, repr=False)
 
     @property
     def enabled(self) -> bool:
@@ -80,15 +86,15 @@ class RayAuth:
     def environment(self, token_file: Path = TOKEN_FILE) -> dict[str, str]:
         """The variables every process that talks to the cluster needs (``ray start``, the driver,
         a user entry point, and through the raylets every Ray worker): ``RAY_AUTH_MODE``, and for a
-        derived token ``RAY_AUTH_TOKEN_PATH`` after writing the token to `token_file` (mode 0600).
+        fetched or derived token ``RAY_AUTH_TOKEN_PATH`` after writing the token to `token_file` (mode 0600).
 
         Raises:
             ClusterError: `token_file` cannot be written.
         """
         env = {RAY_AUTH_MODE_ENV: self.mode}
-        if self.derived_token is not None:
+        if self.file_token is not None:
             try:
-                write_token_file(token_file, self.derived_token)
+                write_token_file(token_file, self.file_token)
             except OSError as exc:
                 raise ClusterError(
                     f"could not write the Ray authentication token to {token_file} ({type(exc).__name__}: {exc}); "
@@ -99,7 +105,11 @@ class RayAuth:
 
 
 def resolve_auth(
-    contract: Environment, hyperparameter: str | None, environ: Mapping[str, str] | None = None
+    contract: Environment,
+    hyperparameter: str | None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    secret_id: str | None = None,
 ) -> RayAuth:
     """Choose the job's authentication (module docstring): the same answer on every host.
 
@@ -108,11 +118,13 @@ def resolve_auth(
         hyperparameter: the validated value of ``ray.auth`` (`settings.ClusterSettings.auth`), None
             when not given.
         environ: the variables to read; ``os.environ`` when None.
+        secret_id: ``ray.auth_token_secret`` (`settings.ClusterSettings.auth_token_secret`), or None.
 
     Raises:
         HyperparameterError: ``RAY_AUTH_MODE`` is neither ``token`` nor ``disabled``, or it
             contradicts ``ray.auth``.
-        ClusterError: ``RAY_AUTH_TOKEN_PATH`` names a file that is missing or empty.
+        ClusterError: ``RAY_AUTH_TOKEN_PATH`` names a file that is missing or empty; the secret
+            cannot be read (the message names it and the permission the job's role needs) or is empty.
     """
     env = os.environ if environ is None else environ
     env_mode = env.get(RAY_AUTH_MODE_ENV)
@@ -144,6 +156,8 @@ def resolve_auth(
                 f"{contract.resource_config.current_host}; Ray would refuse to start"
             )
         return RayAuth(TOKEN, f"the file {RAY_AUTH_TOKEN_PATH_ENV} names")
+    if secret_id:
+        return RayAuth(TOKEN, f"AWS Secrets Manager secret {secret_id}", fetch_secret_token(secret_id))
     return RayAuth(
         TOKEN,
         "derived from the job's definition (hyperparameters, input channels, hosts, job name)",
@@ -173,6 +187,33 @@ def derive_token(config_dir: Path, hosts: tuple[str, ...] | list[str], environ: 
     }
     message = json.dumps(material, sort_keys=True, separators=(",", ":")).encode()
     return hmac.new(DERIVATION_KEY, message, hashlib.sha256).hexdigest()
+
+
+def fetch_secret_token(secret_id: str) -> str:
+    """The ``SecretString`` of the AWS Secrets Manager secret `secret_id` (a name or an ARN), read
+    with boto3's default credentials (on SageMaker: the job's role) and region.
+
+    Raises:
+        ClusterError: the secret cannot be read (missing, no ``secretsmanager:GetSecretValue``
+            permission, no network route to Secrets Manager, e.g. under network isolation) or holds
+            no non-empty string.
+    """
+    import boto3
+
+    try:
+        value = boto3.client("secretsmanager").get_secret_value(SecretId=secret_id).get("SecretString")
+    except Exception as exc:  # botocore's errors: ClientError, NoCredentialsError, EndpointConnectionError...
+        raise ClusterError(
+            f"could not read the Ray authentication token from AWS Secrets Manager secret {secret_id!r} "
+            f"(hyperparameter ray.auth_token_secret): {type(exc).__name__}: {exc}. The job's role needs "
+            "secretsmanager:GetSecretValue on it, and the job a route to Secrets Manager (not network isolation)"
+        ) from exc
+    if not isinstance(value, str) or not value.strip():
+        raise ClusterError(
+            f"AWS Secrets Manager secret {secret_id!r} (hyperparameter ray.auth_token_secret) holds no token: "
+            "expected a non-empty SecretString"
+        )
+    return value.strip()
 
 
 def write_token_file(path: Path, token: str) -> None:

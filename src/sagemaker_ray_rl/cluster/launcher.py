@@ -186,7 +186,7 @@ def start_cluster(contract: Environment, settings: ClusterSettings) -> Cluster:
 
     rc = contract.resource_config
     started = time.monotonic()
-    auth = resolve_auth(contract, settings.auth)
+    auth = resolve_auth(contract, settings.auth, secret_id=settings.auth_token_secret)
     ip = own_ip(rc.current_host, rc.network_interface_name, timeout_s=settings.join_timeout_s)
     env = ray_environment(auth)
     os.environ.update(
@@ -328,7 +328,7 @@ def run_worker(contract: Environment, settings: ClusterSettings, *, marker: Path
     master_ip = resolve_host(master, timeout_s=settings.join_timeout_s)
     ip = own_ip(host, rc.network_interface_name, timeout_s=max(1.0, deadline - time.monotonic()))
     head = f"{master_ip}:{settings.gcs_port}"
-    auth = resolve_auth(contract, settings.auth)
+    auth = resolve_auth(contract, settings.auth, secret_id=settings.auth_token_secret)
     log(
         f"worker {host} ({ip}): joining the Ray head on master {master} ({head}), {_describe_auth(auth, len(rc.hosts))}"
     )

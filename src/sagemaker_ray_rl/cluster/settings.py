@@ -23,6 +23,7 @@ bad value fails on every host before any Ray process starts.
                                 comma-separated list or a JSON list.
 ``ray.auth``                    ``token`` (default) or ``disabled``: Ray's token authentication
                                 between the job's processes (`auth` says where the token comes from).
+``ray.auth_token_secret``       AWS Secrets Manager secret (name or ARN) holding the token.
 ==============================  ===============================================================
 
 Source of the defaults: ``ray start`` (Ray 2.60) for the port and the object store share; the
@@ -50,6 +51,7 @@ OBJECT_STORE_MEMORY_MB = "ray.object_store_memory_mb"
 LEARNER_GROUP = "ray.learner_group"
 ENV_RUNNER_GROUPS = "ray.env_runner_groups"
 AUTH = "ray.auth"
+AUTH_TOKEN_SECRET = "ray.auth_token_secret"
 
 KEYS = (
     JOIN_TIMEOUT_S,
@@ -61,6 +63,7 @@ KEYS = (
     LEARNER_GROUP,
     ENV_RUNNER_GROUPS,
     AUTH,
+    AUTH_TOKEN_SECRET,
 )
 
 
@@ -80,6 +83,7 @@ class ClusterSettings:
         learner_group_hosts: the hosts of `learner_group`.
         auth: ``ray.auth`` (``"token"`` or ``"disabled"``), None when not given (token, unless the
             environment's ``RAY_AUTH_MODE`` says otherwise: `auth.resolve_auth`).
+        auth_token_secret: ``ray.auth_token_secret``, the Secrets Manager secret with the token, or None.
     """
 
     join_timeout_s: float = 300.0
@@ -92,6 +96,7 @@ class ClusterSettings:
     env_runner_groups: tuple[str, ...] = ()
     learner_group_hosts: tuple[str, ...] = ()
     auth: str | None = None
+    auth_token_secret: str | None = None
 
     def required_hosts(self, resource_config: ResourceConfig) -> int:
         """Hosts that must join before training: `min_hosts`, or all of the job's hosts."""
@@ -143,6 +148,9 @@ class ClusterSettings:
             env_runner_groups=env_runner_groups,
             learner_group_hosts=next((g.hosts for g in resource_config.instance_groups if g.name == learner_group), ()),
             auth=None if values.get(AUTH) is None else validation.choice(AUTH, values[AUTH], AUTH_MODES),
+            auth_token_secret=None
+            if values.get(AUTH_TOKEN_SECRET) is None
+            else validation.string(AUTH_TOKEN_SECRET, values[AUTH_TOKEN_SECRET]),
         )
 
 

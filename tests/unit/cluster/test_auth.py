@@ -43,7 +43,7 @@ def resolve(base: Path, hyperparameter: str | None = None, **env: str) -> RayAut
 class TestDerivedToken:
     def test_every_host_derives_the_same_token(self, tmp_path):
         job = {"TRAINING_JOB_NAME": "ray-rl-2026-12-01", "TRAINING_JOB_ARN": "arn:aws:sagemaker:x:1:training-job/r"}
-        tokens = {resolve(host_dir(tmp_path, h, indent=i), **job).derived_token for i, h in enumerate(HOSTS)}
+        tokens = {resolve(host_dir(tmp_path, h, indent=i), **job).file_token for i, h in enumerate(HOSTS)}
         assert len(tokens) == 1
         (token,) = tokens
         assert len(token) == 64 and int(token, 16) >= 0
@@ -69,9 +69,9 @@ class TestDerivedToken:
         path = tmp_path / "secret" / "ray_auth_token"
         env = auth.environment(path)
         assert env == {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(path)}
-        assert path.read_text() == auth.derived_token
+        assert path.read_text() == auth.file_token
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
-        assert auth.derived_token not in repr(auth)
+        assert auth.file_token not in repr(auth)
 
     def test_an_unwritable_token_file_fails_naming_it(self, tmp_path):
         auth = resolve(host_dir(tmp_path, HOSTS[0]))
@@ -83,11 +83,11 @@ class TestDerivedToken:
 class TestSelection:
     def test_token_is_the_default(self, tmp_path):
         auth = resolve(host_dir(tmp_path, HOSTS[0]))
-        assert auth.enabled and auth.derived_token and "derived" in auth.source
+        assert auth.enabled and auth.file_token and "derived" in auth.source
 
     def test_the_users_token_wins_and_is_not_written(self, tmp_path):
         auth = resolve(host_dir(tmp_path, HOSTS[0]), RAY_AUTH_TOKEN="s3cret")
-        assert auth.enabled and auth.derived_token is None and "RAY_AUTH_TOKEN" in auth.source
+        assert auth.enabled and auth.file_token is None and "RAY_AUTH_TOKEN" in auth.source
         assert auth.environment(tmp_path / "unused") == {"RAY_AUTH_MODE": "token"}
         assert not (tmp_path / "unused").exists()
 
@@ -96,12 +96,12 @@ class TestSelection:
         with pytest.raises(ClusterError, match="RAY_AUTH_TOKEN_PATH=.*missing.*algo-1-ab3cd"):
             resolve(base, RAY_AUTH_TOKEN_PATH=str(tmp_path / "missing"))
         (tmp_path / "token").write_text("abc\n")
-        assert resolve(base, RAY_AUTH_TOKEN_PATH=str(tmp_path / "token")).derived_token is None
+        assert resolve(base, RAY_AUTH_TOKEN_PATH=str(tmp_path / "token")).file_token is None
 
     @pytest.mark.parametrize("hyperparameter, env", [("disabled", {}), (None, {"RAY_AUTH_MODE": "disabled"})])
     def test_opt_out(self, tmp_path, hyperparameter, env):
         auth = resolve(host_dir(tmp_path, HOSTS[0]), hyperparameter, **env)
-        assert not auth.enabled and auth.derived_token is None and "disabled" in auth.source
+        assert not auth.enabled and auth.file_token is None and "disabled" in auth.source
         assert auth.environment(tmp_path / "unused") == {"RAY_AUTH_MODE": "disabled"}
 
     def test_an_invalid_environment_mode_fails(self, tmp_path):
@@ -134,3 +134,74 @@ class TestHyperparameter:
             "ray.auth": "<redacted>",
             "ray.auth_token": "<redacted>",
         }
+
+
+TOOLS = Path(__file__).resolve().parents[3] / ".venv-tools" / "bin"
+
+
+@pytest.fixture(scope="module")
+def secrets_manager():
+    """moto's server (the Secrets Manager API) on a free loopback port; yields its URL. Needs
+    ``scripts/ensure-tools.sh publish`` (``.venv-tools``)."""
+    import os
+    import subprocess
+    import time
+
+    import requests
+    from devtools import free_port
+
+    binary = TOOLS / "moto_server"
+    if not binary.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail("moto is missing: scripts/ensure-tools.sh publish installs it")
+        pytest.skip("moto is missing: scripts/ensure-tools.sh publish installs it")
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(binary), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                requests.get(url, timeout=1)
+                break
+            except requests.ConnectionError:
+                assert proc.poll() is None and time.monotonic() < deadline, "moto_server did not start"
+                time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+class TestSecretsManagerToken:
+    @pytest.fixture
+    def aws(self, secrets_manager, monkeypatch):
+        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", secrets_manager)
+        import boto3
+
+        return boto3.client("secretsmanager")
+
+    def test_the_secrets_string_is_the_token(self, tmp_path, aws):
+        arn = aws.create_secret(Name=f"ray-token-{tmp_path.name}", SecretString="r4nd0m-t0ken\n")["ARN"]
+        auth = resolve_auth(contract(host_dir(tmp_path, HOSTS[0])), None, {}, secret_id=arn)
+        assert auth.enabled and auth.file_token == "r4nd0m-t0ken" and arn in auth.source
+        # RAY_AUTH_TOKEN in the environment still wins.
+        auth = resolve_auth(contract(host_dir(tmp_path, HOSTS[0])), None, {"RAY_AUTH_TOKEN": "t"}, secret_id=arn)
+        assert auth.file_token is None
+
+    def test_a_missing_secret_fails_naming_it_and_the_permission(self, tmp_path, aws):
+        with pytest.raises(ClusterError, match="'no-such-secret'.*ResourceNotFoundException.*GetSecretValue"):
+            resolve_auth(contract(host_dir(tmp_path, HOSTS[0])), None, {}, secret_id="no-such-secret")
+
+    def test_the_hyperparameter(self):
+        rc = ResourceConfig(current_host=HOSTS[0], hosts=tuple(HOSTS))
+        assert ClusterSettings.from_hyperparameters({"ray.auth_token_secret": "s"}, rc).auth_token_secret == "s"
+        with pytest.raises(HyperparameterError, match="'ray.auth_token_secret': expected a non-empty string"):
+            ClusterSettings.from_hyperparameters({"ray.auth_token_secret": 3}, rc)
