@@ -43,6 +43,11 @@ def test_an_outsider_on_the_job_network_cannot_use_the_cluster(job: MultiHostJob
     assert "Ray token authentication on (token: derived from the job's definition" in job.logs(master)
     assert "Ray token authentication on (token: derived" in job.logs(worker)
 
+    token_file = "/tmp/sagemaker_ray_rl/ray_auth_token"
+    assert docker("exec", master.container, "stat", "-c", "%a", token_file).stdout.strip() == "600"
+    token = docker("exec", master.container, "cat", token_file).stdout.strip()
+    assert token == docker("exec", worker.container, "cat", token_file).stdout.strip() and len(token) == 64
+
     started = time.monotonic()
     probe = docker(
         "run",
@@ -56,27 +61,36 @@ def test_an_outsider_on_the_job_network_cannot_use_the_cluster(job: MultiHostJob
         "/probe.py",
         master.name,
         "6379",
+        token,
         timeout=300,
     )
     assert probe.returncode == 0, probe.stdout + probe.stderr
     results = json.loads(probe.stdout.strip().splitlines()[-1])
     print(f"probes took {time.monotonic() - started:.1f} s: {json.dumps(results, indent=1)}")
 
-    # The GCS is there, and answers only with the job's token.
-    assert 6379 in results["open_ports"]["detail"], results
-    for name in ("ray_init_no_auth", "ray_init_wrong_token", "ray_client"):
+    # The GCS and Ray Client are there and answer the job's token (else the refusals prove nothing)...
+    assert {6379, 10001, 52365} <= set(results["open_ports"]["detail"]), results
+    for name in ("gcs_with_token", "ray_client_with_token"):
+        assert results[name]["ok"], f"{name}: {results[name]}"
+    # (the agent has no /api/version: past authentication it answers 404)
+    assert results["agent_version_with_token"].get("status") not in (None, 401, 403), results
+    assert results["agent_version"].get("status") == 401, results
+    # ...and nothing else.
+    for name in ("ray_init_no_auth", "gcs_wrong_token", "ray_client", "agent_version"):
         assert not results[name]["ok"], f"{name} got in: {results[name]}"
+    assert "InvalidAuthToken" in results["gcs_wrong_token"]["detail"], results["gcs_wrong_token"]
     # No job submission: the dashboard listens on 127.0.0.1 only, the agent wants the token.
     assert not results["job_submit_dashboard"]["ok"], results["job_submit_dashboard"]
     assert 8265 not in results["open_ports"]["detail"]
     agent = results["job_submit_agent"]
-    assert not agent["ok"] and agent.get("status", 401) in (401, 403), agent
+    assert not agent["ok"] and agent.get("status") in (401, 403), agent
     assert "pwned" not in docker("exec", master.container, "ls", "/tmp").stdout
 
     # The job itself trained through all of this, and ends as a stopped job does.
-    assert job.wait_for_log(master, "training_iteration", timeout=120) or (master.base / "checkpoints").exists()
+    assert job.wait_for_log(master, "training_iteration: 1", timeout=120), job.all_logs()
     docker("kill", "--signal", "TERM", master.container)
     codes = job.wait_all(timeout=150)
     assert codes == {h.name: 0 for h in job.hosts}, job.all_logs()
     assert any((master.base / "checkpoints").rglob("checkpoint_*")), "no checkpoint written"
     assert master.failure is None and worker.failure is None
+    assert token not in job.all_logs()
