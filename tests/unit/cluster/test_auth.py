@@ -161,7 +161,7 @@ def secrets_manager():
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90  # a busy machine starts it slowly
         while True:
             try:
                 requests.get(url, timeout=1)
