@@ -1,6 +1,7 @@
 """The Ray cluster over a SageMaker training job's hosts.
 
 - `settings`: the ``ray.*`` hyperparameters;
+- `auth`: Ray token authentication (on by default) and where every host gets the token;
 - `network`: DNS with retries, this host's IP;
 - `node`: ``ray start`` for one host (resources, object store);
 - `placement`: instance groups -> RLlib resource settings; who ran where;

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from sagemaker_ray_rl.cluster import quiet
+from sagemaker_ray_rl.cluster.auth import RAY_AUTH_MODE_ENV, RAY_AUTH_TOKEN_PATH_ENV, RayAuth, resolve_auth
 from sagemaker_ray_rl.cluster.network import own_ip, port_open, resolve_host, wait_for_port
 from sagemaker_ray_rl.cluster.node import (
     NodeSpec,
@@ -173,20 +174,25 @@ class Cluster:
 def start_cluster(contract: Environment, settings: ClusterSettings) -> Cluster:
     """On the master: start the Ray head, connect this process as a driver, wait for the hosts.
 
-    Sets ``RAY_ADDRESS`` and ``RAY_AUTH_MODE`` in ``os.environ`` (for ``ray.init()`` here and in
-    child processes such as a user entry point).
+    Sets ``RAY_ADDRESS``, ``RAY_AUTH_MODE`` and, for a derived token, ``RAY_AUTH_TOKEN_PATH`` in
+    ``os.environ`` (for ``ray.init()`` here and in child processes such as a user entry point).
 
     Raises:
-        ClusterError: the head did not start, or fewer than ``ray.min_hosts`` hosts joined within
+        HyperparameterError: ``RAY_AUTH_MODE`` is invalid or contradicts ``ray.auth`` (`auth`).
+        ClusterError: the token file is missing or cannot be written; the head did not start, or fewer than ``ray.min_hosts`` hosts joined within
             ``ray.join_timeout_s`` (the message names the missing hosts).
     """
     import ray
 
     rc = contract.resource_config
     started = time.monotonic()
+    auth = resolve_auth(contract, settings.auth, secret_id=settings.auth_token_secret)
     ip = own_ip(rc.current_host, rc.network_interface_name, timeout_s=settings.join_timeout_s)
-    env = ray_environment()
-    os.environ.update({k: env[k] for k in ("RAY_AUTH_MODE", "RAY_USAGE_STATS_ENABLED")})
+    env = ray_environment(auth)
+    os.environ.update(
+        {k: env[k] for k in (RAY_AUTH_MODE_ENV, RAY_AUTH_TOKEN_PATH_ENV, "RAY_USAGE_STATS_ENABLED") if k in env}
+    )
+    _reload_ray_auth()
     store = host_object_store(settings.object_store_bytes)
     spec = NodeSpec(
         ip=ip,
@@ -197,7 +203,7 @@ def start_cluster(contract: Environment, settings: ClusterSettings) -> Cluster:
     )
     log(
         f"master {rc.current_host} ({ip}): starting the Ray head for {len(rc.hosts)} host(s), "
-        f"{spec.num_cpus} CPU(s), {spec.num_gpus} GPU(s), {store.reason}, RAY_AUTH_MODE={env['RAY_AUTH_MODE']}"
+        f"{spec.num_cpus} CPU(s), {spec.num_gpus} GPU(s), {store.reason}, {_describe_auth(auth, len(rc.hosts))}"
     )
     address = f"{ip}:{settings.gcs_port}"
     if port_open(ip, settings.gcs_port):
@@ -258,6 +264,25 @@ def _connect_driver(address: str, head: RayHeadProcess, *, deadline: float) -> N
                 ) from error
             log(f"the Ray head at {address} is not ready for a driver yet ({error}); trying again")
             time.sleep(POLL_INTERVAL_S)
+
+
+def _describe_auth(auth: RayAuth, hosts: int) -> str:
+    """The job log's words for `auth` (never the token)."""
+    if auth.enabled:
+        return f"Ray token authentication on (token: {auth.source})"
+    exposed = " (anyone who reaches the hosts' Ray ports can run code in the job)" if hosts > 1 else ""
+    return f"Ray token authentication OFF: {auth.source}{exposed}"
+
+
+def _reload_ray_auth() -> None:
+    """Make this process's Ray read ``RAY_AUTH_MODE`` and the token again: Ray's config and token
+    loader cache what they read when Ray was imported (before the variables were set here), the way
+    Ray's own ``ray.init()`` refreshes them when it turns authentication on
+    (``ray._private.authentication.authentication_token_setup``)."""
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
 
 
 def _wait_for_hosts(cluster: Cluster) -> None:
@@ -328,7 +353,10 @@ def run_worker(contract: Environment, settings: ClusterSettings, *, marker: Path
     master_ip = resolve_host(master, timeout_s=settings.join_timeout_s)
     ip = own_ip(host, rc.network_interface_name, timeout_s=max(1.0, deadline - time.monotonic()))
     head = f"{master_ip}:{settings.gcs_port}"
-    log(f"worker {host} ({ip}): joining the Ray head on master {master} ({head})")
+    auth = resolve_auth(contract, settings.auth, secret_id=settings.auth_token_secret)
+    log(
+        f"worker {host} ({ip}): joining the Ray head on master {master} ({head}), {_describe_auth(auth, len(rc.hosts))}"
+    )
     if not wait_for_port(master_ip, settings.gcs_port, timeout_s=max(0.0, deadline - time.monotonic())):
         raise ClusterError(
             f"worker host {host} could not reach the Ray head on master host {master} ({head}) within "
@@ -342,7 +370,7 @@ def run_worker(contract: Environment, settings: ClusterSettings, *, marker: Path
         resources=node_resources(host, rc.current_group_name, settings),
         object_store=host_object_store(settings.object_store_bytes),
     )
-    node = RayNodeProcess(worker_command(spec, head), ray_environment())
+    node = RayNodeProcess(worker_command(spec, head), ray_environment(auth))
     stop = _StopRequest()
     head_seen = time.monotonic()
     stopped_at: float | None = None

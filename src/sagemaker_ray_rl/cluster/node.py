@@ -28,6 +28,7 @@ from pathlib import Path
 
 import psutil
 
+from sagemaker_ray_rl.cluster.auth import RayAuth
 from sagemaker_ray_rl.cluster.quiet import LineForwarder
 from sagemaker_ray_rl.cluster.settings import ClusterSettings
 
@@ -43,22 +44,19 @@ OBJECT_STORE_MEMORY_SHARE = 0.3
 #: Room left in /dev/shm for Ray's other shared memory and the user's.
 SHM_HEADROOM = 0.9
 
-#: Variables every Ray process of the job gets: authentication stated explicitly (Ray 2.60 turns token
-#: authentication on by itself for a bare ``ray.init()``), no usage stats (no network), and no
-#: ``ray.init`` log deduplication surprises in the job log.
-RAY_AUTH_MODE_ENV = "RAY_AUTH_MODE"
-RAY_AUTH_TOKEN_ENV = "RAY_AUTH_TOKEN"
 
-
-def ray_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
+def ray_environment(auth: RayAuth, environ: dict[str, str] | None = None) -> dict[str, str]:
     """The variables for Ray processes and drivers of the job, added to `environ` (os.environ).
 
-    ``RAY_AUTH_MODE`` is ``token`` when the job sets ``RAY_AUTH_TOKEN`` (every host gets the same
-    environment from the estimator's ``environment=``), else ``disabled``: the hosts of a SageMaker
-    job talk over the job's own private network. A ``RAY_AUTH_MODE`` set by the user is kept.
+    `auth`'s variables (``RAY_AUTH_MODE`` stated explicitly, since Ray 2.60 turns token
+    authentication on by itself for a bare ``ray.init()``, and ``RAY_AUTH_TOKEN_PATH`` for a derived
+    token: `auth.RayAuth.environment`), and no usage stats (no network).
+
+    Raises:
+        ClusterError: a derived token cannot be written to its file.
     """
     env = dict(os.environ if environ is None else environ)
-    env.setdefault(RAY_AUTH_MODE_ENV, "token" if env.get(RAY_AUTH_TOKEN_ENV) else "disabled")
+    env.update(auth.environment())
     env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     return env
 

@@ -21,6 +21,9 @@ bad value fails on every host before any Ray process starts.
                                 main process, which holds the learner when ``num_learners`` is 0).
 ``ray.env_runner_groups``       Instance group(s) whose hosts run the env runners: a name, a
                                 comma-separated list or a JSON list.
+``ray.auth``                    ``token`` (default) or ``disabled``: Ray's token authentication
+                                between the job's processes (`auth` says where the token comes from).
+``ray.auth_token_secret``       AWS Secrets Manager secret (name or ARN) holding the token.
 ==============================  ===============================================================
 
 Source of the defaults: ``ray start`` (Ray 2.60) for the port and the object store share; the
@@ -34,6 +37,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sagemaker_ray_rl.cluster.auth import AUTH_MODES
 from sagemaker_ray_rl.contract import validation
 from sagemaker_ray_rl.contract.environment import ResourceConfig
 from sagemaker_ray_rl.contract.names import CLUSTER_HYPERPARAMETER_PREFIX as PREFIX
@@ -46,6 +50,8 @@ INCLUDE_DASHBOARD = "ray.include_dashboard"
 OBJECT_STORE_MEMORY_MB = "ray.object_store_memory_mb"
 LEARNER_GROUP = "ray.learner_group"
 ENV_RUNNER_GROUPS = "ray.env_runner_groups"
+AUTH = "ray.auth"
+AUTH_TOKEN_SECRET = "ray.auth_token_secret"
 
 KEYS = (
     JOIN_TIMEOUT_S,
@@ -56,6 +62,8 @@ KEYS = (
     OBJECT_STORE_MEMORY_MB,
     LEARNER_GROUP,
     ENV_RUNNER_GROUPS,
+    AUTH,
+    AUTH_TOKEN_SECRET,
 )
 
 
@@ -73,6 +81,9 @@ class ClusterSettings:
         learner_group: instance group for the learner(s) and the algorithm's main process, or None.
         env_runner_groups: instance groups for the env runners; empty for anywhere.
         learner_group_hosts: the hosts of `learner_group`.
+        auth: ``ray.auth`` (``"token"`` or ``"disabled"``), None when not given (token, unless the
+            environment's ``RAY_AUTH_MODE`` says otherwise: `auth.resolve_auth`).
+        auth_token_secret: ``ray.auth_token_secret``, the Secrets Manager secret with the token, or None.
     """
 
     join_timeout_s: float = 300.0
@@ -84,6 +95,8 @@ class ClusterSettings:
     learner_group: str | None = None
     env_runner_groups: tuple[str, ...] = ()
     learner_group_hosts: tuple[str, ...] = ()
+    auth: str | None = None
+    auth_token_secret: str | None = None
 
     def required_hosts(self, resource_config: ResourceConfig) -> int:
         """Hosts that must join before training: `min_hosts`, or all of the job's hosts."""
@@ -134,6 +147,10 @@ class ClusterSettings:
             learner_group=learner_group,
             env_runner_groups=env_runner_groups,
             learner_group_hosts=next((g.hosts for g in resource_config.instance_groups if g.name == learner_group), ()),
+            auth=None if values.get(AUTH) is None else validation.choice(AUTH, values[AUTH], AUTH_MODES),
+            auth_token_secret=None
+            if values.get(AUTH_TOKEN_SECRET) is None
+            else validation.string(AUTH_TOKEN_SECRET, values[AUTH_TOKEN_SECRET]),
         )
 
 

@@ -8,6 +8,7 @@ import socket
 import pytest
 
 from sagemaker_ray_rl.cluster import node, placement
+from sagemaker_ray_rl.cluster.auth import RayAuth
 from sagemaker_ray_rl.cluster.network import port_open, resolve_host, wait_for_port
 from sagemaker_ray_rl.cluster.settings import ClusterSettings
 from sagemaker_ray_rl.contract.environment import InstanceGroup, ResourceConfig
@@ -136,9 +137,10 @@ class TestNode:
         assert plan.size_bytes == 2000 * MB and plan.directory == "/tmp"
 
     def test_auth_mode_is_explicit(self):
-        assert node.ray_environment({})["RAY_AUTH_MODE"] == "disabled"
-        assert node.ray_environment({"RAY_AUTH_TOKEN": "t"})["RAY_AUTH_MODE"] == "token"
-        assert node.ray_environment({"RAY_AUTH_MODE": "token"})["RAY_AUTH_MODE"] == "token"
+        env = node.ray_environment(RayAuth("disabled", "test"), {"RAY_AUTH_MODE": "token"})
+        assert env["RAY_AUTH_MODE"] == "disabled" and env["RAY_USAGE_STATS_ENABLED"] == "0"
+        env = node.ray_environment(RayAuth("token", "test"), {"RAY_AUTH_TOKEN": "t"})
+        assert env["RAY_AUTH_MODE"] == "token" and env["RAY_AUTH_TOKEN"] == "t" and "RAY_AUTH_TOKEN_PATH" not in env
 
 
 def ray_node(host: str, cpus: int, *roles: str, alive: bool = True) -> dict:
