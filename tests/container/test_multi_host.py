@@ -53,9 +53,11 @@ def test_three_hosts_train_one_policy(make_job):
         assert not any((worker.base / "model").iterdir()), f"{worker.name} wrote model files"
         assert not any((worker.base / "checkpoints").glob("*")), f"{worker.name} wrote checkpoints"
         assert "the master says the job is over (succeeded: True)" in job.logs(worker)
-    # Every host exits within 30 s of the end of training (the master's exit).
-    finished = [job.finished_at(h) for h in job.hosts]
-    assert max(finished) - min(finished) <= 30, finished
+    # No worker outlives the master's exit by more than 30 s (the master itself exports after the
+    # workers are released, so it may well be the last to exit).
+    master_done = job.finished_at(master)
+    late = {w.name: job.finished_at(w) - master_done for w in workers}
+    assert all(seconds <= 30 for seconds in late.values()), late
 
 
 def test_instance_groups_place_learner_and_env_runners_and_a_late_host_joins(make_job):
