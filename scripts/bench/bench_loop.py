@@ -9,7 +9,8 @@ it and says whether to promote, and the promoted policy plays 100 greedy episode
 
 Steps:
 
-1. The served policy: PPO on CartPole-v1 (RLlib's defaults, seeded), trained until its greedy
+1. The served policy: PPO on CartPole-v1 (scripts/demo.sh's lr 3e-4 and 6 epochs, else RLlib's
+   defaults; seeded, sampling in the driver), trained until its greedy
    action scores >= 190 over 10 episodes of the 200-step task (at most 20 iterations), saved with
    ``algo.save`` and served by the `serve` command (gunicorn) on a loopback port (``--served``:
    serve that model dir instead).
@@ -66,7 +67,8 @@ def train_served_policy(out: Path, seed: int) -> tuple[Path, float, int]:
     from sagemaker_ray_rl.offline.runner import evaluate_in_env
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    algo = PPOConfig().environment("CartPole-v1").env_runners(num_env_runners=1).debugging(seed=seed).build_algo()
+    config = PPOConfig().environment("CartPole-v1").training(lr=3e-4, num_epochs=6)  # scripts/demo.sh's
+    algo = config.env_runners(num_env_runners=0).debugging(seed=seed).build_algo()
     score, iterations = 0.0, 0
     for iterations in range(1, 21):
         algo.train()
