@@ -103,7 +103,7 @@ def play_logged(url: str, folder: Path, episodes: int, greedy: float, seed: int)
     eps: list[str | None] = [f"ep{i}" for i in range(started)] + [None] * (NUM_ENVS - started)
     returns: dict[str, float] = {}
     rewards, start = [], datetime.datetime(2026, 12, 1, 16, tzinfo=datetime.UTC)
-    session, n = requests.Session(), 0
+    session, n = requests.Session(), 0  # closed below: an open keep-alive holds up `serve`'s stop
     capture = folder / "capture" / "endpoint" / "AllTraffic"
     while any(e is not None for e in eps):
         live = [i for i in range(NUM_ENVS) if eps[i] is not None]
@@ -153,6 +153,7 @@ def play_logged(url: str, folder: Path, episodes: int, greedy: float, seed: int)
             obs[i] = next_obs
             rewards.append(line)
         n += 1
+    session.close()
     (folder / "rewards.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rewards))
     print(f"played {len(returns)} episodes, {len(rewards)} decisions in {n} requests", flush=True)
     return returns

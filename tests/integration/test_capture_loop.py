@@ -83,56 +83,56 @@ def play(url: str, folder: Path, *, num_episodes: int, seed: int, explore: bool)
     eps: list[str | None] = [f"ep{i}" for i in range(started)] + [None] * (NUM_ENVS - started)
     returns: dict[str, float] = {}
     probs, records, rewards = [], [], []
-    session = requests.Session()
     n = 0
-    while any(e is not None for e in eps):
-        live = [i for i in range(NUM_ENVS) if eps[i] is not None]
-        body = json.dumps(
-            {"instances": [obs[i].tolist() for i in live], "explore": explore, "outputs": ["action_prob"]}
-        ).encode()
-        answer = session.post(
-            f"{url}/invocations",
-            data=body,
-            headers={"Content-Type": "application/json", "Accept": "application/json"},
-            timeout=30,
-        )
-        assert answer.status_code == 200, answer.text
-        records.append(
-            {
-                "captureData": {
-                    "endpointInput": capture_part("INPUT", "application/json", body, n % 2 == 1),
-                    "endpointOutput": capture_part("OUTPUT", "application/json", answer.content, n % 2 == 1),
-                },
-                "eventMetadata": {
-                    "eventId": f"event-{n}",
+    with requests.Session() as session:  # closed at the end: an open keep-alive holds up `serve`'s stop
+        while any(e is not None for e in eps):
+            live = [i for i in range(NUM_ENVS) if eps[i] is not None]
+            body = json.dumps(
+                {"instances": [obs[i].tolist() for i in live], "explore": explore, "outputs": ["action_prob"]}
+            ).encode()
+            answer = session.post(
+                f"{url}/invocations",
+                data=body,
+                headers={"Content-Type": "application/json", "Accept": "application/json"},
+                timeout=30,
+            )
+            assert answer.status_code == 200, answer.text
+            records.append(
+                {
+                    "captureData": {
+                        "endpointInput": capture_part("INPUT", "application/json", body, n % 2 == 1),
+                        "endpointOutput": capture_part("OUTPUT", "application/json", answer.content, n % 2 == 1),
+                    },
+                    "eventMetadata": {
+                        "eventId": f"event-{n}",
+                        "inferenceId": f"req-{n}",
+                        "inferenceTime": (START + datetime.timedelta(seconds=n)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    },
+                    "eventVersion": "0",
+                }
+            )
+            for index, (i, prediction) in enumerate(zip(live, answer.json()["predictions"])):
+                probs.append(prediction["action_prob"])
+                next_obs, reward, terminated, truncated, _ = envs[i].step(prediction["action"])
+                line = {
                     "inferenceId": f"req-{n}",
-                    "inferenceTime": (START + datetime.timedelta(seconds=n)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                },
-                "eventVersion": "0",
-            }
-        )
-        for index, (i, prediction) in enumerate(zip(live, answer.json()["predictions"])):
-            probs.append(prediction["action_prob"])
-            next_obs, reward, terminated, truncated, _ = envs[i].step(prediction["action"])
-            line = {
-                "inferenceId": f"req-{n}",
-                "index": index,
-                "reward": float(reward),
-                "terminated": bool(terminated),
-                "truncated": bool(truncated),
-                "eps_id": eps[i],
-            }
-            returns[eps[i]] = returns.get(eps[i], 0.0) + float(reward)
-            if terminated or truncated:
-                line["next_observation"] = next_obs.tolist()
-                if started < num_episodes:
-                    next_obs, _ = envs[i].reset(seed=seed + started)
-                    eps[i], started = f"ep{started}", started + 1
-                else:
-                    eps[i] = None
-            obs[i] = next_obs
-            rewards.append(line)
-        n += 1
+                    "index": index,
+                    "reward": float(reward),
+                    "terminated": bool(terminated),
+                    "truncated": bool(truncated),
+                    "eps_id": eps[i],
+                }
+                returns[eps[i]] = returns.get(eps[i], 0.0) + float(reward)
+                if terminated or truncated:
+                    line["next_observation"] = next_obs.tolist()
+                    if started < num_episodes:
+                        next_obs, _ = envs[i].reset(seed=seed + started)
+                        eps[i], started = f"ep{started}", started + 1
+                    else:
+                        eps[i] = None
+                obs[i] = next_obs
+                rewards.append(line)
+            n += 1
     for record in records:  # hourly files as SageMaker writes them
         hour = record["eventMetadata"]["inferenceTime"][:13].replace("-", "/").replace("T", "/")
         path = folder / "capture" / "endpoint" / "AllTraffic" / hour
