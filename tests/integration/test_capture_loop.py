@@ -6,15 +6,14 @@ rewards the env gave are logged by inference id, `convert_capture` turns both in
 offline job (the `train` command, ``mode=offline``) trained on it writes the promotion report.
 
 1. A weak policy logs the data: the served ``cartpole`` policy of train_policies.py (one PPO
-   iteration), sampling (about 22 steps an episode). The report says ``promote`` and the promoted
+   iteration), sampling (about 20 steps an episode). The report says ``promote`` and the promoted
    policy, served, plays better greedy episodes in the real env than the logged episodes returned.
-2. The next round of the loop: the promoted policy is now the served one (epsilon-greedy at its
-   schedule's end, epsilon 0.05) and plays the 60-step limit every episode. Nothing can beat that
-   return, and the report on its data says ``keep``.
+2. A good policy logs the data: ``cartpole_good`` of train_policies.py (PPO until its greedy action
+   plays 200 steps in 10 of 10 episodes), sampling, plays the 60-step limit in (nearly) every
+   episode. No policy can be shown better than that, and the report says ``keep``.
 
-Sizes are the smallest that held on 3 seeds (docs/benchmarks.md, "The production loop"): 40 episodes,
-2000 updates in one run. ``SMRL_LOOP_SEED`` (default 0) moves every seed of the module: env resets
-and ``offline.seed``.
+Sizes: 40 episodes per round, 2000 updates in one run. ``SMRL_LOOP_SEED`` (default 0) moves the
+seeds of the module: env resets and ``offline.seed``.
 """
 
 from __future__ import annotations
@@ -29,7 +28,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import requests
-from helpers import run_train, write_job
+from helpers import run_train, train_policies, write_job
 from integration.conftest import ServeProcess, free_port
 
 from sagemaker_ray_rl.offline.capture import convert_capture
@@ -217,11 +216,22 @@ def test_a_weak_policy_s_data_promotes_a_policy_better_in_the_real_env(weak_roun
     assert real_mean > 1.5 * logged, (real_mean, logged, report["reason"])
 
 
-def test_a_good_policy_s_data_keeps_it(promoted_server, tmp_path_factory):
-    """The next round: the promoted policy serves and logs; the candidate trained on its data is
-    not shown better, so the verdict is keep."""
+@pytest.fixture(scope="module")
+def good_server(tmp_path_factory):
+    """`serve` on the ``cartpole_good`` policy."""
+    model = train_policies(tmp_path_factory.mktemp("good-policy"), ["cartpole_good"])["cartpole_good"]
+    server = ServeProcess(model, tmp_path_factory.mktemp("serve-good"))
+    try:
+        server.wait_until_healthy()
+        yield server
+    finally:
+        assert server.stop() == 0
+
+
+def test_a_good_policy_s_data_keeps_it(good_server, tmp_path_factory):
+    """The candidate trained on a good policy's data is not shown better: the verdict is keep."""
     folder = tmp_path_factory.mktemp("good")
-    returns, _ = play(promoted_server.url, folder, num_episodes=NUM_EPISODES, seed=2000 + 1000 * SEED, explore=True)
+    returns, _ = play(good_server.url, folder, num_episodes=NUM_EPISODES, seed=2000 + 1000 * SEED, explore=True)
     logged = float(np.mean(list(returns.values())))
     assert logged >= 0.95 * MAX_RETURN, f"the logged policy should be good: {logged}"
     report, _ = offline_job(convert(folder), tmp_path_factory.mktemp("good-job"))
