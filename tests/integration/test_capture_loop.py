@@ -186,7 +186,7 @@ def promoted_server(weak_round, tmp_path_factory):
     """`serve` on the weak round's exported model."""
     server = ServeProcess(weak_round["model"], tmp_path_factory.mktemp("serve-promoted"))
     try:
-        server.wait_until_healthy()
+        server.wait_until_healthy(timeout=180)  # importing torch and Ray took over 60 s at load 28
         yield server
     finally:
         assert server.stop() == 0
@@ -222,7 +222,7 @@ def good_server(tmp_path_factory):
     model = train_policies(tmp_path_factory.mktemp("good-policy"), ["cartpole_good"])["cartpole_good"]
     server = ServeProcess(model, tmp_path_factory.mktemp("serve-good"))
     try:
-        server.wait_until_healthy()
+        server.wait_until_healthy(timeout=180)  # importing torch and Ray took over 60 s at load 28
         yield server
     finally:
         assert server.stop() == 0
