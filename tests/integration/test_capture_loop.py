@@ -1,19 +1,16 @@
-"""The production loop over real HTTP, both of its outcomes.
+"""The production loop over real HTTP, its promote outcome.
 
 A served policy acts in CartPole with ``explore`` and ``action_prob``; every request and answer is
 written down as SageMaker's data capture writes it (JSON and BASE64 encodings, hourly files), the
 rewards the env gave are logged by inference id, `convert_capture` turns both into a dataset, and an
 offline job (the `train` command, ``mode=offline``) trained on it writes the promotion report.
 
-1. A weak policy logs the data: the served ``cartpole`` policy of train_policies.py (one PPO
-   iteration), sampling (about 20 steps an episode). The report says ``promote`` and the promoted
-   policy, served, plays better greedy episodes in the real env than the logged episodes returned.
-2. A good policy logs the data: ``cartpole_good`` of train_policies.py (PPO until its greedy action
-   plays 200 steps in 10 of 10 episodes), sampling, plays the 60-step limit in (nearly) every
-   episode. No policy can be shown better than that, and the report says ``keep``.
+A weak policy logs the data: the served ``cartpole`` policy of train_policies.py (one PPO
+iteration), sampling (about 20 steps an episode). The report says ``promote`` and the promoted
+policy, served, plays better greedy episodes in the real env than the logged episodes returned.
 
-Sizes: 40 episodes per round, 2000 updates in one run. ``SMRL_LOOP_SEED`` (default 0) moves the
-seeds of the module: env resets and ``offline.seed``.
+Sizes: 40 episodes, 2000 updates in one run. ``SMRL_LOOP_SEED`` (default 0) moves the seeds of the
+module: env resets and ``offline.seed``.
 """
 
 from __future__ import annotations
@@ -28,7 +25,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import requests
-from helpers import run_train, train_policies, write_job
+from helpers import run_train, write_job
 from integration.conftest import ServeProcess, free_port
 
 from sagemaker_ray_rl.offline.capture import convert_capture
@@ -51,8 +48,6 @@ OFFLINE_JOB = {
     "offline.fqe_updates": 100,
     "offline.model_updates": 500,
 }
-#: Undiscounted return of an episode that reaches the step limit.
-MAX_RETURN = float(ENV_CONFIG["max_episode_steps"])
 START = datetime.datetime(2026, 12, 1, 16, tzinfo=datetime.UTC)
 
 
@@ -214,28 +209,3 @@ def test_a_weak_policy_s_data_promotes_a_policy_better_in_the_real_env(weak_roun
     # Logged 17.8-21.6 a episode on seeds 1-3; the promoted policy played 60.00, 50.45 and 60.00
     # (docs/benchmarks.md). 1.5x the logged return is "clearly better" with room for dropped episodes.
     assert real_mean > 1.5 * logged, (real_mean, logged, report["reason"])
-
-
-@pytest.fixture(scope="module")
-def good_server(tmp_path_factory):
-    """`serve` on the ``cartpole_good`` policy."""
-    model = train_policies(tmp_path_factory.mktemp("good-policy"), ["cartpole_good"])["cartpole_good"]
-    server = ServeProcess(model, tmp_path_factory.mktemp("serve-good"))
-    try:
-        server.wait_until_healthy(timeout=180)  # importing torch and Ray took over 60 s at load 28
-        yield server
-    finally:
-        assert server.stop() == 0
-
-
-def test_a_good_policy_s_data_keeps_it(good_server, tmp_path_factory):
-    """The candidate trained on a good policy's data is not shown better: the verdict is keep."""
-    folder = tmp_path_factory.mktemp("good")
-    returns, _ = play(good_server.url, folder, num_episodes=NUM_EPISODES, seed=2000 + 1000 * SEED, explore=True)
-    logged = float(np.mean(list(returns.values())))
-    assert logged >= 0.95 * MAX_RETURN, f"the logged policy should be good: {logged}"
-    report, _ = offline_job(convert(folder), tmp_path_factory.mktemp("good-job"))
-    assert report["logged"]["undiscounted_return_mean"] == pytest.approx(logged)
-    print(f"good round, seed {SEED}: logged {logged:.2f}; {report['reason']}")
-    assert report["verdict"] == "keep", report["reason"]
-    assert report["estimates"]["mb"]["low"] <= report["logged"]["return_mean"]
