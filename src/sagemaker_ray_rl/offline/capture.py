@@ -8,7 +8,9 @@ each part has ``observedContentType``, ``mode``, ``data`` and ``encoding`` (``JS
 InferenceId=...)``; else the capture's ``eventId`` identifies it) and logs one rewards line per
 decision, ``{"inferenceId": id, "reward": r, "terminated": bool, "truncated": bool}``. Every request
 format the server accepts converts, with the probabilities the server returned (request
-``"explore": true, "outputs": ["action_prob"]``); answers without them still convert, flagged::
+``"explore": true, "outputs": ["action_prob"]``); answers without them still convert, flagged. A
+system that explores on its own logs the action it took and its probability on the rewards line
+(``"action"``, ``"action_prob"``; `convert_capture`)::
 
     python -m sagemaker_ray_rl.offline.convert --captures capture/ --rewards rewards.jsonl \\
         --out DIR --env CartPole-v1
@@ -210,6 +212,12 @@ def convert_capture(
             record's ``eps_id``, else episodes are consecutive decisions in time order ending at
             ``terminated``/``truncated``), ``"t"`` (step index inside the episode, orders its
             steps) and ``"next_observation"`` (needed on the last step of a truncated episode).
+            A system that does not always act as the endpoint answered (it explores on its own,
+            e.g. the answer's greedy action with probability 0.25, else a uniform one) logs the
+            action it took as ``"action"`` and that action's behaviour probability as
+            ``"action_prob"``; they replace the answer's (a line with ``"action"`` but no
+            ``"action_prob"`` leaves the probability unknown, flagged as below). ``"action_prob"``
+            alone replaces only the answer's probability.
         env, env_config: the env the system is (its spaces; it is not stepped).
         csv_columns: meaning of the columns of ``text/csv`` answers (`CSV_COLUMNS`).
 
@@ -221,7 +229,8 @@ def convert_capture(
     Raises:
         DatasetError: see `read_captures`; and, naming the line: a rewards line that is not a
             reward, names no id, an id no capture has, or an id (and index) another line already
-            gave; a decision no rewards line gives a reward for (naming its capture line).
+            gave; a decision no rewards line gives a reward for (naming its capture line); an
+            ``action`` outside the action space or an ``action_prob`` outside (0, 1].
     """
     import gymnasium as gym
 
@@ -285,11 +294,16 @@ def convert_capture(
             if t is not None and (isinstance(t, bool) or not isinstance(t, int) or t < 0):
                 raise DatasetError(f"{where}: t must be a step index >= 0, got {t!r}")
             eps_id = fb.get("eps_id", decision.eps_id)
+            action, action_prob = decision.action, decision.action_prob
+            if "action" in fb:  # the system acted on its own: its action, and its probability or none
+                action, action_prob = decode_action(fb["action"], act_space, f"{where} action"), None
+            if "action_prob" in fb:
+                action_prob = _probability(fb["action_prob"], f"{where} action_prob")
             steps.append(
                 {
                     "obs": decision.obs,
-                    "action": decision.action,
-                    "action_prob": decision.action_prob,
+                    "action": action,
+                    "action_prob": action_prob,
                     "reward": float(reward),
                     "next_obs": (
                         decode_observation(fb["next_observation"], obs_space, f"{where} next_observation")

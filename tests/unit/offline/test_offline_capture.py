@@ -108,10 +108,14 @@ def capture_record(request: bytes, answer: bytes, content_type: str, encoding: s
     }
 
 
-def write_capture(data, folder: Path, kinds, *, encoding: str = "JSON", inference_id: bool = True) -> dict[str, Path]:
+def write_capture(
+    data, folder: Path, kinds, *, encoding: str = "JSON", inference_id: bool = True, answered=None
+) -> dict[str, Path]:
     """Play the collected decisions through the endpoint as a live system would (two episodes at a
     time, steps alternating), writing SageMaker's capture files (two hourly files under
-    ``yyyy/mm/dd/hh``) and one rewards line per decision, in shuffled order."""
+    ``yyyy/mm/dd/hh``) and one rewards line per decision, in shuffled order. With `answered`
+    (actions, probabilities), the endpoint answered those and the system took the collected actions
+    on its own, logging them and their probabilities on the rewards lines."""
     order = np.concatenate([_alternate(data, e, e + 1) for e in range(0, data.num_episodes, 2)])
     episode = data.episode_index
     records, rewards = [], []
@@ -123,7 +127,8 @@ def write_capture(data, folder: Path, kinds, *, encoding: str = "JSON", inferenc
         i += len(rows)
         eps = data.eps_ids[episode[rows[0]]]
         request = request_body(kind, [data.obs[r].tolist() for r in rows], eps if len(rows) == 1 else None)
-        answer = answer_body(kind, request, content_type, data.actions[rows], data.action_prob[rows])
+        actions, probs = answered if answered is not None else (data.actions, data.action_prob)
+        answer = answer_body(kind, request, content_type, actions[rows], probs[rows])
         records.append(capture_record(request, answer, content_type, encoding, n, inference_id))
         key = {"inferenceId": f"decision-{n}"} if inference_id else {"eventId": records[-1]["eventMetadata"]["eventId"]}
         for index, r in enumerate(rows):
@@ -136,6 +141,8 @@ def write_capture(data, folder: Path, kinds, *, encoding: str = "JSON", inferenc
             }
             if len(rows) > 1:
                 fb["index"] = index
+            if answered is not None:
+                fb.update(action=int(data.actions[r]), action_prob=float(data.action_prob[r]))
             if data.truncateds[r] or data.terminateds[r]:
                 fb["next_observation"] = data.next_obs[r].tolist()
             rewards.append(fb)
@@ -374,3 +381,28 @@ def test_an_episode_that_does_not_end_names_its_reward_lines(collected, tmp_path
         match=rf"episode {last['eps_id']} \(.*rewards.jsonl line \d+ to .*rewards.jsonl line \d+\) does not end",
     ):
         convert_capture(tmp_path / "out", env="CartPole-v1", env_config=ENV_CONFIG, **files)
+
+
+def test_actions_the_system_took_itself_replace_the_answers(collected, tmp_path):
+    """A client exploring on its own (e.g. the answer's action w.p. 0.25, else uniform) logs the
+    action it took and its behaviour probability on the rewards line; those, not the answer's, are
+    the dataset's. Here every answer was the other action, with probability 0.9."""
+    answered = (1 - collected.actions, np.full(len(collected), 0.9))
+    files = write_capture(collected, tmp_path, ["instances", "observation"], answered=answered)
+    convert_capture(tmp_path / "out", env="CartPole-v1", env_config=ENV_CONFIG, **files)
+    assert_same(collected, read_dataset(tmp_path / "out"))
+    assert read_info(tmp_path / "out")["behaviour_probabilities"] is True
+
+    rewards = _lines(files["rewards"])
+    del rewards[0]["action_prob"]  # the action taken, its probability not logged: unknown, flagged
+    _write_lines(files["rewards"], rewards)
+    convert_capture(tmp_path / "flagged", env="CartPole-v1", env_config=ENV_CONFIG, **files)
+    assert read_info(tmp_path / "flagged")["behaviour_probabilities_missing"] == 1
+
+    for change, message in (
+        ({"action": 2}, r"line 1 action: expected an action in Discrete\(2\), got 2"),
+        ({"action_prob": 0.0}, r"line 1 action_prob: action_prob must be a number in \(0, 1\]"),
+    ):
+        _write_lines(files["rewards"], [{**rewards[0], **change}, *rewards[1:]])
+        with pytest.raises(DatasetError, match=message):
+            convert_capture(tmp_path / "bad", env="CartPole-v1", env_config=ENV_CONFIG, **files)
