@@ -106,6 +106,19 @@ def write_job(base: Path, hyperparameters: dict | None = None, **config_files: d
     return base
 
 
+def job_environ(base: Path, **extra: str) -> dict[str, str]:
+    """The environment the image gives `train`: our training module and a base dir."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SM_", "SAGEMAKER_"))}
+    env.update(
+        SAGEMAKER_BASE_DIR=str(base),
+        SAGEMAKER_TRAINING_MODULE="sagemaker_ray_rl.train:main",
+        RAY_USAGE_STATS_ENABLED="0",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
 def rollout(
     env: Any,
     act: Callable[[Any], Any],

@@ -12,24 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from devtools import write_job
+from devtools import job_environ, write_job
 
 __all__ = ["BIN", "TrainingRun", "job_environ", "rllib_reference", "run_train", "train_policies", "write_job"]
 
 BIN = Path(sys.executable).parent
-
-
-def job_environ(base: Path, **extra: str) -> dict[str, str]:
-    """The environment the image gives `train`: our training module and a base dir."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SM_", "SAGEMAKER_"))}
-    env.update(
-        SAGEMAKER_BASE_DIR=str(base),
-        SAGEMAKER_TRAINING_MODULE="sagemaker_ray_rl.train:main",
-        RAY_USAGE_STATS_ENABLED="0",
-        PYTHONUNBUFFERED="1",
-    )
-    env.update(extra)
-    return env
 
 
 @dataclass

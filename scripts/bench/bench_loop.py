@@ -50,7 +50,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/, for devtools
-from devtools import free_port, wait_for_ping, write_job  # noqa: E402
+from devtools import free_port, job_environ, wait_for_ping, write_job  # noqa: E402
 
 ENV_CONFIG = {"max_episode_steps": 200}
 NUM_ENVS = 50
@@ -195,13 +195,7 @@ def offline_job(dataset: Path, base: Path, extra: dict) -> tuple[dict, Path, flo
     )
     (base / "input" / "data").mkdir(parents=True, exist_ok=True)
     dataset.rename(base / "input" / "data" / "train")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SM_", "SAGEMAKER_"))}
-    env.update(
-        SAGEMAKER_BASE_DIR=str(base),
-        SAGEMAKER_TRAINING_MODULE="sagemaker_ray_rl.train:main",
-        RAY_USAGE_STATS_ENABLED="0",
-        PYTHONUNBUFFERED="1",
-    )
+    env = job_environ(base)
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "sagemaker_ray_rl.contract.standalone"], env=env, check=True)
     with (base / "train.log").open("w") as log:
