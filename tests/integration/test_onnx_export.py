@@ -313,10 +313,13 @@ def test_serve_answers_greedy_requests_from_onnx_as_from_torch(exported_model_di
     model_dir = exported_model_dirs[kind]
     policy = Policy.load(model_dir)
     answers = {}
+    # Both servers start at once: their imports and model loads overlap on the machine's cores.
+    servers = {}
     for backend in ("onnx", "torch"):
         (tmp_path / backend).mkdir()
-        server = ServeProcess(model_dir, tmp_path / backend, SAGEMAKER_RAY_RL_INFERENCE=backend)
-        try:
+        servers[backend] = ServeProcess(model_dir, tmp_path / backend, SAGEMAKER_RAY_RL_INFERENCE=backend)
+    try:
+        for backend, server in servers.items():
             server.wait_until_healthy(timeout=180)
             ping = requests.get(f"{server.url}/ping", timeout=10).json()
             assert ping == {"status": "healthy", "inference": {m: backend for m in policy.module_ids}}
@@ -336,8 +339,10 @@ def test_serve_answers_greedy_requests_from_onnx_as_from_torch(exported_model_di
                     timeout=60,
                 )
                 assert explore.status_code == 200, explore.text[:2000]
-        finally:
-            assert server.stop() == 0, server.log.read_text()[-4000:]
+    finally:
+        codes = {backend: server.stop() for backend, server in servers.items()}
+    for backend, code in codes.items():
+        assert code == 0, servers[backend].log.read_text()[-4000:]
     for module_id in policy.module_ids:
         onnx, torch = answers["onnx", module_id], answers["torch", module_id]
         assert len(onnx) == len(torch) == N
