@@ -68,7 +68,7 @@ def main() -> None:
             if contract.user_entry_point:
                 from sagemaker_ray_rl.training.user_script import install_user_code
 
-                install_user_code()
+                install_user_code(contract)
             run_worker(contract, settings)
             return
         offline = None if contract.user_entry_point else OfflineSettings.from_hyperparameters(contract.hyperparameters)

@@ -235,3 +235,63 @@ def test_pip_in_the_image_runs_with_the_images_pins_as_constraints(image: str):
     )
     assert run.returncode != 0
     assert "The user requested (constraint) ray==2.60.0" in run.stdout + run.stderr, run.stdout + run.stderr
+
+
+#: A source dir that is a Python package (a ``setup.py``): the toolkit runs ``pip install .`` with it.
+#: Its requirements.txt holds only COMPATIBLE_REQUIREMENTS' ``--trusted-host`` lines (pip passes them on
+#: to the build-isolation environment, which fetches setuptools).
+PACKAGE_SETUP_PY = """\
+from setuptools import setup
+
+setup(name="user-rl-pkg", version="0.1", py_modules=["rewards"], install_requires={install_requires})
+"""
+PACKAGE_MODULE = """\
+def shaped(x):
+    return 2 * x
+"""
+
+
+def _package_job(make_job, install_requires: list[str]):
+    script = """
+    import os
+    import ray, rewards
+    with open(os.path.join(os.environ["SM_MODEL_DIR"], "ran.txt"), "w") as f:
+        f.write(f"{ray.__version__} {rewards.shaped(21)}")
+    """
+    return make_job(
+        {},
+        hosts=1,
+        script=script,
+        files={
+            "setup.py": PACKAGE_SETUP_PY.format(install_requires=install_requires),
+            "rewards.py": PACKAGE_MODULE,
+            "requirements.txt": "--trusted-host pypi.org\n--trusted-host files.pythonhosted.org\n",
+        },
+    )
+
+
+def test_a_source_dir_with_setup_py_installs_under_the_images_pins(make_job):
+    """The toolkit installs a package source dir with ``pip install .``; PIP_CONSTRAINT holds there
+    too: its modules import, a requirement the image meets keeps the image's Ray."""
+    job = _package_job(make_job, ["numpy", "ray[rllib]>=2.40"])
+    job.start_all()
+    (host,) = job.hosts
+    assert job.wait(host, timeout=300) == 0, job.logs(host)[-6000:]
+    logs = job.logs(host)
+    assert "Installing module." in logs, logs[-6000:]
+    assert re.search(r"Successfully installed user-rl-pkg-0\.1", logs), logs[-6000:]
+    assert (host.base / "model" / "ran.txt").read_text() == "2.60.0 42"
+
+
+def test_a_setup_py_pinning_another_ray_fails_naming_the_conflict_and_keeps_the_images_ray(make_job):
+    """``install_requires=["ray==2.9.3"]`` cannot replace the image's Ray: pip's resolver refuses it
+    (the image's pins are constraints) and the failure file says which pin conflicts."""
+    job = _package_job(make_job, ["ray==2.9.3"])
+    job.start_all()
+    (host,) = job.hosts
+    assert job.wait(host, timeout=300) == 1, job.logs(host)[-6000:]
+    assert host.failure.startswith("pip could not install the source dir ("), host.failure
+    assert "depends on ray==2.9.3 | The user requested (constraint) ray==2.60.0" in host.failure, host.failure
+    assert "remove or relax the conflicting requirement in setup.py" in host.failure, host.failure
+    logs = job.logs(host)
+    assert "Successfully installed" not in logs and "Uninstalling ray" not in logs, logs[-6000:]

@@ -11,7 +11,9 @@ The master runs the script as the toolkit would without us (``SM_*`` variables, 
   exception type and message and the last lines of its traceback, taken from the script's stderr
   (`failure_reason`), instead of the toolkit's ``ExecuteUserScriptError ... ErrorMessage ""``;
 - a ``requirements.txt`` that would replace a package the image pins (``ray==2.9.3``) fails the job
-  before pip runs, naming the line and the image's version (`image_pins`).
+  before pip runs, naming the line and the image's version (`image_pins`); when pip itself fails (a
+  ``setup.py`` whose ``install_requires`` conflicts with the image's pins, a package that does not
+  exist), the failure file gives pip's error and the conflict it explains (`install_failure_reason`).
 
 SIGTERM (``StopTrainingJob``, a spot interruption) reaches the script: the toolkit waits on the
 script's process and never passes a signal on, so `run_user_entry_point` does (`ForwardSigterm`),
@@ -40,7 +42,7 @@ from typing import Any
 from sagemaker_ray_rl.contract import names
 from sagemaker_ray_rl.contract.environment import Environment, is_image_hyperparameter
 from sagemaker_ray_rl.contract.failure import FAILURE_REASON_LIMIT, write_failure
-from sagemaker_ray_rl.training.image_pins import check_source_dir
+from sagemaker_ray_rl.training.image_pins import CONSTRAINTS_FILE, check_source_dir
 from sagemaker_ray_rl.training.user_checkpoints import script_environment
 
 #: ``RAY_ADDRESS`` of a one-host script: Ray 2.60's ``ray.init()`` (any arguments, ``address=None`` or
@@ -105,26 +107,39 @@ def fetch_source_dir() -> None:
     check_source_dir(Path(toolkit_environment.code_dir))
 
 
-def install_user_code() -> None:
+def install_user_code(contract: Environment) -> None:
     """On a worker host: put the user's source dir (``sagemaker_submit_directory``) in the code dir
-    and install its ``requirements.txt``, with the training toolkit's own functions, as
-    `run_user_entry_point` does on the master, without running the script.
+    and install its ``requirements.txt`` (or, with a ``setup.py``, the source dir itself), with the
+    training toolkit's own functions, as `run_user_entry_point` does on the master, without running
+    the script.
 
     Why: the script runs on the master only, but Ray runs its env runners (and learners) on every
     host and imports the script's modules there (a custom env, an RLModule class). Ray adds the
     driver's script directory to every worker's ``sys.path``; the code dir is the same path on each
     host, so after this those imports work on worker hosts too.
 
+    Args:
+        contract: the job's contract; its failure file gets pip's error when the install fails.
+
     Raises:
         RequirementsError: ``requirements.txt`` would replace a package the image pins
             (`image_pins.check_source_dir`); pip did not run.
+        sagemaker_training.errors.InstallModuleError, InstallRequirementsError: pip failed (after
+            the failure file gives its error, `install_failure_reason`).
     """
-    from sagemaker_training import entry_point
+    from sagemaker_training import entry_point, errors
     from sagemaker_training import environment as toolkit_environment
 
     env = toolkit_environment.Environment()
     fetch_source_dir()
-    entry_point.install(env.user_entry_point, toolkit_environment.code_dir, capture_error=True)
+    try:
+        with stderr_tail(fd=1) as stdout:
+            entry_point.install(env.user_entry_point, toolkit_environment.code_dir, capture_error=True)
+    except (errors.InstallModuleError, errors.InstallRequirementsError) as exc:
+        # capture_error=True: the exception holds pip's stderr.
+        output = exc.output.decode("utf-8", "replace") if isinstance(exc.output, bytes) else str(exc.output or "")
+        write_failure(contract, install_failure_reason(output, exc.return_code, exc.cmd, stdout=stdout()))
+        raise
 
 
 def script_arguments(hyperparameters: Mapping[str, Any]) -> list[str]:
@@ -161,6 +176,9 @@ def run_user_entry_point(
             pins (`image_pins.check_source_dir`); pip did not run, nor the script.
         sagemaker_training.errors.ExecuteUserScriptError: the script exited with a non-zero code
             (after the failure file names its error); the toolkit reports it and exits 1.
+        sagemaker_training.errors.InstallModuleError, InstallRequirementsError: pip could not
+            install the source dir (``setup.py``) or its ``requirements.txt`` (after the failure file
+            gives pip's error, `install_failure_reason`); the script did not run.
     """
     from sagemaker_training import entry_point, errors
     from sagemaker_training import environment as toolkit_environment
@@ -182,16 +200,22 @@ def run_user_entry_point(
         # for that wait (`entry_point.run`) is this variable.
         os.environ.setdefault(names.TOOLKIT_SKIP_DNS_WAIT_ENV, "true")
     watch = UnplaceableTuneRun(env.user_entry_point)
-    with stderr_tail(watch=watch) as tail, ForwardSigterm(stop_budget_s):
+    # stdout too: pip explains a resolution conflict there ("The conflict is caused by: ...").
+    with stderr_tail(watch=watch) as tail, stderr_tail(fd=1) as stdout, ForwardSigterm(stop_budget_s):
         try:
             entry_point.run(
                 env.module_dir, env.user_entry_point, script_arguments(env.hyperparameters), env.to_env_vars()
             )
+        except (errors.InstallModuleError, errors.InstallRequirementsError) as exc:
+            failed, installing = exc, True
         except errors.ExecuteUserScriptError as exc:
-            failed = exc
+            failed, installing = exc, False
         else:
             return
-    reason = watch.reason or failure_reason(tail(), failed.return_code, env.user_entry_point)
+    if installing:
+        reason = install_failure_reason(tail(), failed.return_code, failed.cmd, stdout=stdout())
+    else:
+        reason = watch.reason or failure_reason(tail(), failed.return_code, env.user_entry_point)
     write_failure(contract, reason)
     raise failed
 
@@ -355,11 +379,11 @@ def _child_pids() -> list[int]:
 
 @contextlib.contextmanager
 def stderr_tail(
-    limit: int = STDERR_TAIL_BYTES, watch: Callable[[str], None] | None = None
+    limit: int = STDERR_TAIL_BYTES, watch: Callable[[str], None] | None = None, fd: int = 2
 ) -> Iterator[Callable[[], str]]:
-    """Copy everything written to this process's file descriptor 2 (its own stderr and that of
-    the child processes it starts) to where it went before, keeping the last `limit` bytes, and
-    show each piece read, decoded, to `watch` (called from a reader thread).
+    """Copy everything written to this process's file descriptor `fd` (2: its own stderr and that
+    of the child processes it starts; 1 for stdout) to where it went before, keeping the last
+    `limit` bytes, and show each piece read, decoded, to `watch` (called from a reader thread).
 
     The log is unchanged, line for line (the toolkit's ``capture_error=True`` reads the script's
     stderr by chunks and strips each, which breaks indentation and lines in the job log, and keeps
@@ -369,10 +393,11 @@ def stderr_tail(
         A function returning the kept tail, decoded as UTF-8 (undecodable bytes replaced). It is
         complete once the block has exited.
     """
-    sys.stderr.flush()
-    original = os.dup(2)
+    stream = sys.stdout if fd == 1 else sys.stderr
+    stream.flush()
+    original = os.dup(fd)
     read_end, write_end = os.pipe()
-    os.dup2(write_end, 2)
+    os.dup2(write_end, fd)
     os.close(write_end)
     kept = bytearray()
     lock = threading.Lock()
@@ -397,7 +422,7 @@ def stderr_tail(
                     with contextlib.suppress(OSError):
                         os.write(original, f"stderr watcher failed: {exc!r}\n".encode())
 
-    thread = threading.Thread(target=pump, name="stderr-tail", daemon=True)
+    thread = threading.Thread(target=pump, name=f"fd{fd}-tail", daemon=True)
     thread.start()
 
     def text() -> str:
@@ -407,8 +432,8 @@ def stderr_tail(
     try:
         yield text
     finally:
-        sys.stderr.flush()
-        os.dup2(original, 2)
+        stream.flush()
+        os.dup2(original, fd)
         # EOF comes once no process holds the pipe; a daemon the script started may keep it open,
         # and then the pump goes on copying its output after this returns.
         thread.join(_DRAIN_TIMEOUT_S)
@@ -463,6 +488,65 @@ def failure_reason(stderr: str, exit_code: int | None, entry_point: str, limit: 
     if not shown:
         return _fit(head, limit)
     return _fit(f"{head}; traceback, last lines: " + " | ".join(shown), limit)
+
+
+#: Where pip (on stdout) explains a resolution conflict, and where its generic advice that follows
+#: begins (no room for it in the failure reason).
+_PIP_CONFLICT = "The conflict is caused by:"
+_PIP_ADVICE = "To fix this you could try to:"
+
+
+def install_failure_reason(
+    stderr: str, exit_code: Any, command: Any, stdout: str = "", limit: int = FAILURE_REASON_LIMIT
+) -> str:
+    """The failure file's text when pip could not install the user's source dir, within `limit`
+    characters: the command, its exit code, pip's ``ERROR:`` lines (stderr), the conflict pip
+    explains on stdout (``The conflict is caused by: ...``, without its generic advice), and what to
+    change when a requirement conflicts with a package the image pins (pip names those
+    ``The user requested (constraint) name==version``).
+
+    The toolkit's own failure text for this case is ``InstallModuleError: ExitCode 1 ErrorMessage ""``
+    (its ``capture_error`` is off in `entry_point.run`); pip's lines are in the job log, and SageMaker
+    shows only the failure file.
+
+    Args:
+        stderr: the end of the job's stderr while pip ran (see `stderr_tail`), or pip's captured output.
+        exit_code: pip's exit status.
+        command: the toolkit's pip command (a list of arguments or a string).
+        stdout: the end of the job's stdout while pip ran (`stderr_tail` with ``fd=1``).
+        limit: characters SageMaker shows as ``FailureReason``.
+
+    Returns:
+        e.g. ``pip could not install the source dir (python3 -m pip install . -r requirements.txt, exit
+        code 1): ERROR: Cannot install user-pkg==0.1 because these package versions have conflicting
+        dependencies. | ERROR: ResolutionImpossible: ... | The conflict is caused by: | user-pkg 0.1
+        depends on ray==2.9.3 | The user requested (constraint) ray==2.60.0; to fix: ...``.
+    """
+
+    def clean(text: str) -> list[str]:
+        lines = [_ANSI.sub("", line).strip() for line in text.splitlines()]
+        return [line for line in lines if line and not _TOOLKIT_LOG.match(line)]
+
+    err = clean(stderr)
+    first = next((i for i, line in enumerate(err) if line.startswith("ERROR:")), None)
+    kept = err[first:] if first is not None else err[-3:]
+    out = clean(stdout)
+    at = max((i for i, line in enumerate(out) if line.startswith(_PIP_CONFLICT)), default=None)
+    if at is not None:
+        end = next((i for i in range(at, len(out)) if out[i].startswith(_PIP_ADVICE)), len(out))
+        kept += out[at:end]
+    shown = " ".join(command) if isinstance(command, list | tuple) else str(command)
+    head = f"pip could not install the source dir ({shown}, exit code {exit_code})"
+    fix = ""
+    if any("(constraint)" in line for line in kept):
+        fix = (
+            "; to fix: the image pins the packages named '(constraint)' above"
+            f" ({CONSTRAINTS_FILE}, pip's PIP_CONSTRAINT): remove or relax the conflicting requirement"
+            " in setup.py or requirements.txt"
+        )
+    body = " | ".join(kept) if kept else "pip wrote nothing to stderr; the job log holds its output"
+    room = limit - len(head) - len(fix) - 2
+    return _fit(f"{head}: {_cut(' '.join(body.split()), max(room, 0))}{fix}", limit)
 
 
 def _script_output(stderr: str) -> str:

@@ -10,7 +10,13 @@ import textwrap
 from pathlib import Path
 
 from sagemaker_ray_rl.contract.failure import FAILURE_REASON_LIMIT
-from sagemaker_ray_rl.training.user_script import UnplaceableTuneRun, failure_reason, script_arguments, stderr_tail
+from sagemaker_ray_rl.training.user_script import (
+    UnplaceableTuneRun,
+    failure_reason,
+    install_failure_reason,
+    script_arguments,
+    stderr_tail,
+)
 
 
 def stderr_of(script: str, *args: str) -> tuple[int, str]:
@@ -122,6 +128,13 @@ def test_stderr_tail_keeps_a_childs_stderr_and_passes_it_on(capfd):
     assert capfd.readouterr().err.endswith("a" * 300 + "THE END")
 
 
+def test_the_tail_of_stdout_is_kept_the_same_way(capfd):
+    with stderr_tail(limit=100, fd=1) as tail:
+        subprocess.run([sys.executable, "-c", "print('b' * 300 + 'THE END')"], check=True)
+    assert tail().endswith("THE END\n") and len(tail()) == 100
+    assert capfd.readouterr().out.endswith("b" * 300 + "THE END\n")
+
+
 def test_ray_init_with_num_cpus_on_the_jobs_cluster_says_what_to_change():
     stderr = (
         "Traceback (most recent call last):\n"
@@ -160,3 +173,51 @@ def test_tunes_unplaceable_warning_stops_the_script_and_names_both_numbers():
         "The Tune run of entry point train.py cannot be placed: a trial asks for 6 CPU(s) and 0 GPU(s), "
         "the Ray cluster has 2 CPU(s) and 0 GPU(s)"
     )
+
+
+#: pip 25's output for a source dir whose setup.py pins another Ray under the image's constraints
+#: (stderr and stdout as the job log shows them; `pip install . -r requirements.txt`).
+PIP_CONFLICT_STDERR = """\
+2026-12-01 23:30:01,100 sagemaker-training-toolkit INFO     Installing module.
+WARNING: Location 'file:///opt/pypi-more/simple/ray/' is ignored: it is neither a file nor a directory.
+ERROR: Cannot install user-rl-pkg==0.1 because these package versions have conflicting dependencies.
+ERROR: ResolutionImpossible: for help visit https://pip.pypa.io/en/latest/topics/dependency-resolution/#dealing-with-dependency-conflicts
+"""
+PIP_CONFLICT_STDOUT = """\
+Processing ./.
+  Preparing metadata (pyproject.toml): finished with status 'done'
+
+The conflict is caused by:
+    user-rl-pkg 0.1 depends on ray==2.9.3
+    The user requested (constraint) ray==2.60.0
+
+To fix this you could try to:
+1. loosen the range of package versions you've specified
+2. remove package versions to allow pip to attempt to solve the dependency conflict
+"""
+
+
+def test_a_pip_conflict_with_the_images_pins_names_both_pins_and_what_to_change():
+    command = ["/opt/venv/bin/python3", "-m", "pip", "install", ".", "-r", "requirements.txt"]
+    reason = install_failure_reason(PIP_CONFLICT_STDERR, "1", command, stdout=PIP_CONFLICT_STDOUT)
+    assert reason.startswith(
+        "pip could not install the source dir (/opt/venv/bin/python3 -m pip install . -r requirements.txt, "
+        "exit code 1): ERROR: Cannot install user-rl-pkg==0.1 because"
+    )
+    assert (
+        "| The conflict is caused by: | user-rl-pkg 0.1 depends on ray==2.9.3 | The user requested (constraint) ray==2.60.0"
+        in reason
+    )
+    assert reason.endswith("remove or relax the conflicting requirement in setup.py or requirements.txt")
+    assert "loosen the range" not in reason and "Installing module" not in reason and "WARNING" not in reason
+    assert len(reason) <= FAILURE_REASON_LIMIT
+
+
+def test_a_pip_failure_without_a_conflict_keeps_pips_error_within_the_limit():
+    stderr = "ERROR: Could not find a version that satisfies the requirement gym-foo==9 (from versions: none)\n" * 40
+    reason = install_failure_reason(stderr, 1, "python3 -m pip install -r requirements.txt")
+    assert reason.startswith(
+        "pip could not install the source dir (python3 -m pip install -r requirements.txt, exit code 1): "
+        "ERROR: Could not find a version that satisfies the requirement gym-foo==9"
+    )
+    assert "to fix" not in reason and len(reason) <= FAILURE_REASON_LIMIT
