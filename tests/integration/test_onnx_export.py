@@ -354,6 +354,39 @@ def test_serve_answers_greedy_requests_from_onnx_as_from_torch(exported_model_di
                 np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=name)
 
 
+@pytest.mark.parametrize("kind", ["cartpole", "pendulum", "dict_obs", "multi_agent"])
+def test_each_set_of_outputs_is_answered_by_its_subgraph_as_by_the_whole_graph(exported_model_dirs, kind):
+    """`OnnxGraph.run` runs only the nodes the requested outputs need: for every subset of the
+    extra outputs the answers are the whole graph's, bit for bit, and the action's subgraph (the
+    common request) leaves out the value function."""
+    import itertools
+
+    import onnx
+    import tree
+    from ray.rllib.utils.spaces.space_utils import get_base_struct_from_space
+
+    from sagemaker_ray_rl.inference.policy import Policy
+
+    policy = Policy.load(exported_model_dirs[kind], backend="onnx")
+    for module_id, graph in policy.onnx_graphs.items():
+        space = policy.pipeline(module_id).observation_space
+        leaves = onnx_observations(space, N, seed=3)
+        batch = leaves[0] if len(leaves) == 1 else tree.unflatten_as(get_base_struct_from_space(space), leaves)
+        feed = {spec["name"]: leaf.astype(spec["dtype"]) for spec, leaf in zip(graph.sidecar["inputs"], leaves)}
+        whole = dict(zip(graph.outputs, graph.session().run(list(graph.outputs), feed)))
+        extra = [name for name in graph.outputs if name != "action"]
+        for size in range(len(extra) + 1):
+            for outputs in itertools.combinations(extra, size):
+                got = graph.run(batch, outputs)
+                assert list(got) == ["action", *outputs]
+                for name, value in got.items():
+                    np.testing.assert_array_equal(value, whole[name], err_msg=f"{module_id} {outputs} {name}")
+        action_only = onnx.load_from_string(graph.subgraph(("action",)))
+        assert len(action_only.graph.node) < len(onnx.load(str(graph.path)).graph.node)
+        assert [o.name for o in action_only.graph.output] == ["action"]
+        assert graph.subgraph(tuple(graph.outputs)) is None  # everything asked: the whole graph
+
+
 def test_graphs_of_another_checkpoint_are_never_used(exported_model_dirs, tmp_path):
     """A stale onnx/ (exported from another checkpoint) is refused by 'onnx' with the reason and
     ignored by 'auto'."""

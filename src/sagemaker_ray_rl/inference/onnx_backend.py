@@ -12,6 +12,13 @@ reported at startup, the module then answering through torch or ``serve`` refusi
 ``onnx``), and again on first use in each forked process (one intra-op thread: the server runs one
 forward pass at a time per worker): a session created before gunicorn forks its workers would
 carry a thread pool whose threads do not exist in the children.
+
+ONNX Runtime runs every node of a graph whatever outputs a call asks for, so a greedy request for
+the action alone would also pay for the value function (a second MLP as large as the policy's in
+RLlib's default PPO module) and the log-likelihoods. `OnnxGraph.run` therefore runs, for each set
+of requested outputs, the subgraph that computes just those (``onnx.utils.Extractor``: the same
+nodes, so the same answers), cut once per set (the action alone at load) and kept in its own
+session.
 """
 
 from __future__ import annotations
@@ -51,24 +58,55 @@ class OnnxGraph:
         self.sidecar = sidecar
         self.outputs = tuple(o["name"] for o in sidecar["outputs"])
         self._inputs = [(i["name"], np.dtype(i["dtype"])) for i in sidecar["inputs"]]
-        self._session: Any = None
+        self._sessions: dict[tuple[str, ...], Any] = {}
         self._pid = -1
+        #: output names -> the serialized subgraph computing just those (None: the whole graph).
+        self._subgraphs: dict[tuple[str, ...], bytes | None] = {}
 
     def can_answer(self, explore: bool, outputs: tuple[str, ...], state: Any) -> bool:
         """Whether `run` gives this request's answer: greedy, no RNN state, outputs the graph has."""
         return not explore and state is None and all(name in self.outputs for name in outputs)
 
-    def session(self) -> Any:
-        """This process's ``onnxruntime.InferenceSession`` (created on first use after a fork)."""
-        if self._session is None or self._pid != os.getpid():
+    def session(self, names: tuple[str, ...] | None = None) -> Any:
+        """This process's ``onnxruntime.InferenceSession`` computing `names` (outputs of the
+        graph; None: all of them), created on first use after a fork.
+
+        Raises:
+            Exception: what ONNX Runtime raises for a graph it cannot load.
+        """
+        if self._pid != os.getpid():
+            self._sessions = {}
+            self._pid = os.getpid()
+        key = self.outputs if names is None else names
+        session = self._sessions.get(key)
+        if session is None:
             import onnxruntime as ort
 
             options = ort.SessionOptions()
             options.intra_op_num_threads = 1
             options.inter_op_num_threads = 1
-            self._session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
-            self._pid = os.getpid()
-        return self._session
+            subgraph = self.subgraph(key)
+            model = str(self.path) if subgraph is None else subgraph
+            session = self._sessions[key] = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        return session
+
+    def subgraph(self, names: tuple[str, ...]) -> bytes | None:
+        """The serialized subgraph from the inputs to `names` (cut once, kept), or None for the
+        whole graph: all outputs asked for, or a graph ``onnx.utils.Extractor`` cannot cut (then
+        the whole graph answers, as before, only slower)."""
+        if set(names) == set(self.outputs):
+            return None
+        if names not in self._subgraphs:
+            import onnx
+            from onnx.utils import Extractor
+
+            try:
+                model = Extractor(onnx.load(str(self.path))).extract_model([n for n, _ in self._inputs], list(names))
+                self._subgraphs[names] = model.SerializeToString()
+            except Exception as exc:  # onnx raises its own types (shape inference, checker)
+                logger.warning("%s: no subgraph for %s, the whole graph answers: %s", self.path, names, exc)
+                self._subgraphs[names] = None
+        return self._subgraphs[names]
 
     def run(self, observations: Any, outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
         """`Policy.compute`'s columns for a greedy request.
@@ -88,8 +126,8 @@ class OnnxGraph:
             feed = {
                 name: np.asarray(leaf, dtype=dtype) for (name, dtype), leaf in zip(self._inputs, leaves, strict=True)
             }
-        names = ["action", *outputs]
-        return dict(zip(names, self.session().run(names, feed), strict=True))
+        names = ("action", *outputs)
+        return dict(zip(names, self.session(names).run(list(names), feed), strict=True))
 
 
 def load_graphs(checkpoint_dir: Path, model_dir: Path | None = None) -> tuple[dict[str, OnnxGraph], dict[str, str]]:
@@ -130,6 +168,7 @@ def load_graphs(checkpoint_dir: Path, model_dir: Path | None = None) -> tuple[di
         graph = OnnxGraph(module_id, path, sidecar)
         try:
             graph.session()  # a corrupt file fails here, at load, not on every request
+            graph.session(("action",))  # the common request's subgraph, cut before workers fork
         except Exception as exc:  # onnxruntime raises its own exception types
             missing[module_id] = f"ONNX Runtime cannot load {path}: {type(exc).__name__}: {exc}"
             continue

