@@ -13,7 +13,7 @@ from helpers import BIN, TrainingRun, job_environ, run_train, train_policies, wr
 __all__ = ["KINDS", "ServeProcess", "free_port"]  # tests import these from here
 
 #: Policy kinds trained by tests/integration/train_policies.py.
-KINDS = ("cartpole", "pendulum", "meanstd", "dict_obs", "multi_agent", "lstm")
+KINDS = ("cartpole", "cartpole_good", "pendulum", "meanstd", "dict_obs", "multi_agent", "lstm")
 
 
 @pytest.fixture(scope="session")

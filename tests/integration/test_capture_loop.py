@@ -1,15 +1,19 @@
-"""The production loop over real HTTP, its promote outcome.
+"""The production loop over real HTTP, both of its outcomes.
 
 A served policy acts in CartPole with ``explore`` and ``action_prob``; every request and answer is
 written down as SageMaker's data capture writes it (JSON and BASE64 encodings, hourly files), the
 rewards the env gave are logged by inference id, `convert_capture` turns both into a dataset, and an
 offline job (the `train` command, ``mode=offline``) trained on it writes the promotion report.
 
-A weak policy logs the data: the served ``cartpole`` policy of train_policies.py (one PPO
-iteration), sampling (about 20 steps an episode). The report says ``promote`` and the promoted
-policy, served, plays better greedy episodes in the real env than the logged episodes returned.
+1. A weak policy logs the data: the served ``cartpole`` policy of train_policies.py (one PPO
+   iteration), sampling (about 20 steps an episode). The report says ``promote`` and the promoted
+   policy, served, plays better greedy episodes in the real env than the logged episodes returned.
+2. A good policy logs the data: ``cartpole_good`` of train_policies.py (a cloned controller),
+   sampling, plays the 60-step limit in every episode. No policy can return more than that, and the
+   report says ``keep``: the exported candidate's metadata records the verdict, so it is not served
+   in the logged policy's place.
 
-Sizes: 40 episodes, 2000 updates in one run. ``SMRL_LOOP_SEED`` (default 0) moves the seeds of the
+Sizes: 40 episodes a round, 2000 updates in one run. ``SMRL_LOOP_SEED`` (default 0) moves the seeds of the
 module: env resets and ``offline.seed``.
 """
 
@@ -28,6 +32,7 @@ import requests
 from helpers import run_train, write_job
 from integration.conftest import ServeProcess, free_port
 
+from sagemaker_ray_rl.checkpoint import METADATA_FILE
 from sagemaker_ray_rl.offline.capture import convert_capture
 from sagemaker_ray_rl.offline.dataset import read_dataset, read_info
 
@@ -48,6 +53,8 @@ OFFLINE_JOB = {
     "offline.fqe_updates": 100,
     "offline.model_updates": 500,
 }
+#: Undiscounted return of an episode that reaches the step limit (CartPole's reward is 1 a step).
+MAX_RETURN = float(ENV_CONFIG["max_episode_steps"])
 START = datetime.datetime(2026, 12, 1, 16, tzinfo=datetime.UTC)
 
 
@@ -209,3 +216,29 @@ def test_a_weak_policy_s_data_promotes_a_policy_better_in_the_real_env(weak_roun
     # Logged 17.8-21.6 a episode on seeds 1-3; the promoted policy played 60.00, 50.45 and 60.00
     # (docs/benchmarks.md). 1.5x the logged return is "clearly better" with room for dropped episodes.
     assert real_mean > 1.5 * logged, (real_mean, logged, report["reason"])
+
+
+@pytest.fixture(scope="module")
+def good_round(servers, tmp_path_factory):
+    """The good policy's captured episodes and the offline job on them."""
+    folder = tmp_path_factory.mktemp("good")
+    url = servers("cartpole_good").url
+    returns, probs = play(url, folder, num_episodes=NUM_EPISODES, seed=2000 + 1000 * SEED, explore=True)
+    report, model = offline_job(convert(folder), tmp_path_factory.mktemp("good-job"))
+    return {"returns": returns, "probs": probs, "report": report, "model": model}
+
+
+def test_a_good_policy_s_data_keeps_it(good_round):
+    """Every logged episode reached the step limit: no candidate can be better, the verdict is keep."""
+    report, returns = good_round["report"], good_round["returns"]
+    assert sorted(returns.values()) == [MAX_RETURN] * NUM_EPISODES, "the logged policy should play the step limit"
+    assert min(good_round["probs"]) < 0.9, "the logged policy should sample (importance ratios above 1)"
+    assert report["episodes"] == NUM_EPISODES and report["estimator"] == "mb"
+    assert report["logged"]["undiscounted_return_mean"] == MAX_RETURN
+    mb, logged = report["estimates"]["mb"], report["logged"]["return_mean"]
+    print(f"good round, seed {SEED}: logged {MAX_RETURN:.2f}; mb {mb['estimate']:.4f}; {report['reason']}")
+    assert report["verdict"] == "keep", report["reason"]
+    assert mb["low"] <= mb["estimate"] <= logged + 1e-9, (mb, logged)
+    # What the job hands on with the candidate: its metadata says keep, so nothing serves it in place.
+    metadata = json.loads((good_round["model"] / METADATA_FILE).read_text())
+    assert metadata["offline"]["promotion"] == {k: report[k] for k in ("verdict", "estimator", "reason")}

@@ -20,6 +20,10 @@ Estimators (all per-episode, discount ``gamma``; ``ρ_t = π(a_t|s_t) / μ(a_t|s
   for Deep Off-Policy Evaluation", ICLR). It is the one estimator that sees what happens past the
   logged episodes' length: a greedy policy that slowly drifts out of the data and fails at step 150
   scores the same as a stable one under DM on data of 22-step random episodes.
+  The model's rewards are clipped to the logged rewards' range ``[min r, max r]``: past the data a
+  regression extrapolates (a reward that grew with a state variable keeps growing), and an estimate
+  must never exceed the best return the data's rewards allow over the horizon,
+  ``Σ_{t<H} γ^t max r``.
 
 Fitted-Q evaluation (Le, Voloshin and Yue 2019, "Batch Policy Learning under Constraints", ICML,
 Algorithm 3): regress ``Q̂(s, a)`` on ``r + γ (1 − terminated) Σ_a' π(a'|s') Q̄(s', a')`` with a
@@ -101,7 +105,8 @@ class ModelSettings:
 class DynamicsModel:
     """``(s, a) -> (s' − s, r, P(terminated))`` learned from the dataset by regression (MSE on the
     standardised delta and reward, cross-entropy on ``terminated``); policy-independent, so it is
-    fitted once per dataset and reused for every checkpoint.
+    fitted once per dataset and reused for every checkpoint. Predicted rewards are clipped to the
+    logged rewards' range (module docstring).
 
     Args:
         data: the dataset; num_actions: size of the Discrete action space, or None for Box actions
@@ -120,6 +125,7 @@ class DynamicsModel:
         self.delta_mean, self.delta_std = delta.mean(0), delta.std(0) + 1e-6
         rewards = torch.as_tensor(data.rewards, dtype=torch.float32)
         self.r_mean, self.r_std = rewards.mean(), rewards.std() + 1e-6
+        self.r_low, self.r_high = float(rewards.min()), float(rewards.max())
         term = torch.as_tensor(data.terminateds, dtype=torch.float32)
         actions = torch.as_tensor(data.actions)
         if num_actions is None:
@@ -148,15 +154,15 @@ class DynamicsModel:
         return torch.cat([(obs - self.obs_mean) / self.obs_std, acts], 1)
 
     def step(self, obs: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Predicted next observations float32 ``(n, obs_dim)``, rewards ``(n,)`` and termination
-        probabilities ``(n,)`` for observations ``(n, obs_dim)`` and int actions ``(n,)`` (Box:
-        float actions ``(n, act_dim)``)."""
+        """Predicted next observations float32 ``(n, obs_dim)``, rewards ``(n,)`` (within the logged
+        rewards' range) and termination probabilities ``(n,)`` for observations ``(n, obs_dim)`` and
+        int actions ``(n,)`` (Box: float actions ``(n, act_dim)``)."""
         import torch
 
         with torch.no_grad():
             out = self.net(self._inputs(torch.as_tensor(obs, dtype=torch.float32), torch.as_tensor(actions)))
             next_obs = torch.as_tensor(obs) + out[:, :-2] * self.delta_std + self.delta_mean
-            reward = out[:, -2] * self.r_std + self.r_mean
+            reward = (out[:, -2] * self.r_std + self.r_mean).clamp(self.r_low, self.r_high)
             return next_obs.numpy(), reward.numpy(), torch.sigmoid(out[:, -1]).numpy()
 
     def estimate(self, data: Transitions, target_policy: TargetPolicy, gamma: float, seed: int = 0) -> float:

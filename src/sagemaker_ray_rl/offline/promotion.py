@@ -7,7 +7,12 @@ resampled with replacement, the estimator recomputed on each resample: Efron and
 "An Introduction to the Bootstrap", ch. 13 percentile intervals; the high-confidence off-policy
 evaluation of Thomas, Theocharous and Ghavamzadeh 2015, ICML, uses the same lower-bound-beats-
 the-baseline rule). The verdict is ``promote`` only when the lower bound of the chosen estimator's
-interval is above the logged return; otherwise ``keep`` (the deployed policy stays).
+interval is above the logged return by more than rounding (`TIE_TOLERANCE`); otherwise ``keep``
+(the deployed policy stays). On data where every episode earned the most the rewards allow (a
+CartPole policy at the step limit), the ``mb`` estimate is at most that same return (`ope`: the
+model's rewards are clipped to the logged range), the two sums differ only in the order of their
+float additions (4e-14 at 500 steps), and the verdict is ``keep``: no candidate can be shown better
+than a policy that already earns the maximum.
 
 Both sides use the same discount (``offline.gamma``) and the same episodes; the undiscounted logged
 return is reported beside them for people. The resampling is `scipy.stats.bootstrap` (vectorised,
@@ -49,6 +54,9 @@ METRIC_NAMES = (
     "promotion_verdict",
 )
 METRIC_DEFINITIONS = metric_definitions(METRIC_NAMES)
+#: Relative margin by which a lower bound must exceed the logged return to promote: below it the
+#: two are equal up to float rounding (the same sum added in another order).
+TIE_TOLERANCE = 1e-9
 
 
 def bootstrap_interval(
@@ -130,7 +138,8 @@ def promotion_report(
 
     Returns:
         A JSON-ready dict; ``verdict`` is ``promote`` only when ``estimates[estimator].low`` is
-        finite and above ``logged.return_mean``.
+        finite and above ``logged.return_mean`` by more than `TIE_TOLERANCE` (relative, at least
+        ``TIE_TOLERANCE`` absolute).
     """
     logged_returns = np.asarray(logged_returns, dtype=np.float64)
     logged_low, logged_high = bootstrap_interval(
@@ -149,7 +158,7 @@ def promotion_report(
         verdict, reason = KEEP, f"no {estimator} estimate: {why}"
     elif not math.isfinite(chosen["low"]):
         verdict, reason = KEEP, f"the {estimator} estimate has no confidence interval (undefined on this data)"
-    elif chosen["low"] > logged["return_mean"]:
+    elif chosen["low"] > logged["return_mean"] + TIE_TOLERANCE * max(1.0, abs(logged["return_mean"])):
         verdict = PROMOTE
         reason = (
             f"{estimator} lower bound {chosen['low']:.4g} ({confidence:.0%} bootstrap) > logged return "

@@ -88,6 +88,36 @@ def test_model_based_estimate_sees_past_the_logged_episodes(random_data):
     assert model.estimate(random_data, _constant_policy(1.0), gamma) < 0.5 * uniform
 
 
+def test_model_based_estimate_never_exceeds_the_best_return_the_rewards_allow():
+    """A walk on a line: action 1 moves x up 0.1, action 0 down 0.1, the reward is x. Logged
+    episodes are 10 random steps from x in [0, 1] (rewards in about [-1, 2]); the target policy
+    always moves up for 80 steps, far past the data, where a regression of the reward on x keeps
+    climbing. Clipped to the logged rewards' range, no rollout is worth more than
+    ``Σ_{t<80} γ^t max(reward)``."""
+    rng = np.random.default_rng(0)
+    episodes, steps, gamma = 200, 10, 0.99
+    x0 = rng.uniform(0.0, 1.0, episodes)
+    actions = rng.integers(0, 2, (episodes, steps))
+    x = x0[:, None] + np.concatenate([np.zeros((episodes, 1)), np.cumsum(0.2 * actions - 0.1, 1)], 1)
+    n = episodes * steps
+    data = Transitions(
+        obs=x[:, :-1].reshape(n, 1).astype(np.float32),
+        actions=actions.reshape(n),
+        rewards=x[:, :-1].reshape(n).astype(np.float32),
+        next_obs=x[:, 1:].reshape(n, 1).astype(np.float32),
+        terminateds=np.zeros(n, bool),
+        truncateds=np.tile(np.arange(steps) == steps - 1, episodes),
+        action_prob=np.full(n, 0.5, np.float32),
+        episode_starts=np.arange(0, n + 1, steps),
+        eps_ids=tuple(map(str, range(episodes))),
+    )
+    model = DynamicsModel(data, 2, ModelSettings(updates=1000, horizon=80, hidden=(32, 32)))
+    values = model.episode_values(data, _constant_policy(0.0), gamma)
+    best = float(data.rewards.max()) * sum(gamma**t for t in range(80))
+    assert values.max() <= best * (1 + 1e-12), (values.max(), best)
+    assert values.min() > 0.8 * best  # up past the data, the rollout earns the most the data shows
+
+
 def test_doubly_robust_is_exact_with_the_true_q_function():
     """A one-step bandit, rewards r(0)=1, r(1)=3, behaviour (0.8, 0.2), target (0.3, 0.7):
     true value 0.3*1 + 0.7*3 = 2.4. With Q̂ = true Q every episode's DR term is exactly 2.4."""

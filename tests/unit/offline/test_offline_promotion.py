@@ -79,6 +79,21 @@ def test_promotes_only_when_the_lower_bound_beats_the_logged_return():
     assert _report(rng.normal(20.0, 5.0, size=200), logged)["verdict"] == KEEP
 
 
+def test_an_estimate_tied_with_the_logged_return_up_to_rounding_keeps():
+    """Every logged episode at the best return there is (CartPole's 500 steps at γ 0.99): the same
+    sum in another order, as the mb rollout adds it, is 4e-14 above the logged return. No candidate
+    can beat that data, and rounding must not promote one."""
+    best = 0.0
+    for t in range(500):  # the mb rollout's order: step by step
+        best += 0.99**t * 1.0
+    logged = np.add.reduceat(np.ones(500) * 0.99 ** np.arange(500), [0])[0]  # Transitions.episode_returns'
+    assert best > logged  # the rounding the verdict must not read as better
+    report = _report(np.full(40, best), np.full(40, logged))
+    assert report["verdict"] == KEEP and "<= logged return" in report["reason"], report["reason"]
+    # a real margin still promotes
+    assert _report(np.full(40, logged + 1e-6), np.full(40, logged))["verdict"] == PROMOTE
+
+
 def test_a_skipped_estimator_keeps_the_logged_policy_and_says_why():
     report = promotion_report(
         {"dm": (np.full(5, 100.0), None)},
