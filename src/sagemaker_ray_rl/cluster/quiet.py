@@ -4,7 +4,9 @@ What stays: our lines, metric and progress lines, Tune's trial table, and every 
 that asks something of the user. What goes (`HARMLESS`): ``ray start``'s banner (how to connect,
 ``ray stop``, ``--block``), RLlib's notice that the new API stack is its default, its own internal
 use of a deprecated ``RLModule(config=...)`` signature, Tune's hint to install ``gputil`` on hosts
-without GPUs and its slow-``setup`` hint, and Ray core's note on env runners' constructor arguments. Each is matched by a fixed substring, so a new message
+without GPUs and its slow-``setup`` hint, and Ray core's note on env runners' constructor arguments;
+the ONNX exporter's INFO lines (`QUIET_BELOW_WARNING`) and torch's warning about its own pytree use
+(`HARMLESS_WARNINGS`). Each is matched by a fixed substring, logger or pattern, so a new message
 never disappears by accident.
 
 ``SAGEMAKER_RAY_RL_LOG_LEVEL=debug`` (or the SDK's ``container_log_level=logging.DEBUG``, the
@@ -19,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from collections import deque
 from typing import IO
 
@@ -32,6 +35,14 @@ HARMLESS: tuple[str, ...] = (
     "If your trainable is slow to initialize, consider setting reuse_actors=True",
     # Ray core, for every RLlib env runner (RLlib restarts env runners from their config instead).
     "has constructor arguments in the object store and max_restarts > 0",
+)
+#: Loggers whose records below WARNING are left out: torch's ONNX exporter (``onnxscript``'s
+#: optimizer and ``onnx_ir``'s passes) logs each rewrite pass at INFO while the job exports its graphs.
+QUIET_BELOW_WARNING: tuple[str, ...] = ("onnxscript", "onnx_ir")
+#: Python warnings left out (message regex, category): torch's pytree, while the ONNX exporter
+#: unflattens its outputs, warns about its own use of ``LeafSpec``.
+HARMLESS_WARNINGS: tuple[tuple[str, type[Warning]], ...] = (
+    (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning),
 )
 #: ``ray start``'s banner: its INFO and SUCC lines (``--log-style=record``); warnings and errors stay.
 RAY_START_BANNER: tuple[str, ...] = (
@@ -68,6 +79,8 @@ class HarmlessFilter(logging.Filter):
             message = record.getMessage()
         except Exception:  # a record whose arguments do not format: keep it, as logging would
             return True
+        if record.levelno < logging.WARNING and record.name.split(".")[0] in QUIET_BELOW_WARNING:
+            return False
         return not is_harmless(message)
 
 
@@ -87,6 +100,8 @@ def install(hyperparameters: dict | None = None) -> None:
     """
     if verbose(hyperparameters=hyperparameters):
         return
+    for message, category in HARMLESS_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)
     import ray.rllib  # noqa: F401  (adds its handler)
     import ray.tune  # noqa: F401
 

@@ -77,3 +77,38 @@ def test_actor_lines_forwarded_to_the_driver_lose_the_harmless_ones(monkeypatch)
     finally:
         dispatcher.remove_handler("ray_print_logs")
     assert printed == [["training_iteration: 1"]]
+
+
+def test_the_onnx_exporters_info_lines_go_and_its_warnings_stay(monkeypatch):
+    monkeypatch.delenv("SAGEMAKER_RAY_RL_LOG_LEVEL", raising=False)
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(quiet.HarmlessFilter())
+    loggers = [logging.getLogger("onnx_ir.passes.common.unused_removal"), logging.getLogger("onnxscript.rewriter")]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+    try:
+        loggers[0].info("Removed 2 unused nodes")
+        loggers[1].info("Applied 2 of general pattern rewrite rules.")
+        loggers[1].warning("Rewrite rule failed: kept the original graph")
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+    assert stream.getvalue() == "Rewrite rule failed: kept the original graph\n"
+
+
+def test_torchs_pytree_future_warning_is_left_out_and_other_future_warnings_stay(monkeypatch):
+    import warnings
+
+    monkeypatch.delenv("SAGEMAKER_RAY_RL_LOG_LEVEL", raising=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet.install()
+        warnings.warn(
+            "`isinstance(treespec, LeafSpec)` is deprecated, use `isinstance(treespec, TreeSpec) and treespec.is_leaf()`",
+            FutureWarning,
+            stacklevel=1,
+        )
+        warnings.warn("`foo` will change its default", FutureWarning, stacklevel=1)
+    assert [str(w.message) for w in caught] == ["`foo` will change its default"]
