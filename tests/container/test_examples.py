@@ -41,7 +41,7 @@ def example_jobs(image: str, tmp_path_factory) -> dict[str, tuple[Path, object]]
     """name -> (job dir, the `docker run ... train` result), every example run once, two jobs at a
     time (a job spends part of its time waiting on Ray's start and stop, which the other fills)."""
 
-    def run_job(program: str, base: Path):
+    def run_job(base: Path):
         return docker(
             "run",
             "--rm",
@@ -62,7 +62,7 @@ def example_jobs(image: str, tmp_path_factory) -> dict[str, tuple[Path, object]]
         for program, hyperparameters in EXAMPLES.items()
     }
     with ThreadPoolExecutor(max_workers=2) as pool:
-        runs = {program: pool.submit(run_job, program, base) for program, base in bases.items()}
+        runs = {program: pool.submit(run_job, base) for program, base in bases.items()}
         return {program: (bases[program], run.result()) for program, run in runs.items()}
 
 

@@ -133,7 +133,7 @@ def install_user_code(contract: Environment) -> None:
     env = toolkit_environment.Environment()
     fetch_source_dir()
     try:
-        with stderr_tail(fd=1) as stdout:
+        with output_tail(fd=1) as stdout:
             entry_point.install(env.user_entry_point, toolkit_environment.code_dir, capture_error=True)
     except (errors.InstallModuleError, errors.InstallRequirementsError) as exc:
         # capture_error=True: the exception holds pip's stderr.
@@ -201,7 +201,7 @@ def run_user_entry_point(
         os.environ.setdefault(names.TOOLKIT_SKIP_DNS_WAIT_ENV, "true")
     watch = UnplaceableTuneRun(env.user_entry_point)
     # stdout too: pip explains a resolution conflict there ("The conflict is caused by: ...").
-    with stderr_tail(watch=watch) as tail, stderr_tail(fd=1) as stdout, ForwardSigterm(stop_budget_s):
+    with output_tail(watch=watch) as tail, output_tail(fd=1) as stdout, ForwardSigterm(stop_budget_s):
         try:
             entry_point.run(
                 env.module_dir, env.user_entry_point, script_arguments(env.hyperparameters), env.to_env_vars()
@@ -320,7 +320,7 @@ class UnplaceableTuneRun:
     Tune checks, after `TUNE_PLACEMENT_CHECK_S` seconds without a running trial, whether any
     pending trial fits in the cluster's CPUs and GPUs, and only logs a warning when none does
     ("You asked for 5.0 CPUs and 0 GPUs per trial, but the cluster only has 2.0 CPUs and 0 GPUs
-    available"). Fed the script's stderr (`stderr_tail`), this sends SIGTERM to the script on that
+    available"). Fed the script's stderr (`output_tail`), this sends SIGTERM to the script on that
     warning and keeps a failure reason naming both numbers.
 
     Attributes:
@@ -378,7 +378,7 @@ def _child_pids() -> list[int]:
 
 
 @contextlib.contextmanager
-def stderr_tail(
+def output_tail(
     limit: int = STDERR_TAIL_BYTES, watch: Callable[[str], None] | None = None, fd: int = 2
 ) -> Iterator[Callable[[], str]]:
     """Copy everything written to this process's file descriptor `fd` (2: its own stderr and that
@@ -420,7 +420,7 @@ def stderr_tail(
                     watch(data.decode("utf-8", "replace"))
                 except Exception as exc:  # a watcher must never stop the copy
                     with contextlib.suppress(OSError):
-                        os.write(original, f"stderr watcher failed: {exc!r}\n".encode())
+                        os.write(original, f"output watcher failed: {exc!r}\n".encode())
 
     thread = threading.Thread(target=pump, name=f"fd{fd}-tail", daemon=True)
     thread.start()
@@ -444,7 +444,7 @@ def failure_reason(stderr: str, exit_code: int | None, entry_point: str, limit: 
     characters: its exception (type and message) first, then the last lines of its traceback.
 
     Args:
-        stderr: the end of the job's stderr while the script ran (see `stderr_tail`).
+        stderr: the end of the job's stderr while the script ran (see `output_tail`).
         exit_code: the script's exit status (negative: killed by that signal; 137: SIGKILL).
         entry_point: the script's name, e.g. ``train.py``.
         limit: characters SageMaker shows as ``FailureReason``.
@@ -510,10 +510,10 @@ def install_failure_reason(
     shows only the failure file.
 
     Args:
-        stderr: the end of the job's stderr while pip ran (see `stderr_tail`), or pip's captured output.
+        stderr: the end of the job's stderr while pip ran (see `output_tail`), or pip's captured output.
         exit_code: pip's exit status.
         command: the toolkit's pip command (a list of arguments or a string).
-        stdout: the end of the job's stdout while pip ran (`stderr_tail` with ``fd=1``).
+        stdout: the end of the job's stdout while pip ran (`output_tail` with ``fd=1``).
         limit: characters SageMaker shows as ``FailureReason``.
 
     Returns:
