@@ -54,7 +54,11 @@ them, before Ray starts, and fails with `HyperparameterError` naming the key.
 ``offline.confidence``          two-sided level of the promotion report's bootstrap intervals
                                 (default 0.95).
 ``offline.bootstrap_samples``   bootstrap resamples of episodes per interval (default 1000).
-``offline.fqe_updates``         fitted-Q evaluation updates per checkpoint (default 2000).
+``offline.fqe_updates``         fitted-Q evaluation updates (default 2000) behind ``dm`` and
+                                ``dr``: for the exported checkpoint's promotion report always, for
+                                every checkpoint only when ``offline.select`` is ``dm`` or ``dr``
+                                or ``offline.eval_episodes`` > 0 (rank correlations of every
+                                estimator); it is most of a checkpoint's OPE time.
 ``offline.model_updates``       dynamics-model updates for ``mb``, once per job (default 3000;
                                 0 = no ``mb``).
 ``offline.horizon``             ``mb`` rollout steps (default 0: the env's episode limit from
@@ -62,6 +66,12 @@ them, before Ray starts, and fails with `HyperparameterError` naming the key.
                                 logged episode).
 ``offline.eval_episodes``       real-env greedy episodes per checkpoint, 0 = none (default 0).
 ``offline.hidden``              JSON list: hidden layer sizes of the Q network (default [64, 64]).
+``offline.standardize``         offline, ``cql`` on a flat Box observation space: the Q network
+                                standardizes observations with the dataset's per-feature mean and
+                                standard deviation, frozen in the module (default true;
+                                `q_module`). Without it, on 3 CartPole seeds where no checkpoint
+                                of five runs reached 195, standardized runs reached 200
+                                (docs/benchmarks.md, run H).
 ==============================  =============================================================
 """
 
@@ -133,6 +143,7 @@ class OfflineSettings:
     horizon: int = 0
     eval_episodes: int = 0
     hidden: tuple[int, ...] = (64, 64)
+    standardize: bool = True
     hyperparameters: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
