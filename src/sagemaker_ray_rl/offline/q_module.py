@@ -13,8 +13,8 @@ offline RL, run H).
 The statistics live in the module (``model_config["obs_mean"]``, ``["obs_std"]``; non-trainable
 buffers), so the checkpoint is self-contained: `RLModule.from_checkpoint`, our server, the ONNX
 export (the standardization is traced into the graph) and continued training all see raw env
-observations and standardize them the same way. Only a flat Box observation (a float tensor
-``(batch, obs_dim)``) is standardized; other observations pass through unchanged.
+observations and standardize them the same way. It is for flat Box observations (a float tensor
+``(batch, obs_dim)``): `runner.build_config` chooses it only for those.
 """
 
 from __future__ import annotations
@@ -74,7 +74,6 @@ class StandardizedDQNTorchRLModule(DefaultDQNTorchRLModule):
             self.register_buffer("obs_std", torch.tensor(std, dtype=torch.float32), persistent=False)
 
     def _qf_forward_helper(self, batch: dict[str, Any], encoder: Any, head: Any) -> dict[str, Any]:
-        obs = batch.get(Columns.OBS)
-        if self._standardize and hasattr(obs, "dim") and obs.dim() == 2 and obs.shape[-1] == self.obs_mean.shape[0]:
-            batch = {**batch, Columns.OBS: (obs - self.obs_mean) / self.obs_std}
+        if self._standardize:
+            batch = {**batch, Columns.OBS: (batch[Columns.OBS] - self.obs_mean) / self.obs_std}
         return super()._qf_forward_helper(batch, encoder, head)

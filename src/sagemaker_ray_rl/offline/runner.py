@@ -35,7 +35,7 @@ from sagemaker_ray_rl.contract.environment import Environment
 from sagemaker_ray_rl.contract.errors import HyperparameterError, TrainingError
 from sagemaker_ray_rl.offline import promotion, report
 from sagemaker_ray_rl.offline.collect import CollectResult, collect, make_env
-from sagemaker_ray_rl.offline.dataset import DatasetError, dataset_spaces, read_dataset
+from sagemaker_ray_rl.offline.dataset import DatasetError, Transitions, dataset_spaces, read_dataset
 from sagemaker_ray_rl.offline.ope import (
     ESTIMATORS,
     DynamicsModel,
@@ -176,13 +176,16 @@ def run_offline(contract: Environment, settings: OfflineSettings) -> OfflineResu
     )
 
 
-def build_config(dataset_dir: Path, settings: OfflineSettings, seed: int | None = None):
+def build_config(
+    dataset_dir: Path, settings: OfflineSettings, seed: int | None = None, data: Transitions | None = None
+):
     """The config of ``settings.algorithm`` (Discrete: `DiscreteCQLConfig`, `EpisodeBCConfig` or
     `EpisodeMARWILConfig`; Box: `BoxCQLConfig` or `BoxIQLConfig`) reading `dataset_dir`; spaces from
     ``dataset_info.json`` or, without it, from the env. `seed` (default ``settings.seed``) seeds the
     network initialisation and sampling. `DiscreteCQL` on a flat Box observation space with
     ``offline.standardize`` gets `q_module.StandardizedDQNTorchRLModule` with the dataset's
-    observation mean and standard deviation.
+    observation mean and standard deviation (of `data`, the dataset's `Transitions` when the
+    caller has read them, else read here).
 
     Raises:
         HyperparameterError: the algorithm does not fit the action space (`check_action_space`).
@@ -214,7 +217,8 @@ def build_config(dataset_dir: Path, settings: OfflineSettings, seed: int | None 
 
             from sagemaker_ray_rl.offline.q_module import StandardizedDQNTorchRLModule, observation_statistics
 
-            model_config = {**q_model, **observation_statistics(read_dataset(dataset_dir).obs)}
+            obs = (data if data is not None else read_dataset(dataset_dir)).obs
+            model_config = {**q_model, **observation_statistics(obs)}
             config.rl_module(rl_module_spec=RLModuleSpec(module_class=StandardizedDQNTorchRLModule))
     else:
         config = EpisodeBCConfig() if settings.algorithm == "bc" else EpisodeMARWILConfig().training(beta=settings.beta)
@@ -284,7 +288,7 @@ def _train_offline(
     from sagemaker_ray_rl.inference.policy import Policy
 
     data = read_dataset(dataset_dir)
-    config = build_config(dataset_dir, settings)
+    config = build_config(dataset_dir, settings, data=data)
     box = data.continuous
     algorithm = (BOX_ALGORITHM_NAMES if box else ALGORITHM_NAMES)[settings.algorithm]
     print(
@@ -333,7 +337,7 @@ def _train_offline(
     for run in range(settings.num_runs):
         run_seed = settings.seed + RUN_SEED_STRIDE * run
         run_root = checkpoint_root / f"run{run}" if settings.num_runs > 1 else checkpoint_root
-        algo = (config if run == 0 else build_config(dataset_dir, settings, seed=run_seed)).build_algo()
+        algo = (config if run == 0 else build_config(dataset_dir, settings, seed=run_seed, data=data)).build_algo()
         try:
             updates = 0
             while updates < settings.num_updates:
