@@ -386,6 +386,32 @@ def encode_predictions(name: str, column: Any) -> bytes | None:
     return b'{"predictions":[{' + key + rows + b"}]}"
 
 
+def encode_npy_actions(column: Any) -> bytes | None:
+    """`encode`'s ``application/x-npy`` body (the actions only) from the batch-first action array
+    itself, instead of a dict per record and an array rebuilt from them (a tenth of the time for
+    1,024 integer actions).
+
+    Args:
+        column: the batch-first actions.
+
+    Returns:
+        The same bytes as ``encode([{"action": v} for v in column.tolist()], NPY, decoded)``: the
+        array in the dtype NumPy gives the Python values (int64 for integers, float64 for floats),
+        or None when `column` is not a non-empty array of integers (at most 32-bit unsigned) or
+        floats (then `encode` answers).
+    """
+    if (
+        not isinstance(column, np.ndarray)
+        or column.size == 0
+        or column.dtype.kind not in "iuf"
+        or (column.dtype.kind == "u" and column.dtype.itemsize == 8)
+    ):
+        return None
+    buffer = io.BytesIO()
+    np.save(buffer, column.astype(np.float64 if column.dtype.kind == "f" else np.int64), allow_pickle=False)
+    return buffer.getvalue()
+
+
 def _legacy_outputs(results: list[dict[str, Any]]) -> dict[str, Any]:
     """The old exported-policy shape: ``actions_<i>`` per component of the action (one for Box
     and Discrete actions, one per leaf of Dict and Tuple actions), then one list per extra

@@ -267,13 +267,16 @@ def write_invocation(accept: str, decoded: codecs.Decoded, jobs: list[Job], answ
         RequestError: the first answer that is one (in request order), or 406 for an ``agents``
             request that asks for anything but JSON.
     """
-    if len(jobs) == 1 and accept == codecs.JSON and not decoded.legacy and decoded.agents is None:
+    if len(jobs) == 1 and decoded.agents is None and not isinstance(answers[0], RequestError):
         columns = answers[0]
-        if not isinstance(columns, RequestError) and len(columns) == 1:  # ``{"action": a}`` per record
+        body = None
+        if accept == codecs.JSON and not decoded.legacy and len(columns) == 1:  # ``{"action": a}`` per record
             ((name, column),) = columns.items()
             body = codecs.encode_predictions(name, column)
-            if body is not None:
-                return body
+        elif accept == codecs.NPY:  # the actions alone
+            body = codecs.encode_npy_actions(columns["action"])
+        if body is not None:
+            return body
     results: list[dict[str, Any]] = [{}] * decoded.count
     for job, columns in zip(jobs, answers):
         if isinstance(columns, RequestError):

@@ -197,6 +197,36 @@ def test_one_column_predictions_are_the_bytes_of_the_per_record_answer(column):
     assert codecs.encode_predictions("action", column) == expected
 
 
+@pytest.mark.parametrize(
+    "column",
+    [
+        np.array([4, 0, 1, 3], dtype=np.int64),
+        np.array([-3, 2], dtype=np.int8),
+        np.array([7, 255], dtype=np.uint8),
+        np.array([2**32 - 1], dtype=np.uint32),
+        np.array([0.1, -1e-40, 3.4e38, np.nan, np.inf], dtype=np.float32),
+        np.array([1.04296875, -0.12854], dtype=np.float16),
+        np.array([[0.1, 0.2, 0.3], [-1.5, 0.0, 2.0]], dtype=np.float32),
+        np.array([[[1, 2], [3, 4]]], dtype=np.int32),
+        np.array([[0.1, 0.2], [0.3, 0.4]])[:, ::-1],  # not C-contiguous
+    ],
+    ids=lambda c: f"{c.dtype}{c.shape}",
+)
+def test_npy_actions_are_the_bytes_of_the_per_record_answer(column):
+    """`encode_npy_actions` writes the action array whole: the same bytes as the array rebuilt
+    from one dict per record (dtype included: int64 and float64, as NumPy reads Python values)."""
+    decoded = codecs.Decoded([], len(column))
+    expected = codecs.encode([{"action": v, "action_prob": 1.0} for v in column.tolist()], codecs.NPY, decoded)
+    assert codecs.encode_npy_actions(column) == expected
+    assert np.load(io.BytesIO(expected)).dtype in (np.int64, np.float64)
+
+
+def test_npy_actions_leave_other_arrays_to_encode():
+    unsigned64 = np.array([2**63 + 1], dtype=np.uint64)
+    for column in (np.zeros((3, 0)), np.array([True, False]), [1, 2], {"a": np.zeros(2)}, unsigned64):
+        assert codecs.encode_npy_actions(column) is None
+
+
 def test_one_column_predictions_leave_other_columns_to_encode():
     for column in (np.zeros((2, 2, 2)), np.array([True, False]), [1, 2], {"a": np.zeros(2)}, np.array(["a"])):
         assert codecs.encode_predictions("action", column) is None
