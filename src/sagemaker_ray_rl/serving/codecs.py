@@ -350,8 +350,13 @@ def encode(results: list[dict[str, Any]], accept: str, decoded: Decoded) -> byte
         for result in results:
             writer.writerow([v for value in result.values() for v in tree.flatten(value)])
         return out.getvalue().encode()
+    return _npy(np.asarray([r["action"] for r in results]))
+
+
+def _npy(array: np.ndarray) -> bytes:
+    """`array` as an ``.npy`` file's bytes (``numpy.save``, no pickles)."""
     buffer = io.BytesIO()
-    np.save(buffer, np.asarray([r["action"] for r in results]), allow_pickle=False)
+    np.save(buffer, array, allow_pickle=False)
     return buffer.getvalue()
 
 
@@ -407,9 +412,7 @@ def encode_npy_actions(column: Any) -> bytes | None:
         or (column.dtype.kind == "u" and column.dtype.itemsize == 8)
     ):
         return None
-    buffer = io.BytesIO()
-    np.save(buffer, column.astype(np.float64 if column.dtype.kind == "f" else np.int64), allow_pickle=False)
-    return buffer.getvalue()
+    return _npy(column.astype(np.float64 if column.dtype.kind == "f" else np.int64))
 
 
 def _legacy_outputs(results: list[dict[str, Any]]) -> dict[str, Any]:
