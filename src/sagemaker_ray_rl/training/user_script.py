@@ -35,7 +35,7 @@ import re
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ from sagemaker_ray_rl.contract import names
 from sagemaker_ray_rl.contract.environment import Environment, is_image_hyperparameter
 from sagemaker_ray_rl.contract.failure import FAILURE_REASON_LIMIT, write_failure
 from sagemaker_ray_rl.training.image_pins import CONSTRAINTS_FILE, check_source_dir
+from sagemaker_ray_rl.training.script_output import output_tail
 from sagemaker_ray_rl.training.user_checkpoints import script_environment
 
 #: ``RAY_ADDRESS`` of a one-host script: Ray 2.60's ``ray.init()`` (any arguments, ``address=None`` or
@@ -63,10 +64,6 @@ _UNPLACEABLE = re.compile(
     r"You asked for (?P<cpus>[\d.]+) CPUs and (?P<gpus>[\d.]+) GPUs(?: per trial)?, but the cluster only has "
     r"(?P<have_cpus>[\d.]+) CPUs and (?P<have_gpus>[\d.]+) GPUs available"
 )
-#: Bytes of the script's stderr kept for the failure reason (the end of it).
-STDERR_TAIL_BYTES = 64 * 1024
-#: Seconds to wait, once the script has exited, for the rest of its stderr to be read.
-_DRAIN_TIMEOUT_S = 2.0
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 #: A log line of the toolkit itself (``2026-12-01 15:34:10,324 sagemaker-training-toolkit INFO ...``).
@@ -320,7 +317,7 @@ class UnplaceableTuneRun:
     Tune checks, after `TUNE_PLACEMENT_CHECK_S` seconds without a running trial, whether any
     pending trial fits in the cluster's CPUs and GPUs, and only logs a warning when none does
     ("You asked for 5.0 CPUs and 0 GPUs per trial, but the cluster only has 2.0 CPUs and 0 GPUs
-    available"). Fed the script's stderr (`output_tail`), this sends SIGTERM to the script on that
+    available"). Fed the script's stderr (`script_output.output_tail`), this sends SIGTERM to the script on that
     warning and keeps a failure reason naming both numbers.
 
     Attributes:
@@ -377,74 +374,12 @@ def _child_pids() -> list[int]:
     return pids
 
 
-@contextlib.contextmanager
-def output_tail(
-    limit: int = STDERR_TAIL_BYTES, watch: Callable[[str], None] | None = None, fd: int = 2
-) -> Iterator[Callable[[], str]]:
-    """Copy everything written to this process's file descriptor `fd` (2: its own stderr and that
-    of the child processes it starts; 1 for stdout) to where it went before, keeping the last
-    `limit` bytes, and show each piece read, decoded, to `watch` (called from a reader thread).
-
-    The log is unchanged, line for line (the toolkit's ``capture_error=True`` reads the script's
-    stderr by chunks and strips each, which breaks indentation and lines in the job log, and keeps
-    nothing when no Python exception name appears, e.g. an ``argparse`` usage error).
-
-    Yields:
-        A function returning the kept tail, decoded as UTF-8 (undecodable bytes replaced). It is
-        complete once the block has exited.
-    """
-    stream = sys.stdout if fd == 1 else sys.stderr
-    stream.flush()
-    original = os.dup(fd)
-    read_end, write_end = os.pipe()
-    os.dup2(write_end, fd)
-    os.close(write_end)
-    kept = bytearray()
-    lock = threading.Lock()
-
-    def pump() -> None:
-        while True:
-            try:
-                data = os.read(read_end, 65536)
-            except OSError:
-                return
-            if not data:
-                return
-            with contextlib.suppress(OSError):
-                os.write(original, data)
-            with lock:
-                kept.extend(data)
-                del kept[:-limit]
-            if watch is not None:
-                try:
-                    watch(data.decode("utf-8", "replace"))
-                except Exception as exc:  # a watcher must never stop the copy
-                    with contextlib.suppress(OSError):
-                        os.write(original, f"output watcher failed: {exc!r}\n".encode())
-
-    thread = threading.Thread(target=pump, name=f"fd{fd}-tail", daemon=True)
-    thread.start()
-
-    def text() -> str:
-        with lock:
-            return bytes(kept).decode("utf-8", "replace")
-
-    try:
-        yield text
-    finally:
-        stream.flush()
-        os.dup2(original, fd)
-        # EOF comes once no process holds the pipe; a daemon the script started may keep it open,
-        # and then the pump goes on copying its output after this returns.
-        thread.join(_DRAIN_TIMEOUT_S)
-
-
 def failure_reason(stderr: str, exit_code: int | None, entry_point: str, limit: int = FAILURE_REASON_LIMIT) -> str:
     """The failure file's text for a user script that exited with `exit_code`, within `limit`
     characters: its exception (type and message) first, then the last lines of its traceback.
 
     Args:
-        stderr: the end of the job's stderr while the script ran (see `output_tail`).
+        stderr: the end of the job's stderr while the script ran (see `script_output.output_tail`).
         exit_code: the script's exit status (negative: killed by that signal; 137: SIGKILL).
         entry_point: the script's name, e.g. ``train.py``.
         limit: characters SageMaker shows as ``FailureReason``.
@@ -510,10 +445,10 @@ def install_failure_reason(
     shows only the failure file.
 
     Args:
-        stderr: the end of the job's stderr while pip ran (see `output_tail`), or pip's captured output.
+        stderr: the end of the job's stderr while pip ran (see `script_output.output_tail`), or pip's captured output.
         exit_code: pip's exit status.
         command: the toolkit's pip command (a list of arguments or a string).
-        stdout: the end of the job's stdout while pip ran (`output_tail` with ``fd=1``).
+        stdout: the end of the job's stdout while pip ran (`script_output.output_tail` with ``fd=1``).
         limit: characters SageMaker shows as ``FailureReason``.
 
     Returns:

@@ -14,7 +14,6 @@ from sagemaker_ray_rl.training.user_script import (
     UnplaceableTuneRun,
     failure_reason,
     install_failure_reason,
-    output_tail,
     script_arguments,
 )
 
@@ -119,20 +118,6 @@ def test_a_long_error_fits_sagemakers_failure_reason():
     assert len(reason) <= FAILURE_REASON_LIMIT
     assert reason.startswith("ValueError: xxxx") and "(entry point train.py, exit code 1)" in reason
     assert "in deep" in reason
-
-
-def test_output_tail_keeps_a_childs_stderr_and_passes_it_on(capfd):
-    with output_tail(limit=100) as tail:
-        subprocess.run([sys.executable, "-c", "import sys; sys.stderr.write('a' * 300 + 'THE END')"], check=True)
-    assert tail().endswith("THE END") and len(tail()) == 100
-    assert capfd.readouterr().err.endswith("a" * 300 + "THE END")
-
-
-def test_the_tail_of_stdout_is_kept_the_same_way(capfd):
-    with output_tail(limit=100, fd=1) as tail:
-        subprocess.run([sys.executable, "-c", "print('b' * 300 + 'THE END')"], check=True)
-    assert tail().endswith("THE END\n") and len(tail()) == 100
-    assert capfd.readouterr().out.endswith("b" * 300 + "THE END\n")
 
 
 def test_ray_init_with_num_cpus_on_the_jobs_cluster_says_what_to_change():
