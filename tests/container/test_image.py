@@ -113,7 +113,8 @@ class Server:
         return logs.stdout + logs.stderr
 
     def stop(self) -> int:
-        docker("stop", "-t", "30", self.container, timeout=60)
+        # docker stop's own grace (10 s, then SIGKILL: exit 137), as users stop containers.
+        docker("stop", self.container, timeout=60)
         code = int(docker("inspect", "-f", "{{.State.ExitCode}}", self.container).stdout.strip())
         docker("rm", "-f", self.container)
         return code

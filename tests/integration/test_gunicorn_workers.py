@@ -1,23 +1,44 @@
-"""gunicorn under `serve`: workers are recycled after SAGEMAKER_RAY_RL_MAX_REQUESTS requests without
-failing a request, and no control socket is opened."""
+"""gunicorn under `serve`, on a model exported by `train` (ONNX Runtime imported in the master):
+workers are recycled after SAGEMAKER_RAY_RL_MAX_REQUESTS requests without failing a request, a
+recycled worker is gone once replaced, SIGTERM stops the server without waiting for gunicorn's
+graceful timeout, and no control socket is opened."""
 
 from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 
 import pytest
 import requests
-from helpers import train_policies
 from integration.conftest import ServeProcess
+
+from sagemaker_ray_rl.serving.gunicorn_app import GRACEFUL_TIMEOUT_S
 
 pytestmark = pytest.mark.integration
 
 OBSERVATION = [0.01, -0.02, 0.03, 0.04]
 
 
-def test_workers_are_recycled_without_a_failed_request_and_there_is_no_control_socket(tmp_path_factory):
-    policy = train_policies(tmp_path_factory.mktemp("policies"), ["cartpole"])["cartpole"]
+def children(pid: int) -> set[int]:
+    """The live (not zombie) child processes of `pid`, from ``/proc``."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+            state, ppid = stat.read_text().rsplit(")", 1)[1].split()[:2]
+        except (OSError, IndexError):
+            continue
+        if int(ppid) == pid and state != "Z":
+            found.add(int(stat.parent.name))
+    return found
+
+
+def test_workers_are_recycled_without_a_failed_request_and_leave_at_once(trained_job, tmp_path_factory):
+    # Before workers left without ONNX Runtime's teardown, a recycled worker hung in its exit
+    # until its heartbeat timeout, and requests waited on it (read timeouts).
+    policy = trained_job.base / "model"
+    assert (policy / "onnx").is_dir()
     home = tmp_path_factory.mktemp("home")
     runtime = tmp_path_factory.mktemp("runtime")
     server = ServeProcess(
@@ -41,10 +62,21 @@ def test_workers_are_recycled_without_a_failed_request_and_there_is_no_control_s
             statuses.append(requests.post(url, json={"observation": OBSERVATION}, timeout=30).status_code)
             time.sleep(0.05)
         assert statuses == [200] * 150
+        # Each recycled worker exits by itself once its last request is answered: the master is
+        # left with its 2 current workers, not with workers hung in their exit.
+        deadline = time.monotonic() + 10
+        while len(children(server.proc.pid)) != 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(children(server.proc.pid)) == 2, children(server.proc.pid)
     finally:
+        start = time.monotonic()
         code = server.stop()
+        stop_s = time.monotonic() - start
     log = server.log.read_text()
+    assert "greedy answers from onnx" in log, log[-3000:]
     assert code == 0, log[-3000:]
+    # The workers left on SIGTERM; gunicorn did not have to kill them at its graceful timeout.
+    assert stop_s < GRACEFUL_TIMEOUT_S, (stop_s, log[-3000:])
     # 150 requests over 2 workers recycled every 20-22 requests.
     assert log.count("Autorestarting worker after current request") >= 4, log[-3000:]
     assert len(re.findall(r"Booting worker with pid", log)) >= 2 + 3, log[-3000:]

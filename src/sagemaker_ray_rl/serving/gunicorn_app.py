@@ -44,7 +44,10 @@ off: nothing in the image uses it, and it is one more way into the server proces
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import os
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -94,6 +97,34 @@ def remember_request(worker: Any, req: Any) -> None:
     """gunicorn's ``pre_request`` hook: note the request this greenlet handles (`BoundedRequests`
     closes its connection when it times out)."""
     _handling.request = req
+
+
+def exit_without_native_teardown(arbiter: Any, worker: Any) -> None:
+    """gunicorn's ``worker_exit`` hook, run in a worker that is leaving (SIGTERM, recycling after
+    ``max_requests``): flush the logs and end the process with its exit status now, skipping the
+    interpreter's teardown of native libraries.
+
+    Why: a worker forked from a master that imported ONNX Runtime (the preloaded app does, for a
+    model with ``onnx/``) hangs in that teardown: ONNX Runtime's static destructors wait on the
+    master's threads, which a forked child does not have (onnxruntime 1.32; upstream
+    microsoft/onnxruntime pull request 31961). Such a worker then stopped only when gunicorn killed
+    it, `GRACEFUL_TIMEOUT_S` after SIGTERM (``docker stop``'s 10 s grace ran out first: exit 137),
+    and a worker recycled after ``max_requests`` held its slot until its heartbeat ``timeout``.
+
+    The status is that of the `SystemExit` gunicorn raises for the worker (this hook runs in the
+    ``finally`` of gunicorn's ``spawn_worker``, where `sys.exc_info` holds it): 0 for a normal
+    exit, gunicorn's boot-error codes kept. With no `SystemExit` in flight (not gunicorn's path),
+    the hook does nothing. Python's own ``atexit`` handlers of the worker (logging, Ray's
+    ``shutdown`` of a Ray it never started) have nothing left to do once the logs are flushed.
+    """
+    exc = sys.exc_info()[1]
+    if not isinstance(exc, SystemExit) or not (exc.code is None or isinstance(exc.code, int)):
+        return
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit((exc.code or 0) & 0xFF)
 
 
 def prefer_workers_for_oom_killer(arbiter: Any, worker: Any) -> None:
@@ -204,7 +235,8 @@ def gunicorn_options(contract: Environment) -> dict[str, Any]:
     ``Connection: close``, the worker finishes its other in-flight requests and exits, its idle
     keep-alive connections close (clients reconnect), and the master forks a new worker from the
     preloaded app, which takes milliseconds. ``timeout`` is also each request's bound
-    (`BoundedRequests`); workers raise their ``oom_score_adj`` (`prefer_workers_for_oom_killer`).
+    (`BoundedRequests`); workers raise their ``oom_score_adj`` (`prefer_workers_for_oom_killer`)
+    and leave without the native libraries' teardown (`exit_without_native_teardown`).
     The control socket is off.
     """
     serving = contract.serving
@@ -217,6 +249,7 @@ def gunicorn_options(contract: Environment) -> dict[str, Any]:
         "pre_request": remember_request,
         "post_request": take_turns,
         "post_fork": prefer_workers_for_oom_killer,
+        "worker_exit": exit_without_native_teardown,
         "timeout": serving.timeout_s,
         "graceful_timeout": GRACEFUL_TIMEOUT_S,
         "preload_app": True,
