@@ -99,6 +99,7 @@ class Server:
             check=True,
         )
         self.container = run.stdout.strip()
+        self.final_logs: str | None = None
         port = docker("port", self.container, "8080/tcp", check=True).stdout.strip().splitlines()[0]
         self.url = f"http://127.0.0.1:{port.rsplit(':', 1)[1]}"
 
@@ -109,13 +110,18 @@ class Server:
             raise AssertionError(f"{error}:\n{self.logs()}") from None
 
     def logs(self) -> str:
-        logs = docker("logs", self.container)
+        if self.final_logs is not None:
+            return self.final_logs
+        logs = docker("logs", "-t", self.container)
         return logs.stdout + logs.stderr
 
     def stop(self) -> int:
-        # docker stop's own grace (10 s, then SIGKILL: exit 137), as users stop containers.
-        docker("stop", self.container, timeout=60)
+        """``docker stop -t 30`` (gunicorn waits up to its 25 s graceful timeout for idle keep-alive
+        connections, which clients such as ``requests`` may leave open); the exit code. `logs` keeps
+        answering once the container is removed."""
+        docker("stop", "-t", "30", self.container, timeout=60)
         code = int(docker("inspect", "-f", "{{.State.ExitCode}}", self.container).stdout.strip())
+        self.final_logs = self.logs()
         docker("rm", "-f", self.container)
         return code
 

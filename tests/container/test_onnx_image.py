@@ -120,7 +120,7 @@ def test_image_serves_the_demo_model_from_onnx_as_from_torch(image: str, demo_mo
             assert response.status_code == 200, response.text[:2000]
             answers[expected] = response.json()["predictions"]
         finally:
-            docker("stop", container, timeout=60)  # 10 s grace: workers must leave by themselves
+            docker("stop", "-t", "30", container, timeout=60)
             code = docker("inspect", "-f", "{{.State.ExitCode}}", container).stdout.strip()
             docker("rm", "-f", container)
             assert code == "0"
