@@ -83,16 +83,26 @@ def test_unknown_hyperparameter_fails_before_ray_starts(image: str, tmp_path: Pa
 
 
 class Server:
-    """A `docker run -d ... serve` container on a loopback port."""
+    """A `docker run -d ... serve` container on a loopback port, `model_dir` mounted at `mount`
+    (``/opt/ml/models`` for a multi-model endpoint), `env` set in the container."""
 
-    def __init__(self, image: str, model_dir: Path, *serve_args: str) -> None:
+    def __init__(
+        self,
+        image: str,
+        model_dir: Path,
+        *serve_args: str,
+        mount: str = "/opt/ml/model",
+        env: dict[str, str] | None = None,
+    ) -> None:
+        env_args = [arg for name, value in (env or {}).items() for arg in ("-e", f"{name}={value}")]
         run = docker(
             "run",
             "-d",
             "-p",
             "127.0.0.1::8080",
+            *env_args,
             "-v",
-            f"{model_dir}:/opt/ml/model",
+            f"{model_dir}:{mount}",
             image,
             "serve",
             *serve_args,
@@ -257,23 +267,7 @@ def test_image_serves_a_multi_model_endpoint(image: str, user_checkpoints, tmp_p
     models = tmp_path / "models"
     for kind in ("cartpole", "pendulum"):
         shutil.copytree(user_checkpoints[kind], models / kind / "model")
-    run = docker(
-        "run",
-        "-d",
-        "-p",
-        "127.0.0.1::8080",
-        "-e",
-        "SAGEMAKER_MULTI_MODEL=true",
-        "-v",
-        f"{models}:/opt/ml/models",
-        image,
-        "serve",
-        check=True,
-    )
-    server = Server.__new__(Server)
-    server.container = run.stdout.strip()
-    port = docker("port", server.container, "8080/tcp", check=True).stdout.strip().splitlines()[0]
-    server.url = f"http://127.0.0.1:{port.rsplit(':', 1)[1]}"
+    server = Server(image, models, mount="/opt/ml/models", env={"SAGEMAKER_MULTI_MODEL": "true"})
     try:
         server.wait_until_healthy()
         for kind in ("cartpole", "pendulum"):
