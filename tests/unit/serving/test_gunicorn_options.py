@@ -1,5 +1,6 @@
 """`gunicorn_app.gunicorn_options`: every option is one gunicorn knows, workers are recycled with
-jitter, and the control socket is off."""
+jitter, and the control socket is off; `gunicorn_app.exit_without_native_teardown` ends a worker
+with gunicorn's exit status."""
 
 from __future__ import annotations
 
