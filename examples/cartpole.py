@@ -39,12 +39,12 @@ def create_environment(env_config):
 
 def main():
     register_env(ENV_NAME, create_environment)
-    contract = Environment.from_environ()
+    environment = Environment.from_environ()
     experiment = build_experiment(DEFAULTS, env=ENV_NAME)  # the job's hyperparameters win over DEFAULTS
     result = run_experiment(
         experiment.config,
         stop=experiment.stop,
-        storage_dir=contract.checkpoint_dir,  # synced to checkpoint_s3_uri; a restarted spot job resumes
+        storage_dir=environment.checkpoint_dir,  # synced to checkpoint_s3_uri; a restarted spot job resumes
         checkpoint_frequency=experiment.checkpoint_frequency,
     )
     if result.stopped:  # SIGTERM (spot interruption, StopTrainingJob): checkpointed, nothing to export
@@ -56,8 +56,8 @@ def main():
         env_config={},
         metrics=result.metrics,
     )
-    export_model(result.checkpoint_dir, contract.model_dir, metadata)
-    print(f"exported to {contract.model_dir}: episode_return_mean {result.metrics['episode_return_mean']}")
+    export_model(result.checkpoint_dir, environment.model_dir, metadata)
+    print(f"exported to {environment.model_dir}: episode_return_mean {result.metrics['episode_return_mean']}")
 
 
 if __name__ == "__main__":

@@ -37,13 +37,13 @@ def main():
     args, _ = parser.parse_known_args()  # the toolkit passes every hyperparameter as --name value
 
     ray.cloudpickle.register_pickle_by_value(models.residual_mlp)
-    contract = Environment.from_environ()
+    environment = Environment.from_environ()
     experiment = build_experiment(DEFAULTS, ignore=["custom_model"])
     config = experiment.config.rl_module(rl_module_spec=RLModuleSpec(module_class=MODELS[args.custom_model]))
     result = run_experiment(
         config,
         stop=experiment.stop,
-        storage_dir=contract.checkpoint_dir,
+        storage_dir=environment.checkpoint_dir,
         checkpoint_frequency=experiment.checkpoint_frequency,
     )
     if result.stopped:
@@ -54,9 +54,9 @@ def main():
         env=config.env,
         env_config={},
         metrics=result.metrics,
-        hyperparameters=contract.hyperparameters,
+        hyperparameters=environment.hyperparameters,
     )
-    export_model(result.checkpoint_dir, contract.model_dir, metadata)
+    export_model(result.checkpoint_dir, environment.model_dir, metadata)
     print(f"exported a {args.custom_model} RLModule: episode_return_mean {result.metrics['episode_return_mean']}")
 
 

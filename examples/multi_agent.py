@@ -62,13 +62,13 @@ DEFAULTS = {
 
 def main():
     register_env(ENV_NAME, lambda config: BalanceAndSwing(config))
-    contract = Environment.from_environ()
+    environment = Environment.from_environ()
     experiment = build_experiment(DEFAULTS, env=ENV_NAME)
     config = experiment.config.multi_agent(policies=set(AGENTS), policy_mapping_fn=policy_mapping_fn)
     result = run_experiment(
         config,
         stop=experiment.stop,
-        storage_dir=contract.checkpoint_dir,
+        storage_dir=environment.checkpoint_dir,
         checkpoint_frequency=experiment.checkpoint_frequency,
     )
     if result.stopped:
@@ -79,9 +79,9 @@ def main():
         env=ENV_NAME,
         env_config={},
         metrics=result.metrics,
-        hyperparameters=contract.hyperparameters,
+        hyperparameters=environment.hyperparameters,
     )
-    export_model(result.checkpoint_dir, contract.model_dir, metadata)
+    export_model(result.checkpoint_dir, environment.model_dir, metadata)
     print(f"exported modules {sorted(AGENTS)}: episode_return_mean {result.metrics['episode_return_mean']}")
 
 

@@ -65,7 +65,7 @@ def main():
     register_env(
         ENV_NAME, lambda config: gym.wrappers.TransformReward(NewsvendorEnv(config), lambda r: r * REWARD_SCALE)
     )
-    contract = Environment.from_environ()
+    environment = Environment.from_environ()
     experiment = build_experiment(DEFAULTS, env=ENV_NAME)
     config = experiment.config.env_runners(
         env_to_module_connector=lambda env, spaces=None, device=None: MeanStdFilter()
@@ -73,7 +73,7 @@ def main():
     result = run_experiment(
         config,
         stop=experiment.stop,
-        storage_dir=contract.checkpoint_dir,
+        storage_dir=environment.checkpoint_dir,
         checkpoint_frequency=experiment.checkpoint_frequency,
     )
     if result.stopped:
@@ -85,11 +85,11 @@ def main():
         env=ENV_NAME,
         env_config=env_config,
         metrics=result.metrics,
-        hyperparameters=contract.hyperparameters,
+        hyperparameters=environment.hyperparameters,
     )
-    export_model(result.checkpoint_dir, contract.model_dir, metadata)
+    export_model(result.checkpoint_dir, environment.model_dir, metadata)
 
-    policy = Policy.load(contract.model_dir)  # what `serve` answers with
+    policy = Policy.load(environment.model_dir)  # what `serve` answers with
     env = NewsvendorEnv(env_config)
     episodes = experiment.evaluation_episodes
     ppo = play(env, lambda obs: int(policy.compute(obs[None])["action"][0]), episodes)
@@ -118,9 +118,9 @@ def main():
     for name, value in report.items():
         if value is not None and value == value:  # no line for what was not measured (nan, None)
             print(f"{name}: {value:.2f}" if isinstance(value, float) else f"{name}: {value}")
-    contract.output_data_dir.mkdir(parents=True, exist_ok=True)
+    environment.output_data_dir.mkdir(parents=True, exist_ok=True)
     finite = {k: v for k, v in report.items() if v is None or v == v}  # JSON has no NaN
-    (contract.output_data_dir / "newsvendor_evaluation.json").write_text(json.dumps(finite, indent=2) + "\n")
+    (environment.output_data_dir / "newsvendor_evaluation.json").write_text(json.dumps(finite, indent=2) + "\n")
 
 
 if __name__ == "__main__":

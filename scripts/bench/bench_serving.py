@@ -309,7 +309,7 @@ def in_process(model: Path, onnx: bool = False) -> tuple[list[str], list[float],
     ]
     figures: dict[str, float] = {}
     if onnx:
-        onnx_policy = Policy.load(model, backend="onnx")
+        onnx_policy = Policy.load(model, engine="onnx")
         for name, batch, n in (("1", one.numpy(), 3000), ("1,024", many.numpy(), 200)):
             onnx_policy.compute(batch)  # the session's first run
             seconds = sequential(lambda b=batch: onnx_policy.compute(b), n)
@@ -401,7 +401,7 @@ def request_path(model: Path) -> None:
     )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for backend in ("torch", "onnx"):
-        policy = Policy.load(model, backend=backend)
+        policy = Policy.load(model, engine=backend)
         space = policy.pipeline(None).observation_space
         space.seed(0)
         obs = np.clip(np.asarray(space.sample(), dtype=np.float32), -1, 1).tolist()
@@ -499,7 +499,7 @@ def acceptance(args) -> None:
     )
     from sagemaker_ray_rl.inference.policy import Policy
 
-    onnx_policy = Policy.load(args.model, backend="onnx")
+    onnx_policy = Policy.load(args.model, engine="onnx")
     many = np.repeat(np.asarray([obs], dtype=np.float32), 1024, axis=0)
     server_lines, figures = bench_interleaved(args, servers, obs, lambda: onnx_policy.compute(many))
     lines.extend(server_lines)

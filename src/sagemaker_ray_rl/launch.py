@@ -45,16 +45,16 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE, file=sys.stderr if not command else sys.stdout)
         return 2 if not command else 0
     fill_missing_config(Environment.from_environ())
-    contract = Environment.from_environ()
+    environment = Environment.from_environ()
     try:
-        settings = ClusterSettings.from_hyperparameters(contract.hyperparameters, contract.resource_config)
-        with ray_cluster(contract, settings):
+        settings = ClusterSettings.from_hyperparameters(environment.hyperparameters, environment.resource_config)
+        with ray_cluster(environment, settings):
             status = run_command(command)
     except SageMakerRayRLError as exc:
-        write_failure(contract, f"{type(exc).__name__}: {exc}")
+        write_failure(environment, f"{type(exc).__name__}: {exc}")
         return 1
     if status != 0:
-        write_failure(contract, f"the command `{shlex.join(command)}` exited with status {status}")
+        write_failure(environment, f"the command `{shlex.join(command)}` exited with status {status}")
     return status
 
 

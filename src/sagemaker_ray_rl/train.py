@@ -53,84 +53,86 @@ def main() -> None:
     from sagemaker_training.errors import ClientError
 
     try:
-        contract = Environment.from_environ()
+        environment = Environment.from_environ()
     except HyperparameterError as exc:  # a dotless name (`dotted_names`); the toolkit writes the failure file
         raise ClientError(f"{type(exc).__name__}: {exc}") from exc
-    quiet.install(contract.hyperparameters)
+    quiet.install(environment.hyperparameters)
     user_code = False
     try:
-        settings = _cluster_settings(contract)
-        if not contract.resource_config.is_master:
+        settings = _cluster_settings(environment)
+        if not environment.resource_config.is_master:
             # Workers do not check the experiment's hyperparameters: the master does, before its head
             # starts, and SageMaker (or local mode's docker compose) ends every host when one fails.
             from sagemaker_ray_rl.cluster.launcher import run_worker
 
-            if contract.user_entry_point:
+            if environment.user_entry_point:
                 from sagemaker_ray_rl.training.user_script import install_user_code
 
-                install_user_code(contract)
-            run_worker(contract, settings)
+                install_user_code(environment)
+            run_worker(environment, settings)
             return
-        offline = None if contract.user_entry_point else OfflineSettings.from_hyperparameters(contract.hyperparameters)
+        offline = (
+            None if environment.user_entry_point else OfflineSettings.from_hyperparameters(environment.hyperparameters)
+        )
         if offline is not None:
             from sagemaker_ray_rl.offline.runner import check_before_ray
 
-            check_before_ray(contract, offline)
+            check_before_ray(environment, offline)
         plan = None
-        if not contract.user_entry_point and offline is None:
+        if not environment.user_entry_point and offline is None:
             from sagemaker_ray_rl.training.builtin import prepare
 
-            plan = prepare(contract)
+            plan = prepare(environment)
         user_code = plan is None and offline is None
         if user_code:
             # Its requirements.txt is checked before any Ray starts or pip runs (training.image_pins).
             from sagemaker_ray_rl.training.user_script import fetch_source_dir
 
             fetch_source_dir()
-        if user_code and len(contract.resource_config.hosts) == 1:
+        if user_code and len(environment.resource_config.hosts) == 1:
             # One host: Ray is left to the script, whose own ray.init(...) starts it here as on any
             # machine, num_cpus= and num_gpus= included (Ray refuses those when joining a running
             # cluster); run_experiment starts it when the script did not.
             from sagemaker_ray_rl.training.user_script import LOCAL_RAY_ADDRESS, run_user_entry_point
 
-            run_user_entry_point(contract, ray_address=LOCAL_RAY_ADDRESS)
-            export_user_checkpoint(contract)
-            export_onnx_next_to_checkpoint(contract)
+            run_user_entry_point(environment, ray_address=LOCAL_RAY_ADDRESS)
+            export_user_checkpoint(environment)
+            export_onnx_next_to_checkpoint(environment)
             return
 
         from sagemaker_ray_rl.cluster import ray_cluster
 
-        with ray_cluster(contract, settings) as cluster:
+        with ray_cluster(environment, settings) as cluster:
             if user_code:
                 from sagemaker_ray_rl.training.user_script import run_user_entry_point
 
-                run_user_entry_point(contract)
-                _collect_user_checkpoint(contract)
+                run_user_entry_point(environment)
+                _collect_user_checkpoint(environment)
             elif offline is not None:  # mode=collect|offline: sagemaker_ray_rl.offline
                 from sagemaker_ray_rl.offline import runner as offline_runner
 
-                offline_runner.run(contract, offline)
+                offline_runner.run(environment, offline)
             else:
                 from sagemaker_ray_rl.training.builtin import train
 
-                train(contract, plan, cluster)
+                train(environment, plan, cluster)
         if user_code:
-            export_user_checkpoint(contract)
-        export_onnx_next_to_checkpoint(contract)
+            export_user_checkpoint(environment)
+        export_onnx_next_to_checkpoint(environment)
     except SageMakerRayRLError as exc:
-        if not write_failure(contract, f"{type(exc).__name__}: {exc}"):
+        if not write_failure(environment, f"{type(exc).__name__}: {exc}"):
             exit_failed(1)  # the toolkit would fail to write it too, and then exit 0
         raise ClientError(str(exc)) from exc
     except Exception as exc:
         if user_code:  # the toolkit reports the user's own errors, failure file included
-            if not _failure_file_writable(contract):
+            if not _failure_file_writable(environment):
                 import traceback
 
                 traceback.print_exc()
                 exit_failed(1)
             raise
         if not write_failure(
-            contract,
+            environment,
             f"Unexpected {type(exc).__name__} in sagemaker_ray_rl training: {exc}. The job log holds the traceback.",
         ):
             import traceback
@@ -145,10 +147,10 @@ def main() -> None:
         raise
 
 
-def _failure_file_writable(contract: Environment) -> bool:
+def _failure_file_writable(environment: Environment) -> bool:
     """Whether the toolkit will be able to write its failure file: one exists already, or the output
     dir takes a new file (an empty placeholder is created, then removed)."""
-    path = contract.failure_file
+    path = environment.failure_file
     try:
         if path.exists():
             return True
@@ -161,7 +163,7 @@ def _failure_file_writable(contract: Environment) -> bool:
         return False
 
 
-def export_user_checkpoint(contract: Environment) -> None:
+def export_user_checkpoint(environment: Environment) -> None:
     """After a user entry point that saved no model: the newest RLlib checkpoint its Tune runs left
     (in ``/opt/ml/checkpoints`` or ``~/ray_results``) exported to the model dir with
     ``metadata.json``, or a WARNING that the model dir is empty
@@ -171,7 +173,7 @@ def export_user_checkpoint(contract: Environment) -> None:
     from sagemaker_ray_rl.training.user_checkpoints import export_newest_checkpoint
 
     try:
-        export_newest_checkpoint(contract)
+        export_newest_checkpoint(environment)
     except Exception as exc:
         print(
             f"[sagemaker-ray-rl] WARNING: exporting the entry point's Tune checkpoint failed: "
@@ -180,14 +182,14 @@ def export_user_checkpoint(contract: Environment) -> None:
         )
 
 
-def _collect_user_checkpoint(contract: Environment) -> None:
+def _collect_user_checkpoint(environment: Environment) -> None:
     """On the master of several hosts, while Ray is up: a newer checkpoint a user entry point's
     trial left on a worker host copied here (`training.user_checkpoints.collect_from_workers`).
     Never fails the job."""
     from sagemaker_ray_rl.training.user_checkpoints import collect_from_workers
 
     try:
-        collect_from_workers(contract)
+        collect_from_workers(environment)
     except Exception as exc:
         print(
             f"[sagemaker-ray-rl] WARNING: copying checkpoints from the worker hosts failed: {type(exc).__name__}: {exc}",
@@ -195,7 +197,7 @@ def _collect_user_checkpoint(contract: Environment) -> None:
         )
 
 
-def export_onnx_next_to_checkpoint(contract: Environment) -> None:
+def export_onnx_next_to_checkpoint(environment: Environment) -> None:
     """After a successful job, ONNX graphs of every module in ``SM_MODEL_DIR/onnx/``
     (`sagemaker_ray_rl.inference.onnx_export`), whichever way the checkpoint got there: the
     built-in experiment's or the offline runner's `export_model`, or a user entry point's
@@ -209,18 +211,18 @@ def export_onnx_next_to_checkpoint(contract: Environment) -> None:
     from sagemaker_ray_rl.contract.errors import ModelLoadError
 
     try:
-        find_checkpoint(contract.model_dir)
+        find_checkpoint(environment.model_dir)
     except ModelLoadError:
         return
     try:
         from sagemaker_ray_rl.inference.onnx_export import export_onnx_safely
 
-        report = export_onnx_safely(contract.model_dir)
+        report = export_onnx_safely(environment.model_dir)
     except Exception as exc:  # e.g. onnx missing from a custom image: the job still succeeds
         print(f"ONNX export skipped: {type(exc).__name__}: {exc}", flush=True)
         return
     if report is None:
-        print(f"ONNX export failed; see {contract.model_dir}/onnx/export.json", flush=True)
+        print(f"ONNX export failed; see {environment.model_dir}/onnx/export.json", flush=True)
         return
     for module_id, path in report.exported.items():
         print(f"ONNX: exported module {module_id} to {path}", flush=True)
@@ -228,7 +230,7 @@ def export_onnx_next_to_checkpoint(contract: Environment) -> None:
         print(f"ONNX: module {module_id} not exported: {reason}", flush=True)
 
 
-def _cluster_settings(contract: Environment) -> ClusterSettings:
+def _cluster_settings(environment: Environment) -> ClusterSettings:
     from sagemaker_ray_rl.cluster import ClusterSettings
 
-    return ClusterSettings.from_hyperparameters(contract.hyperparameters, contract.resource_config)
+    return ClusterSettings.from_hyperparameters(environment.hyperparameters, environment.resource_config)

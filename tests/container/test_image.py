@@ -214,7 +214,7 @@ def test_image_serves_what_rllibs_pipeline_computes(image: str, user_checkpoints
 
 
 def test_image_ray_serve_backend_answers_like_gunicorn(image: str, user_checkpoints):
-    """``serve --backend ray-serve`` in the image: /ping, the same bodies as the gunicorn backend
+    """``serve --server ray-serve`` in the image: /ping, the same bodies as the gunicorn transport
     (also for concurrent single observations, which ``@serve.batch`` runs together) and 4xx JSON
     for bad input."""
     from concurrent.futures import ThreadPoolExecutor

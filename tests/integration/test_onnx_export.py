@@ -367,7 +367,7 @@ def test_each_set_of_outputs_is_answered_by_its_subgraph_as_by_the_whole_graph(e
 
     from sagemaker_ray_rl.inference.policy import Policy
 
-    policy = Policy.load(exported_model_dirs[kind], backend="onnx")
+    policy = Policy.load(exported_model_dirs[kind], engine="onnx")
     for module_id, graph in policy.onnx_graphs.items():
         space = policy.pipeline(module_id).observation_space
         leaves = onnx_observations(space, N, seed=3)
@@ -397,9 +397,9 @@ def test_graphs_of_another_checkpoint_are_never_used(exported_model_dirs, tmp_pa
     shutil.copytree(exported_model_dirs["cartpole"], model_dir, ignore=shutil.ignore_patterns("onnx"))
     shutil.copytree(exported_model_dirs["pendulum"] / "onnx", model_dir / "onnx")
     with pytest.raises(ModelLoadError, match="exported from another checkpoint"):
-        Policy.load(model_dir, backend="onnx")
-    assert Policy.load(model_dir, backend="auto").backends == {"default_policy": "torch"}
-    assert Policy.load(exported_model_dirs["cartpole"], backend="auto").backends == {"default_policy": "onnx"}
+        Policy.load(model_dir, engine="onnx")
+    assert Policy.load(model_dir, engine="auto").engines == {"default_policy": "torch"}
+    assert Policy.load(exported_model_dirs["cartpole"], engine="auto").engines == {"default_policy": "onnx"}
 
 
 def test_a_module_the_exporter_refuses_is_reported_and_the_others_exported(policy_dirs, tmp_path):
@@ -436,9 +436,9 @@ def test_a_module_the_exporter_refuses_is_reported_and_the_others_exported(polic
     written = json.loads((model_dir / "onnx" / "export.json").read_text())
     assert written["not_exported"] == {"p0": report.not_exported["p0"]}
 
-    assert Policy.load(model_dir, backend="auto").backends == {"p0": "torch", "p1": "onnx"}
+    assert Policy.load(model_dir, engine="auto").engines == {"p0": "torch", "p1": "onnx"}
     with pytest.raises(ModelLoadError, match=r"\['p0'\] have none \(p0: not exported: the exporter failed"):
-        Policy.load(model_dir, backend="onnx")
+        Policy.load(model_dir, engine="onnx")
 
 
 def test_a_corrupt_graph_is_refused_at_load(exported_model_dirs, tmp_path):
@@ -449,5 +449,5 @@ def test_a_corrupt_graph_is_refused_at_load(exported_model_dirs, tmp_path):
     shutil.copytree(exported_model_dirs["pendulum"], model_dir)
     (model_dir / "onnx" / "default_policy.onnx").write_bytes(b"not a graph")
     with pytest.raises(ModelLoadError, match="ONNX Runtime cannot load .*default_policy.onnx"):
-        Policy.load(model_dir, backend="onnx")
-    assert Policy.load(model_dir, backend="auto").backends == {"default_policy": "torch"}
+        Policy.load(model_dir, engine="onnx")
+    assert Policy.load(model_dir, engine="auto").engines == {"default_policy": "torch"}

@@ -119,13 +119,13 @@ def test_user_entry_point_with_the_public_api(tmp_path: Path):
             args, _ = parser.parse_known_args()
 
             register_env("short-cartpole", lambda cfg: gym.make("CartPole-v1", max_episode_steps=cfg["limit"]))
-            contract = Environment.from_environ()
+            environment = Environment.from_environ()
             config = build_config(env="short-cartpole", ignore=["episode-limit"])
             config.environment(env_config={"limit": args.episode_limit})
-            result = run_experiment(config, stop={"training_iteration": 1}, storage_dir=contract.checkpoint_dir)
+            result = run_experiment(config, stop={"training_iteration": 1}, storage_dir=environment.checkpoint_dir)
             metadata = build_metadata(result.checkpoint_dir, algorithm="PPO", env="short-cartpole",
                                       env_config={"limit": args.episode_limit}, metrics=result.metrics)
-            export_model(result.checkpoint_dir, contract.model_dir, metadata)
+            export_model(result.checkpoint_dir, environment.model_dir, metadata)
             print("user script episode_return_max", result.metrics["episode_return_max"])
             """
         )

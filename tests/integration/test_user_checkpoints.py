@@ -55,10 +55,10 @@ def contract_for(base: Path) -> Environment:
 def tune_run(tmp_path_factory) -> Path:
     """The job base dir after the script ran with the image's variables (checkpoint dir filled)."""
     base = write_job(tmp_path_factory.mktemp("user_tune_job"), {"stop-iters": 2})
-    contract = contract_for(base)
+    environment = contract_for(base)
     script = base / "entry.py"
     script.write_text(textwrap.dedent(TUNE_SCRIPT))
-    env = {**os.environ, **script_environment(contract, environ={}), "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, **script_environment(environment, environ={}), "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)
     env["RAY_AUTH_MODE"] = "disabled"
     env["HOME"] = str(base / "home")  # Tune's default ~/ray_results must stay unused
@@ -82,32 +82,32 @@ def test_the_scripts_tune_run_checkpoints_its_trial_at_the_end_in_the_checkpoint
 def test_the_newest_checkpoint_is_exported_with_metadata(tune_run: Path, tmp_path: Path):
     base = tmp_path / "job"
     shutil.copytree(tune_run, base, symlinks=True)
-    contract = contract_for(base)
+    environment = contract_for(base)
     (found,) = tune_checkpoints([base / "checkpoints"])
     older = found.trial_dir.parent / "PPO_older_trial" / "checkpoint_000004"
     shutil.copytree(found.path, older)
     os.utime(older / "rllib_checkpoint.json", (1, 1))
 
-    assert newest_checkpoint(storage_roots(contract, environ={})).path == found.path
-    assert export_newest_checkpoint(contract, [base / "checkpoints"]) == found.path
-    assert find_checkpoint(contract.model_dir) == contract.model_dir
-    metadata = json.loads((contract.model_dir / METADATA_FILE).read_text())
+    assert newest_checkpoint(storage_roots(environment, environ={})).path == found.path
+    assert export_newest_checkpoint(environment, [base / "checkpoints"]) == found.path
+    assert find_checkpoint(environment.model_dir) == environment.model_dir
+    metadata = json.loads((environment.model_dir / METADATA_FILE).read_text())
     assert metadata["algorithm"] == "PPO" and metadata["env"] == "CartPole-v1"
     assert metadata["env_config"] == {"max_episode_steps": 50}
     assert metadata["module_ids"] == ["default_policy"]
     assert metadata["metrics"]["training_iteration"] == 2
     assert metadata["hyperparameters"] == {"stop-iters": 2}
     # A model dir that already holds a checkpoint is left as it is.
-    assert export_newest_checkpoint(contract, [base / "checkpoints"]) is None
+    assert export_newest_checkpoint(environment, [base / "checkpoints"]) is None
 
 
 def test_no_checkpoint_anywhere_leaves_the_model_dir_empty_with_a_warning(tmp_path: Path, caplog):
-    contract = contract_for(write_job(tmp_path / "job", {}))
+    environment = contract_for(write_job(tmp_path / "job", {}))
     with caplog.at_level(logging.WARNING):
-        assert export_newest_checkpoint(contract, [tmp_path / "job" / "checkpoints", tmp_path / "none"]) is None
-    assert not contract.model_dir.exists() or not any(contract.model_dir.iterdir())
+        assert export_newest_checkpoint(environment, [tmp_path / "job" / "checkpoints", tmp_path / "none"]) is None
+    assert not environment.model_dir.exists() or not any(environment.model_dir.iterdir())
     (record,) = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert f"The model dir {contract.model_dir} is empty" in record.getMessage()
+    assert f"The model dir {environment.model_dir} is empty" in record.getMessage()
     assert str(tmp_path / "none") in record.getMessage()
 
 

@@ -193,7 +193,7 @@ def test_run_experiment_asking_too_much_fails_at_once_and_a_foreign_current_host
         from sagemaker_ray_rl import Environment, run_experiment
         from sagemaker_ray_rl.contract.errors import ClusterError
 
-        contract = Environment.from_environ()
+        environment = Environment.from_environ()
         config = (
             PPOConfig()
             .environment("CartPole-v1")
@@ -201,11 +201,11 @@ def test_run_experiment_asking_too_much_fails_at_once_and_a_foreign_current_host
         )
         try:
             run_experiment(config.env_runners(num_env_runners=64), stop={"training_iteration": 1},
-                           storage_dir=contract.checkpoint_dir, name="too-big")
+                           storage_dir=environment.checkpoint_dir, name="too-big")
         except ClusterError as exc:
             print("REFUSED", exc, flush=True)
         result = run_experiment(config.env_runners(num_env_runners=1), stop={"training_iteration": 1},
-                                storage_dir=contract.checkpoint_dir)
+                                storage_dir=environment.checkpoint_dir)
         print("ITERATIONS", result.metrics["training_iteration"], flush=True)
         """,
         {},

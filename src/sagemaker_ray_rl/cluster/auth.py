@@ -105,7 +105,7 @@ class RayAuth:
 
 
 def resolve_auth(
-    contract: Environment,
+    environment: Environment,
     hyperparameter: str | None,
     environ: Mapping[str, str] | None = None,
     *,
@@ -114,7 +114,7 @@ def resolve_auth(
     """Choose the job's authentication (module docstring): the same answer on every host.
 
     Args:
-        contract: the job's contract (for the input config dir and the host list).
+        environment: the job's contract (for the input config dir and the host list).
         hyperparameter: the validated value of ``ray.auth`` (`settings.ClusterSettings.auth`), None
             when not given.
         environ: the variables to read; ``os.environ`` when None.
@@ -153,7 +153,7 @@ def resolve_auth(
         if not ok:
             raise ClusterError(
                 f"{RAY_AUTH_TOKEN_PATH_ENV}={path} names no readable, non-empty token file on host "
-                f"{contract.resource_config.current_host}; Ray would refuse to start"
+                f"{environment.resource_config.current_host}; Ray would refuse to start"
             )
         return RayAuth(TOKEN, f"the file {RAY_AUTH_TOKEN_PATH_ENV} names")
     if secret_id:
@@ -161,7 +161,7 @@ def resolve_auth(
     return RayAuth(
         TOKEN,
         "derived from the job's definition (hyperparameters, input channels, hosts, job name)",
-        derive_token(contract.input_config_dir, contract.resource_config.hosts, env),
+        derive_token(environment.input_config_dir, environment.resource_config.hosts, env),
     )
 
 

@@ -104,7 +104,7 @@ class Cluster:
         head: the head node's process.
     """
 
-    contract: Environment
+    environment: Environment
     settings: ClusterSettings
     address: str
     head: RayHeadProcess
@@ -140,7 +140,7 @@ class Cluster:
         ``cluster.json``."""
         return {
             "hosts": list(self.hosts),
-            "master_host": self.contract.resource_config.master_host,
+            "master_host": self.environment.resource_config.master_host,
             "bring_up_s": round(self.bring_up_s, 3),
             "all_alive_at": self.all_alive_at,
             "actors": actor_hosts(self.node_hosts) if self.settings.include_dashboard else {},
@@ -171,7 +171,7 @@ class Cluster:
             self.head.stop()
 
 
-def start_cluster(contract: Environment, settings: ClusterSettings) -> Cluster:
+def start_cluster(environment: Environment, settings: ClusterSettings) -> Cluster:
     """On the master: start the Ray head, connect this process as a driver, wait for the hosts.
 
     Sets ``RAY_ADDRESS``, ``RAY_AUTH_MODE`` and, for a derived token, ``RAY_AUTH_TOKEN_PATH`` in
@@ -184,9 +184,9 @@ def start_cluster(contract: Environment, settings: ClusterSettings) -> Cluster:
     """
     import ray
 
-    rc = contract.resource_config
+    rc = environment.resource_config
     started = time.monotonic()
-    auth = resolve_auth(contract, settings.auth, secret_id=settings.auth_token_secret)
+    auth = resolve_auth(environment, settings.auth, secret_id=settings.auth_token_secret)
     ip = own_ip(rc.current_host, rc.network_interface_name, timeout_s=settings.join_timeout_s)
     env = ray_environment(auth)
     os.environ.update(
@@ -196,8 +196,8 @@ def start_cluster(contract: Environment, settings: ClusterSettings) -> Cluster:
     store = host_object_store(settings.object_store_bytes)
     spec = NodeSpec(
         ip=ip,
-        num_cpus=contract.num_cpus,
-        num_gpus=contract.num_gpus,
+        num_cpus=environment.num_cpus,
+        num_gpus=environment.num_gpus,
         resources=node_resources(rc.current_host, rc.current_group_name, settings),
         object_store=store,
     )
@@ -221,11 +221,11 @@ def start_cluster(contract: Environment, settings: ClusterSettings) -> Cluster:
             f"(ray start exit status {head.returncode}); its last lines:\n{head.output_tail()}"
         )
     os.environ["RAY_ADDRESS"] = address
-    cluster = Cluster(contract=contract, settings=settings, address=address, head=head)
+    cluster = Cluster(environment=environment, settings=settings, address=address, head=head)
     try:
         _connect_driver(address, head, deadline=time.monotonic() + HEAD_START_TIMEOUT_S)
-        quiet.install(contract.hyperparameters)
-        quiet.filter_worker_logs(contract.hyperparameters)
+        quiet.install(environment.hyperparameters)
+        quiet.filter_worker_logs(environment.hyperparameters)
         _wait_for_hosts(cluster)
     except BaseException:
         ray.shutdown()
@@ -288,7 +288,7 @@ def _reload_ray_auth() -> None:
 def _wait_for_hosts(cluster: Cluster) -> None:
     import ray
 
-    rc = cluster.contract.resource_config
+    rc = cluster.environment.resource_config
     settings = cluster.settings
     required = settings.required_hosts(rc)
     deadline = time.monotonic() + settings.join_timeout_s
@@ -331,7 +331,7 @@ def _describe(host: str) -> str:
         return f"{host} (its name does not resolve)"
 
 
-def run_worker(contract: Environment, settings: ClusterSettings, *, marker: Path = DONE_MARKER) -> dict[str, Any]:
+def run_worker(environment: Environment, settings: ClusterSettings, *, marker: Path = DONE_MARKER) -> dict[str, Any]:
     """On a worker host: join the master's Ray head and block until the job is over.
 
     On SIGTERM (the job is being stopped: SageMaker sends it to every host) the node stays up until the
@@ -347,13 +347,13 @@ def run_worker(contract: Environment, settings: ClusterSettings, *, marker: Path
             Ray node could not join or stopped; or the head became unreachable for
             ``ray.head_lost_timeout_s`` before the job was over.
     """
-    rc = contract.resource_config
+    rc = environment.resource_config
     host, master = rc.current_host, rc.master_host
     deadline = time.monotonic() + settings.join_timeout_s
     master_ip = resolve_host(master, timeout_s=settings.join_timeout_s)
     ip = own_ip(host, rc.network_interface_name, timeout_s=max(1.0, deadline - time.monotonic()))
     head = f"{master_ip}:{settings.gcs_port}"
-    auth = resolve_auth(contract, settings.auth, secret_id=settings.auth_token_secret)
+    auth = resolve_auth(environment, settings.auth, secret_id=settings.auth_token_secret)
     log(
         f"worker {host} ({ip}): joining the Ray head on master {master} ({head}), {_describe_auth(auth, len(rc.hosts))}"
     )
@@ -365,8 +365,8 @@ def run_worker(contract: Environment, settings: ClusterSettings, *, marker: Path
     marker.unlink(missing_ok=True)
     spec = NodeSpec(
         ip=ip,
-        num_cpus=contract.num_cpus,
-        num_gpus=contract.num_gpus,
+        num_cpus=environment.num_cpus,
+        num_gpus=environment.num_gpus,
         resources=node_resources(host, rc.current_group_name, settings),
         object_store=host_object_store(settings.object_store_bytes),
     )
@@ -454,7 +454,7 @@ def master_sigterm_exits() -> Iterator[None]:
 
 
 def fail_on_lost_host(
-    contract: Environment, cluster: Cluster, kill: Callable[[], None] = lambda: None
+    environment: Environment, cluster: Cluster, kill: Callable[[], None] = lambda: None
 ) -> Callable[[str], None]:
     """The master's reaction to a lost host (for `Cluster.watch`): write the failure file naming the
     host, run `kill` (e.g. stop a user entry point), stop the head and end the process with status 1.
@@ -465,7 +465,7 @@ def fail_on_lost_host(
 
     def on_lost(hosts: str) -> None:
         write_failure(
-            contract,
+            environment,
             f"ClusterError: host(s) {hosts} left the Ray cluster during training (Ray marked the node dead); "
             f"all {len(cluster.hosts)} joined hosts were expected until the job ended. Look at that host's log "
             "(it may have run out of memory or been stopped)",
@@ -480,7 +480,7 @@ def fail_on_lost_host(
 
 
 @contextmanager
-def ray_cluster(contract: Environment | None = None, settings: ClusterSettings | None = None) -> Iterator[Cluster]:
+def ray_cluster(environment: Environment | None = None, settings: ClusterSettings | None = None) -> Iterator[Cluster]:
     """The job's Ray cluster, for scripts that bring their own driver (e.g. SDK v3 ``ModelTrainer``).
 
     On the master host: bring the cluster up, yield the `Cluster` (``ray.init()`` joins it), and on
@@ -500,30 +500,32 @@ def ray_cluster(contract: Environment | None = None, settings: ClusterSettings |
         ClusterError: on the master, when the cluster cannot be formed.
         HyperparameterError: a ``ray.*`` hyperparameter is invalid.
     """
-    contract = contract or Environment.from_environ()
-    settings = settings or ClusterSettings.from_hyperparameters(contract.hyperparameters, contract.resource_config)
-    if not contract.resource_config.is_master:
+    environment = environment or Environment.from_environ()
+    settings = settings or ClusterSettings.from_hyperparameters(
+        environment.hyperparameters, environment.resource_config
+    )
+    if not environment.resource_config.is_master:
         try:
-            run_worker(contract, settings)
+            run_worker(environment, settings)
         except ClusterError as exc:
-            write_failure(contract, f"ClusterError: {exc}")
+            write_failure(environment, f"ClusterError: {exc}")
             raise SystemExit(1) from exc
         raise SystemExit(0)
     with master_sigterm_exits():
-        cluster = start_cluster(contract, settings)
-        cluster.watch(fail_on_lost_host(contract, cluster))
+        cluster = start_cluster(environment, settings)
+        cluster.watch(fail_on_lost_host(environment, cluster))
         succeeded = False
         try:
             yield cluster
             succeeded = True
         finally:
             try:
-                write_summary(contract, cluster)
+                write_summary(environment, cluster)
             finally:  # the workers and the head stop whatever happened to the summary
-                cluster.finish({"succeeded": succeeded, "master_host": contract.resource_config.current_host})
+                cluster.finish({"succeeded": succeeded, "master_host": environment.resource_config.current_host})
 
 
-def write_summary(contract: Environment, cluster: Cluster) -> None:
+def write_summary(environment: Environment, cluster: Cluster) -> None:
     """Print the placement summary and save it as ``cluster.json`` in the output data dir."""
     try:
         summary = cluster.summary()
@@ -533,7 +535,7 @@ def write_summary(contract: Environment, cluster: Cluster) -> None:
     for name, hosts in summary["actors"].items():
         log(f"{name} actors per host: {', '.join(f'{h}: {n}' for h, n in hosts.items())}")
     try:
-        contract.output_data_dir.mkdir(parents=True, exist_ok=True)
-        (contract.output_data_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+        environment.output_data_dir.mkdir(parents=True, exist_ok=True)
+        (environment.output_data_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     except OSError as exc:  # a full disk or an unwritable output dir: the log above has it all
-        log(f"could not write {contract.output_data_dir / SUMMARY_FILE}: {type(exc).__name__}: {exc}")
+        log(f"could not write {environment.output_data_dir / SUMMARY_FILE}: {type(exc).__name__}: {exc}")

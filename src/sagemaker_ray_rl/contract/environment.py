@@ -228,7 +228,7 @@ class ServingSettings:
         default_accept: response type when Accept is absent or ``*/*``
             (``SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT``); None (unset) answers in the request's own
             content type (JSON Lines in, JSON Lines out, as batch transform expects).
-        backend: ``gunicorn`` (default) or ``ray-serve`` (``SAGEMAKER_RAY_RL_SERVER``).
+        server: ``gunicorn`` (default) or ``ray-serve`` (``SAGEMAKER_RAY_RL_SERVER``).
         max_batch_size: most requests a gunicorn worker answers with one forward pass per module
             (those ready at the same moment; ``SAGEMAKER_RAY_RL_MAX_BATCH_SIZE``, 32; 1 turns
             batching off).
@@ -252,7 +252,7 @@ class ServingSettings:
     max_records: int = 1_000_000
     max_requests: int = 100_000
     default_accept: str | None = None
-    backend: str = "gunicorn"
+    server: str = "gunicorn"
     max_batch_size: int = 32
     ray_serve_replicas: int = 1
     ray_serve_max_batch_size: int = 32
@@ -379,7 +379,7 @@ class Environment:
                 max_records=max(0, _number_var(env, p.MAX_RECORDS_ENV, 1_000_000)),
                 max_requests=max(0, _number_var(env, p.MAX_REQUESTS_ENV, 100_000)),
                 default_accept=env.get(p.DEFAULT_INVOCATIONS_ACCEPT_ENV) or None,
-                backend=_backend(env.get(p.SERVER_BACKEND_ENV)),
+                server=_server(env.get(p.SERVER_ENV)),
                 max_batch_size=max(1, _number_var(env, p.MAX_BATCH_SIZE_ENV, 32)),
                 ray_serve_replicas=max(1, _number_var(env, p.RAY_SERVE_REPLICAS_ENV, 1)),
                 ray_serve_max_batch_size=max(1, _number_var(env, p.RAY_SERVE_MAX_BATCH_SIZE_ENV, 32)),
@@ -388,23 +388,23 @@ class Environment:
                 ),
                 multi_model=_bool_var(env, p.MULTI_MODEL_ENV),
                 mme_memory_mb=_number_var(env, p.MME_MEMORY_ENV, None, float),
-                inference=_choice(env.get(p.INFERENCE_BACKEND_ENV), p.INFERENCE_BACKEND_ENV, INFERENCE_BACKENDS),
+                inference=_choice(env.get(p.INFERENCE_ENV), p.INFERENCE_ENV, INFERENCE_ENGINES),
             ),
         )
 
 
-SERVER_BACKENDS = ("gunicorn", "ray-serve")
+SERVERS = ("gunicorn", "ray-serve")
 
 
-def _backend(value: str | None) -> str:
-    backend = (value or "gunicorn").strip().lower()
-    if backend not in SERVER_BACKENDS:
-        raise ContractError(f"SAGEMAKER_RAY_RL_SERVER must be one of {list(SERVER_BACKENDS)}, got {value!r}")
-    return backend
+def _server(value: str | None) -> str:
+    server = (value or "gunicorn").strip().lower()
+    if server not in SERVERS:
+        raise ContractError(f"SAGEMAKER_RAY_RL_SERVER must be one of {list(SERVERS)}, got {value!r}")
+    return server
 
 
 #: ``SAGEMAKER_RAY_RL_INFERENCE`` values (the first is the default); see `ServingSettings.inference`.
-INFERENCE_BACKENDS = ("auto", "onnx", "torch")
+INFERENCE_ENGINES = ("auto", "onnx", "torch")
 
 
 def _choice(value: str | None, name: str, choices: tuple[str, ...]) -> str:

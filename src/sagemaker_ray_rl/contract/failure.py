@@ -17,7 +17,7 @@ from sagemaker_ray_rl.contract.environment import Environment
 FAILURE_REASON_LIMIT = 1024
 
 
-def write_failure(contract: Environment, reason: str) -> bool:
+def write_failure(environment: Environment, reason: str) -> bool:
     """Write `reason` (whitespace collapsed, cut to `FAILURE_REASON_LIMIT`) to the failure file
     unless one exists. Also prints it to stderr, so the job log says the same.
 
@@ -33,7 +33,7 @@ def write_failure(contract: Environment, reason: str) -> bool:
     """
     text = " ".join(reason.split())[:FAILURE_REASON_LIMIT] + "\n"
     _to_stderr(f"Training failed: {reason}")
-    path = contract.failure_file
+    path = environment.failure_file
     try:
         if path.exists():
             return True

@@ -70,9 +70,9 @@ DEFAULT_INVOCATIONS_ACCEPT_ENV = "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT"
 #: Ours: ``debug`` keeps Ray's, Tune's and RLlib's known-harmless lines in the job log.
 LOG_LEVEL_ENV = "SAGEMAKER_RAY_RL_LOG_LEVEL"
 #: Ours: which model server `serve` runs (``gunicorn``, the default, or ``ray-serve``).
-SERVER_BACKEND_ENV = "SAGEMAKER_RAY_RL_SERVER"
+SERVER_ENV = "SAGEMAKER_RAY_RL_SERVER"
 #: Ours: what computes greedy answers: ``torch``, ``onnx`` (the exported graphs, required) or ``auto``.
-INFERENCE_BACKEND_ENV = "SAGEMAKER_RAY_RL_INFERENCE"
+INFERENCE_ENV = "SAGEMAKER_RAY_RL_INFERENCE"
 #: Ours: requests a gunicorn worker answers with one forward pass at most (1: no batching).
 MAX_BATCH_SIZE_ENV = "SAGEMAKER_RAY_RL_MAX_BATCH_SIZE"
 #: Ours: requests after which a gunicorn worker is replaced by a fresh fork (0: never).
@@ -81,9 +81,9 @@ MAX_REQUESTS_ENV = "SAGEMAKER_RAY_RL_MAX_REQUESTS"
 MAX_RECORDS_ENV = "SAGEMAKER_RAY_RL_MAX_RECORDS"
 #: Ours: replicas of the Ray Serve deployment.
 RAY_SERVE_REPLICAS_ENV = "SAGEMAKER_RAY_SERVE_REPLICAS"
-#: Ours: requests one ``@serve.batch`` forward pass takes at most (Ray Serve backend).
+#: Ours: requests one ``@serve.batch`` forward pass takes at most (Ray Serve transport).
 RAY_SERVE_MAX_BATCH_SIZE_ENV = "SAGEMAKER_RAY_SERVE_MAX_BATCH_SIZE"
-#: Ours: seconds a batch waits for more requests after its first (Ray Serve backend).
+#: Ours: seconds a batch waits for more requests after its first (Ray Serve transport).
 RAY_SERVE_BATCH_WAIT_TIMEOUT_ENV = "SAGEMAKER_RAY_SERVE_BATCH_WAIT_TIMEOUT_S"
 #: SageMaker's: ``true`` on a multi-model endpoint (the container then implements ``/models``).
 MULTI_MODEL_ENV = "SAGEMAKER_MULTI_MODEL"

@@ -19,12 +19,12 @@ from sagemaker_ray_rl.contract import names as p
 from sagemaker_ray_rl.contract.environment import Environment
 
 
-def fill_missing_config(contract: Environment, hostname: str | None = None) -> list[str]:
+def fill_missing_config(environment: Environment, hostname: str | None = None) -> list[str]:
     """Write each missing training config file with single-host defaults; make the model and
     output directories.
 
     Args:
-        contract: the container's contract (only its base dir is used).
+        environment: the container's contract (only its base dir is used).
         hostname: the host name for ``resourceconfig.json``; this machine's when None.
 
     Returns:
@@ -38,24 +38,24 @@ def fill_missing_config(contract: Environment, hostname: str | None = None) -> l
     }
     written = []
     for name, content in defaults.items():
-        path = contract.input_config_dir / name
+        path = environment.input_config_dir / name
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(content) + "\n")
             written.append(name)
-    for directory in (contract.model_dir, contract.output_data_dir, contract.output_dir):
+    for directory in (environment.model_dir, environment.output_data_dir, environment.output_dir):
         directory.mkdir(parents=True, exist_ok=True)
     return written
 
 
 def main() -> None:
     """Command-line entry: fill in what is missing and print one line naming it."""
-    contract = Environment.from_environ()
-    written = fill_missing_config(contract)
+    environment = Environment.from_environ()
+    written = fill_missing_config(environment)
     if written:
         print(
             f"Not running in SageMaker: wrote single-host defaults for {', '.join(written)} "
-            f"in {contract.input_config_dir}",
+            f"in {environment.input_config_dir}",
             file=sys.stderr,
             flush=True,
         )

@@ -10,8 +10,8 @@ be importable at serving time. No ``ray.init``: loading is short next to the RLl
 `Policy.compute` then answers as the env runner would have acted: greedy (``forward_inference``
 and the inference distribution's deterministic action) unless ``explore`` (``forward_exploration``
 and a sample), with the extra outputs batch RL and monitoring use (``action_logp``,
-``action_prob``, ``action_dist_inputs``, ``vf_preds``). With ``Policy.load(model_dir, backend="auto")``
-greedy requests go through the ONNX graphs exported next to the checkpoint (`onnx_backend`).
+``action_prob``, ``action_dist_inputs``, ``vf_preds``). With ``Policy.load(model_dir, engine="auto")``
+greedy requests go through the ONNX graphs exported next to the checkpoint (`onnx_engine`).
 """
 
 from __future__ import annotations
@@ -60,8 +60,8 @@ class Policy:
         checkpoint_dir: where the checkpoint was loaded from.
         metadata: ``metadata.json`` when the checkpoint came from this image's training, else {}.
         policy_mapping_fn: the checkpoint's ``policy_mapping_fn`` (multi-agent), or None.
-        onnx_graphs: module id -> `onnx_backend.OnnxGraph` answering that module's greedy
-            requests in ONNX Runtime (``backend`` ``onnx``/``auto`` of `load`); empty: torch only.
+        onnx_graphs: module id -> `onnx_engine.OnnxGraph` answering that module's greedy
+            requests in ONNX Runtime (``engine`` ``onnx``/``auto`` of `load`); empty: torch only.
     """
 
     pipelines: dict[str, InferencePipeline]
@@ -72,29 +72,29 @@ class Policy:
     onnx_graphs: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, model_dir: Path, backend: str = "torch") -> Policy:
+    def load(cls, model_dir: Path, engine: str = "torch") -> Policy:
         """Load every module of the checkpoint in `model_dir` with its connector pipelines.
 
         Args:
             model_dir: a directory holding an RLlib algorithm checkpoint.
-            backend: ``torch`` (every request through the torch modules), ``onnx`` (greedy
+            engine: ``torch`` (every request through the torch modules), ``onnx`` (greedy
                 requests through the ONNX graphs exported next to the checkpoint, required for
                 every module) or ``auto`` (through ONNX Runtime for the modules that have a graph
-                matching the checkpoint); see `onnx_backend`. Exploring and stateful requests,
+                matching the checkpoint); see `onnx_engine`. Exploring and stateful requests,
                 and outputs a graph lacks, always go through torch.
 
         Raises:
             ModelLoadError: no checkpoint, a module or pipeline that fails to load (a corrupt file,
                 a custom class that is not importable), connectors this server cannot run, or
-                ``backend="onnx"`` and a module without a usable graph (the reason is named).
-            ValueError: `backend` is none of ``torch``, ``onnx``, ``auto``.
+                ``engine="onnx"`` and a module without a usable graph (the reason is named).
+            ValueError: `engine` is none of ``torch``, ``onnx``, ``auto``.
         """
         from ray.rllib.core.rl_module.rl_module import RLModule
 
-        from sagemaker_ray_rl.inference.onnx_backend import BACKENDS, load_graphs
+        from sagemaker_ray_rl.inference.onnx_engine import ENGINES, load_graphs
 
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
 
         checkpoint_dir = find_checkpoint(model_dir)
         metadata: dict[str, Any] = {}
@@ -119,16 +119,16 @@ class Policy:
         default = ids[0] if len(ids) == 1 else ("default_policy" if "default_policy" in ids else None)
         mapping = _policy_mapping_fn(checkpoint_dir) if len(ids) > 1 else None
         graphs: dict[str, Any] = {}
-        if backend != "torch":
+        if engine != "torch":
             found, missing = load_graphs(checkpoint_dir, model_dir)
             graphs = {k: v for k, v in found.items() if k in pipelines}
             lacking = [k for k in ids if k not in graphs]
-            if backend == "onnx" and lacking:
+            if engine == "onnx" and lacking:
                 reasons = "; ".join(f"{k}: {missing.get(k, missing.get('*', 'no graph'))}" for k in lacking)
                 raise ModelLoadError(
-                    f"inference backend 'onnx' needs an ONNX graph of every module, and {lacking} have none "
+                    f"inference engine 'onnx' needs an ONNX graph of every module, and {lacking} have none "
                     f"({reasons}); export them with `python -m sagemaker_ray_rl.inference.onnx_export "
-                    f"{model_dir}` or use the 'auto' or 'torch' backend"
+                    f"{model_dir}` or use the 'auto' or 'torch' engine"
                 )
             for module_id in lacking:
                 logging.getLogger(__name__).info(
@@ -137,7 +137,7 @@ class Policy:
         return cls(pipelines, default, checkpoint_dir, metadata, mapping, graphs)
 
     @property
-    def backends(self) -> dict[str, str]:
+    def engines(self) -> dict[str, str]:
         """module id -> ``onnx`` (greedy requests through ONNX Runtime) or ``torch``."""
         return {k: "onnx" if k in self.onnx_graphs else "torch" for k in self.pipelines}
 

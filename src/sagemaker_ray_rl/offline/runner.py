@@ -80,15 +80,15 @@ class OfflineResult:
     promotion: dict[str, Any]
 
 
-def run(contract: Environment, settings: OfflineSettings) -> None:
+def run(environment: Environment, settings: OfflineSettings) -> None:
     """Run the job `settings.mode` names. Raises what `run_collect` / `run_offline` raise."""
     if settings.mode == COLLECT:
-        run_collect(contract, settings)
+        run_collect(environment, settings)
     else:
-        run_offline(contract, settings)
+        run_offline(environment, settings)
 
 
-def check_before_ray(contract: Environment, settings: OfflineSettings) -> None:
+def check_before_ray(environment: Environment, settings: OfflineSettings) -> None:
     """`settings.check_action_space` on the action space of the input channel's
     ``dataset_info.json`` (the first under the channel), else of ``env`` when it can be built here;
     called before Ray starts. Datasets only inside a ``*.tar.gz`` are checked after unpacking, in
@@ -102,7 +102,7 @@ def check_before_ray(contract: Environment, settings: OfflineSettings) -> None:
     if settings.mode == COLLECT:
         return
     space = None
-    channel = contract.channels.get(settings.input_channel)
+    channel = environment.channels.get(settings.input_channel)
     if channel is not None:
         info = next(iter(sorted(Path(channel).rglob(INFO_FILE))), None)
         spaces = dataset_spaces(info.parent) if info is not None else None
@@ -117,22 +117,22 @@ def check_before_ray(contract: Environment, settings: OfflineSettings) -> None:
     check_action_space(settings, space)
 
 
-def run_collect(contract: Environment, settings: OfflineSettings) -> CollectResult:
+def run_collect(environment: Environment, settings: OfflineSettings) -> CollectResult:
     """Collect ``num_episodes`` episodes into ``<output_data_dir>/dataset`` (or the model dir).
 
     Raises:
         HyperparameterError: ``epsilon_greedy`` without its model channel.
         DatasetError: see `collect.collect`.
     """
-    out = contract.model_dir if settings.output == "model" else contract.output_data_dir / DATASET_SUBDIR
+    out = environment.model_dir if settings.output == "model" else environment.output_data_dir / DATASET_SUBDIR
     model_dir = None
     if settings.behaviour != "random":
-        if settings.behaviour_channel not in contract.channels:
+        if settings.behaviour_channel not in environment.channels:
             raise HyperparameterError(
                 f"offline.behaviour={settings.behaviour} acts with the model in input channel "
-                f"{settings.behaviour_channel!r}, which this job does not have (channels: {sorted(contract.channels)})"
+                f"{settings.behaviour_channel!r}, which this job does not have (channels: {sorted(environment.channels)})"
             )
-        model_dir = _unpacked(contract.channels[settings.behaviour_channel])
+        model_dir = _unpacked(environment.channels[settings.behaviour_channel])
     start = time.perf_counter()
     result = collect(
         out,
@@ -154,7 +154,7 @@ def run_collect(contract: Environment, settings: OfflineSettings) -> CollectResu
     return result
 
 
-def run_offline(contract: Environment, settings: OfflineSettings) -> OfflineResult:
+def run_offline(environment: Environment, settings: OfflineSettings) -> OfflineResult:
     """Train from the input channel, evaluate checkpoints off-policy, export the selected one.
 
     Raises:
@@ -162,17 +162,17 @@ def run_offline(contract: Environment, settings: OfflineSettings) -> OfflineResu
         DatasetError: the channel holds no readable dataset.
         TrainingError: RLlib failed to build or train the algorithm.
     """
-    if settings.input_channel not in contract.channels:
+    if settings.input_channel not in environment.channels:
         raise HyperparameterError(
             f"offline training reads input channel {settings.input_channel!r} (offline.input_channel), "
-            f"which this job does not have (channels: {sorted(contract.channels)})"
+            f"which this job does not have (channels: {sorted(environment.channels)})"
         )
     return train_offline(
-        _unpacked(contract.channels[settings.input_channel]),
+        _unpacked(environment.channels[settings.input_channel]),
         settings,
-        checkpoint_root=contract.checkpoint_dir / "offline",
-        output_data_dir=contract.output_data_dir,
-        model_dir=contract.model_dir,
+        checkpoint_root=environment.checkpoint_dir / "offline",
+        output_data_dir=environment.output_data_dir,
+        model_dir=environment.model_dir,
     )
 
 

@@ -2,7 +2,7 @@
 are ready at the same moment run as one.
 
 Why our own: gunicorn and flask have no request batching, and Ray Serve's ``@serve.batch`` (what
-the Ray Serve backend uses) needs asyncio inside a Serve replica. This is the same idea for a
+the Ray Serve transport uses) needs asyncio inside a Serve replica. This is the same idea for a
 gevent worker, whose greenlets take turns on one thread: while a forward pass runs nothing else
 runs, so requests that arrive meanwhile wait in their sockets; when it ends, gevent's loop wakes
 the connections that have a request ready, one after the other, and their forward passes can

@@ -227,7 +227,7 @@ class GunicornServer(BaseApplication):
         return self._app
 
 
-def gunicorn_options(contract: Environment) -> dict[str, Any]:
+def gunicorn_options(environment: Environment) -> dict[str, Any]:
     """gunicorn settings from the serving contract (gunicorn's own names, `GunicornServer` sets them).
 
     Workers are recycled after ``serving.max_requests`` requests plus up to 10% jitter
@@ -239,7 +239,7 @@ def gunicorn_options(contract: Environment) -> dict[str, Any]:
     and leave without the native libraries' teardown (`exit_without_native_teardown`).
     The control socket is off.
     """
-    serving = contract.serving
+    serving = environment.serving
     return {
         "bind": f"0.0.0.0:{serving.port}",
         "workers": serving.workers,

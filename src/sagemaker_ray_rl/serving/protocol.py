@@ -54,7 +54,7 @@ READ_SIZE = 64 * 1024
 class BodyCollector:
     """A request body collected chunk by chunk, never holding more than the payload limit.
 
-    Transports feed it what they read (`read_body` for WSGI streams, the Ray Serve backend for
+    Transports feed it what they read (`read_body` for WSGI streams, the Ray Serve transport for
     ASGI chunks), with or without a ``Content-Length`` (``Transfer-Encoding: chunked``), and call
     `body` at the end. Past the limit the chunks are counted and dropped, so the 413 can say how
     large the body was and the client can read it (`DISCARD_LIMIT_BYTES`).
@@ -185,7 +185,7 @@ def ping_body(policy: Policy) -> bytes:
     """``GET /ping``'s body for a server of one policy (200 once it is loaded): ``{"status":
     "healthy", "inference": {module_id: "onnx" | "torch"}}``, what answers each module's greedy
     requests. `PING_BODY` is the body without a policy (e.g. a multi-model endpoint's)."""
-    return json.dumps({"status": "healthy", "inference": policy.backends}).encode()
+    return json.dumps({"status": "healthy", "inference": policy.engines}).encode()
 
 
 def error_answer(exc: RequestError) -> tuple[int, str, bytes]:
@@ -342,7 +342,7 @@ def compute_jobs(policy: Policy, jobs: list[Job]) -> list[dict[str, Any] | Reque
 
     Every connector and RLlib's action step work row by row (greedy actions, frozen filters,
     unsquash/clip), so a row's answer does not depend on the rows it is batched with. Used per
-    request by the gunicorn backend and across concurrent requests by Ray Serve's ``@serve.batch``.
+    request by the gunicorn transport and across concurrent requests by Ray Serve's ``@serve.batch``.
 
     Returns:
         One entry per job, in order: `Policy.compute`'s columns for the job's rows (batch-first

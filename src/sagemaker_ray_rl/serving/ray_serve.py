@@ -1,18 +1,18 @@
-"""The Ray Serve backend: the same policy as a Ray Serve deployment behind the same ``/ping``,
+"""The Ray Serve transport: the same policy as a Ray Serve deployment behind the same ``/ping``,
 ``/invocations`` and ``/execution-parameters`` on the same port.
 
 For users who want replicas of the policy (``SAGEMAKER_RAY_SERVE_REPLICAS``, default 1) or Ray
 Serve's autoscaling and observability. ``serve`` starts it when ``SAGEMAKER_RAY_RL_SERVER=ray-serve``
-(or ``serve --backend ray-serve``): a local Ray instance (no dashboard), Serve's HTTP proxy on
+(or ``serve --server ray-serve``): a local Ray instance (no dashboard), Serve's HTTP proxy on
 ``SAGEMAKER_BIND_TO_PORT``, and one deployment whose FastAPI ingress answers with the same code as
-the gunicorn backend (`protocol.BodyCollector`, `protocol.read_invocation`, `protocol.compute_jobs`,
+the gunicorn transport (`protocol.BodyCollector`, `protocol.read_invocation`, `protocol.compute_jobs`,
 `protocol.write_invocation`), so bodies, limits, errors and statuses are identical: the body is read as
 it streams in and never kept past ``SAGEMAKER_MAX_PAYLOAD_IN_MB``. Concurrent requests are batched into one forward pass
 with Ray Serve's ``@serve.batch`` (``SAGEMAKER_RAY_SERVE_MAX_BATCH_SIZE``,
 ``SAGEMAKER_RAY_SERVE_BATCH_WAIT_TIMEOUT_S``); the answers equal the unbatched ones.
 
 Cost (docs/benchmarks.md): Ray's start makes the cold start several seconds longer, and every
-request crosses Serve's proxy and a replica actor; on few cores the gunicorn backend is faster.
+request crosses Serve's proxy and a replica actor; on few cores the gunicorn transport is faster.
 The model is loaded once in the driver first, so a missing or broken model exits before Ray starts.
 """
 
@@ -28,7 +28,7 @@ from sagemaker_ray_rl.contract.environment import Environment, ServingSettings
 def build_app(model_dir: Path, settings: ServingSettings, replicas: int):
     """The Serve application: a deployment of `replicas` replicas, each loading the policy once.
 
-    Each replica parses and validates a request as the gunicorn backend does
+    Each replica parses and validates a request as the gunicorn transport does
     (`protocol.read_invocation`), then hands its forward passes (`protocol.Job`) to a ``@serve.batch``
     method: jobs of concurrent requests that queue while a batch runs (up to
     ``settings.ray_serve_max_batch_size`` per batch, waiting ``ray_serve_batch_wait_timeout_s``
@@ -75,7 +75,7 @@ def build_app(model_dir: Path, settings: ServingSettings, replicas: int):
             from sagemaker_ray_rl.inference.policy import Policy
             from sagemaker_ray_rl.serving.protocol import execution_parameters
 
-            self.policy = Policy.load(model_dir, backend=settings.inference)
+            self.policy = Policy.load(model_dir, engine=settings.inference)
             self.parameters = execution_parameters(settings)
 
         @serve.batch(max_batch_size=batch_size, batch_wait_timeout_s=settings.ray_serve_batch_wait_timeout_s)
@@ -113,7 +113,7 @@ def build_app(model_dir: Path, settings: ServingSettings, replicas: int):
     return PolicyDeployment.bind()
 
 
-def run(contract: Environment) -> None:
+def run(environment: Environment) -> None:
     """Start Ray, Serve's proxy on the serving port and the deployment; block until SIGTERM/SIGINT,
     then shut Serve down (in-flight requests finish: Serve drains replicas on shutdown)."""
     import signal
@@ -121,14 +121,14 @@ def run(contract: Environment) -> None:
     import ray
     from ray import serve
 
-    serving = contract.serving
-    ray.init(address="local", include_dashboard=False, log_to_driver=True, num_cpus=contract.num_cpus)
+    serving = environment.serving
+    ray.init(address="local", include_dashboard=False, log_to_driver=True, num_cpus=environment.num_cpus)
     # After ray.init: Ray core installs a fatal-signal handler that aborts on SIGTERM; ours replaces it.
     stopping: list[bool] = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
     serve.start(http_options={"host": "0.0.0.0", "port": serving.port})
-    serve.run(build_app(contract.model_dir, serving, serving.ray_serve_replicas), name="policy", route_prefix="/")
+    serve.run(build_app(environment.model_dir, serving, serving.ray_serve_replicas), name="policy", route_prefix="/")
     print(
         f"serve: Ray Serve deployment with {serving.ray_serve_replicas} replica(s) on port {serving.port}",
         file=sys.stderr,

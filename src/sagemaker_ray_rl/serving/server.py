@@ -1,4 +1,4 @@
-"""The ``serve`` command: load the policy once, then serve it with the chosen backend.
+"""The ``serve`` command: load the policy once, then serve it with the chosen server (gunicorn or Ray Serve).
 
 ``gunicorn`` (default): the flask app under gunicorn's gevent workers (`gunicorn_app`);
 ``ray-serve``: a Ray Serve deployment behind the same routes (`ray_serve`). A missing or broken
@@ -30,27 +30,29 @@ def patch_for_gevent() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Load the model from the model dir and serve it; exit 1 with a message when it cannot.
 
-    ``serve [--backend gunicorn|ray-serve]``: the argument overrides ``SAGEMAKER_RAY_RL_SERVER``.
+    ``serve [--server gunicorn|ray-serve]``: the argument overrides ``SAGEMAKER_RAY_RL_SERVER``.
     """
     import argparse
     import os
 
     parser = argparse.ArgumentParser(prog="serve", description="Serve the RLlib checkpoint in the model dir.")
     parser.add_argument(
-        "--backend",
+        "--server",
+        "--backend",  # its earlier name, kept for scripts that use it
+        dest="server",
         choices=("gunicorn", "ray-serve"),
         help="model server (default: $SAGEMAKER_RAY_RL_SERVER or gunicorn)",
     )
     args = parser.parse_args(argv)
-    if args.backend:
-        os.environ["SAGEMAKER_RAY_RL_SERVER"] = args.backend
+    if args.server:
+        os.environ["SAGEMAKER_RAY_RL_SERVER"] = args.server
 
     try:
-        contract = Environment.from_environ()
+        environment = Environment.from_environ()
     except SageMakerRayRLError as exc:
         print(f"serve: cannot start: {exc}", file=sys.stderr, flush=True)
         sys.exit(1)
-    if contract.serving.backend == "gunicorn":
+    if environment.serving.server == "gunicorn":
         patch_for_gevent()  # before torch, Ray and gunicorn are imported
 
     import torch
@@ -61,11 +63,11 @@ def main(argv: list[str] | None = None) -> None:
     from sagemaker_ray_rl.inference.pipelines import connector_names
     from sagemaker_ray_rl.inference.policy import Policy
 
-    if contract.serving.multi_model:
-        serve_multi_model(contract)
+    if environment.serving.multi_model:
+        serve_multi_model(environment)
         return
     try:
-        policy = Policy.load(contract.model_dir, backend=contract.serving.inference)
+        policy = Policy.load(environment.model_dir, engine=environment.serving.inference)
     except SageMakerRayRLError as exc:
         print(f"serve: cannot start: {exc}", file=sys.stderr, flush=True)
         sys.exit(1)
@@ -74,14 +76,14 @@ def main(argv: list[str] | None = None) -> None:
             f"serve: module {module_id!r} from {policy.checkpoint_dir}: observations {pipeline.observation_space}, "
             f"actions {pipeline.action_space}, connectors {connector_names(pipeline.env_to_module)} -> "
             f"{connector_names(pipeline.module_to_env)} ({'batched' if pipeline.batched else 'per-episode'} path), "
-            f"greedy answers from {policy.backends[module_id]}",
+            f"greedy answers from {policy.engines[module_id]}",
             file=sys.stderr,
             flush=True,
         )
-    if contract.serving.backend == "ray-serve":
+    if environment.serving.server == "ray-serve":
         from sagemaker_ray_rl.serving import ray_serve
 
-        ray_serve.run(contract)
+        ray_serve.run(environment)
         return
     import functools
     import gc
@@ -91,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     from sagemaker_ray_rl.serving.gunicorn_app import GunicornServer, gunicorn_options
     from sagemaker_ray_rl.serving.protocol import compute_jobs
 
-    serving = contract.serving
+    serving = environment.serving
     batcher = (
         GreenBatcher(functools.partial(compute_jobs, policy), serving.max_batch_size)
         if serving.max_batch_size > 1
@@ -108,10 +110,10 @@ def main(argv: list[str] | None = None) -> None:
     # full collections stop scanning them (they had made the p99 latency: docs/benchmarks.md)
     # and stop writing to their pages in the forked workers (Python's gc.freeze docs).
     gc.freeze()
-    GunicornServer(app, gunicorn_options(contract)).run()
+    GunicornServer(app, gunicorn_options(environment)).run()
 
 
-def serve_multi_model(contract: Environment) -> None:
+def serve_multi_model(environment: Environment) -> None:
     """``SAGEMAKER_MULTI_MODEL=true``: no model at start; the ``/models`` routes of
     `multi_model` under the same gunicorn setup, the registry's state in a directory the workers
     share (created here, before the fork), loads in gevent's thread pool, and one batcher per
@@ -127,9 +129,9 @@ def serve_multi_model(contract: Environment) -> None:
     from sagemaker_ray_rl.serving.gunicorn_app import GunicornServer, gunicorn_options
     from sagemaker_ray_rl.serving.protocol import compute_jobs
 
-    serving = contract.serving
-    if serving.backend != "gunicorn":
-        print("serve: cannot start: multi-model endpoints are served by the gunicorn backend", file=sys.stderr)
+    serving = environment.serving
+    if serving.server != "gunicorn":
+        print("serve: cannot start: multi-model endpoints are served by the gunicorn transport", file=sys.stderr)
         sys.exit(1)
     budget = (
         int(serving.mme_memory_mb * 2**20) if serving.mme_memory_mb is not None else multi_model.default_budget_bytes()
@@ -158,7 +160,7 @@ def serve_multi_model(contract: Environment) -> None:
         flush=True,
     )
     gc.freeze()
-    GunicornServer(multi_model.create_app(registry, serving), gunicorn_options(contract)).run()
+    GunicornServer(multi_model.create_app(registry, serving), gunicorn_options(environment)).run()
 
 
 if __name__ == "__main__":

@@ -61,9 +61,9 @@ def build_experiment(
     from sagemaker_ray_rl.contract.environment import Environment
 
     if hyperparameters is None or num_cpus is None:
-        contract = Environment.from_environ()
-        hyperparameters = contract.hyperparameters if hyperparameters is None else hyperparameters
-        num_cpus = contract.num_cpus if num_cpus is None else num_cpus
+        environment = Environment.from_environ()
+        hyperparameters = environment.hyperparameters if hyperparameters is None else hyperparameters
+        num_cpus = environment.num_cpus if num_cpus is None else num_cpus
     hps = {**(defaults or {}), **hyperparameters}
     if env is not None:
         hps.setdefault(ENV, env)

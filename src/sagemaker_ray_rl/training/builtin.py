@@ -29,7 +29,7 @@ class Plan:
     config: AlgorithmConfig
 
 
-def prepare(contract: Environment) -> Plan:
+def prepare(environment: Environment) -> Plan:
     """Check the hyperparameters and build the RLlib config, before Ray starts.
 
     Raises:
@@ -38,11 +38,11 @@ def prepare(contract: Environment) -> Plan:
     from sagemaker_ray_rl.training.algorithm_config import build_algorithm_config
     from sagemaker_ray_rl.training.hyperparameters import parse_hyperparameters
 
-    spec = parse_hyperparameters(contract.hyperparameters, num_cpus=contract.num_cpus)
-    return Plan(spec, build_algorithm_config(spec, num_gpus=contract.num_gpus))
+    spec = parse_hyperparameters(environment.hyperparameters, num_cpus=environment.num_cpus)
+    return Plan(spec, build_algorithm_config(spec, num_gpus=environment.num_gpus))
 
 
-def train(contract: Environment, plan: Plan, cluster: Cluster) -> None:
+def train(environment: Environment, plan: Plan, cluster: Cluster) -> None:
     """The built-in experiment on the running cluster: place the actors, train with Tune (one trial
     per grid-search combination), export the best trial's checkpoint, write the trial table, curves
     and TensorBoard files (`outputs`).
@@ -61,7 +61,7 @@ def train(contract: Environment, plan: Plan, cluster: Cluster) -> None:
     from sagemaker_ray_rl.training.outputs import write_outputs
 
     spec, config = plan.spec, plan.config
-    master = contract.resource_config.master_host
+    master = environment.resource_config.master_host
     place_actors(config, cluster.settings, master)
     if not spec.num_env_runners_given:
         config.env_runners(
@@ -74,12 +74,12 @@ def train(contract: Environment, plan: Plan, cluster: Cluster) -> None:
         flush=True,
     )
     result = run_experiment(
-        config, stop=spec.stop, storage_dir=contract.checkpoint_dir, checkpoint_frequency=spec.checkpoint_frequency
+        config, stop=spec.stop, storage_dir=environment.checkpoint_dir, checkpoint_frequency=spec.checkpoint_frequency
     )
     if result.stopped:
         print(
             f"Stopped by SIGTERM; checkpoint {result.checkpoint_dir} saved. A job restarted on the same "
-            f"{contract.checkpoint_dir} resumes from it (no model exported).",
+            f"{environment.checkpoint_dir} resumes from it (no model exported).",
             flush=True,
         )
         return
@@ -98,14 +98,14 @@ def train(contract: Environment, plan: Plan, cluster: Cluster) -> None:
         env=spec.env,
         env_config=spec.env_config,
         metrics=metrics,
-        hyperparameters=contract.hyperparameters,
+        hyperparameters=environment.hyperparameters,
         normalize_actions=config.normalize_actions,
         clip_actions=config.clip_actions,
     )
-    path = export_model(result.checkpoint_dir, contract.model_dir, metadata)
-    print(f"Exported {result.checkpoint_dir} to {contract.model_dir} ({path.name} written)", flush=True)
+    path = export_model(result.checkpoint_dir, environment.model_dir, metadata)
+    print(f"Exported {result.checkpoint_dir} to {environment.model_dir} ({path.name} written)", flush=True)
     if result.best is not None:
-        written = write_outputs(result.trials, result.best, contract.output_data_dir, contract.tensorboard_dir)
+        written = write_outputs(result.trials, result.best, environment.output_data_dir, environment.tensorboard_dir)
         print(
             f"Wrote {', '.join(sorted({p.name for p in written}))} to the output data and TensorBoard dirs", flush=True
         )

@@ -63,11 +63,11 @@ IMAGE_TUNE_CALLBACKS = (
 CHECKPOINT_DIR_PREFIX = "checkpoint_"
 
 
-def script_environment(contract: Environment, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+def script_environment(environment: Environment, environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The variables to set for the user script (see the module docstring, 1 and 2).
 
     Args:
-        contract: the job's contract (its ``checkpoint_dir``).
+        environment: the job's contract (its ``checkpoint_dir``).
         environ: the current environment (``os.environ`` when None).
 
     Returns:
@@ -77,13 +77,13 @@ def script_environment(contract: Environment, environ: Mapping[str, str] | None 
     environ = os.environ if environ is None else environ
     updates: dict[str, str] = {}
     if not environ.get(TUNE_STORAGE_ENV):
-        updates[TUNE_STORAGE_ENV] = str(contract.checkpoint_dir)
+        updates[TUNE_STORAGE_ENV] = str(environment.checkpoint_dir)
     named = [c.strip() for c in environ.get(TUNE_CALLBACKS_ENV, "").split(",") if c.strip()]
     updates[TUNE_CALLBACKS_ENV] = ",".join([*named, *(c for c in IMAGE_TUNE_CALLBACKS if c not in named)])
     return updates
 
 
-def storage_roots(contract: Environment, environ: Mapping[str, str] | None = None) -> list[Path]:
+def storage_roots(environment: Environment, environ: Mapping[str, str] | None = None) -> list[Path]:
     """Where a user script's Tune runs leave their checkpoints: ``RAY_STORAGE``'s path (when a local
     path), the job's checkpoint dir and Tune's default ``~/ray_results``, without repeats."""
     environ = os.environ if environ is None else environ
@@ -93,7 +93,7 @@ def storage_roots(contract: Environment, environ: Mapping[str, str] | None = Non
         roots.append(Path(storage))
     elif storage.startswith("file://"):
         roots.append(Path(storage[len("file://") :]))
-    roots += [Path(contract.checkpoint_dir), Path.home() / "ray_results"]
+    roots += [Path(environment.checkpoint_dir), Path.home() / "ray_results"]
     unique: list[Path] = []
     for root in roots:
         if root.resolve() not in {r.resolve() for r in unique}:
@@ -164,7 +164,7 @@ def newest_checkpoint(roots: Iterable[Path]) -> TuneCheckpoint | None:
     return checkpoints[-1] if checkpoints else None
 
 
-def export_newest_checkpoint(contract: Environment, roots: Iterable[Path] | None = None) -> Path | None:
+def export_newest_checkpoint(environment: Environment, roots: Iterable[Path] | None = None) -> Path | None:
     """When the model dir holds no RLlib checkpoint, copy the newest one under `roots` there with
     ``metadata.json`` (`checkpoint.export_model`); else log a WARNING naming the roots searched.
 
@@ -173,7 +173,7 @@ def export_newest_checkpoint(contract: Environment, roots: Iterable[Path] | None
     ``num_env_steps_sampled_lifetime``), ``hyperparameters`` are the job's.
 
     Args:
-        contract: the job's contract (model dir, hyperparameters).
+        environment: the job's contract (model dir, hyperparameters).
         roots: where to look; `storage_roots` when None.
 
     Returns:
@@ -184,21 +184,21 @@ def export_newest_checkpoint(contract: Environment, roots: Iterable[Path] | None
         ModelLoadError: the newest checkpoint holds an RLModule that does not load.
     """
     try:
-        find_checkpoint(contract.model_dir)
+        find_checkpoint(environment.model_dir)
         return None
     except ModelLoadError:
         pass
-    roots = list(storage_roots(contract) if roots is None else roots)
+    roots = list(storage_roots(environment) if roots is None else roots)
     newest = newest_checkpoint(roots)
     if newest is None:
-        model_dir = Path(contract.model_dir)
+        model_dir = Path(environment.model_dir)
         empty = not model_dir.is_dir() or not any(model_dir.iterdir())
         logger.warning(
             "The model dir %s %s: the entry point saved no RLlib checkpoint there and none was found "
             "under %s, where Tune runs of the script write theirs (a checkpoint_*/ directory with %s). "
             "Save one with algo.save(os.environ['SM_MODEL_DIR']) or let Tune checkpoint (RLlib example "
             "scripts: hyperparameter checkpoint-freq).",
-            contract.model_dir,
+            environment.model_dir,
             "is empty" if empty else "holds no RLlib checkpoint",
             ", ".join(map(str, roots)),
             CHECKPOINT_MARKER,
@@ -219,15 +219,15 @@ def export_newest_checkpoint(contract: Environment, roots: Iterable[Path] | None
         env=str(env) if env is not None else "",
         env_config=params.get("env_config") or {},
         metrics=metrics,
-        hyperparameters=contract.hyperparameters,
+        hyperparameters=environment.hyperparameters,
         normalize_actions=bool(params.get("normalize_actions", True)),
         clip_actions=bool(params.get("clip_actions", False)),
     )
     metadata["source_checkpoint"] = str(newest.path)
-    export_model(newest.path, contract.model_dir, metadata)
+    export_model(newest.path, environment.model_dir, metadata)
     print(
         f"[sagemaker-ray-rl] the entry point saved no model: exported its newest Tune checkpoint "
-        f"{newest.path} ({newest.algorithm}, iteration {metrics['training_iteration']}) to {contract.model_dir}",
+        f"{newest.path} ({newest.algorithm}, iteration {metrics['training_iteration']}) to {environment.model_dir}",
         flush=True,
     )
     return newest.path
@@ -248,7 +248,7 @@ def _newest_as_tar(roots: list[str]) -> tuple[float, str, bytes] | None:
     return newest.written_at, str(newest.path), buffer.getvalue()
 
 
-def collect_from_workers(contract: Environment, roots: Iterable[Path] | None = None) -> Path | None:
+def collect_from_workers(environment: Environment, roots: Iterable[Path] | None = None) -> Path | None:
     """On the master of a multi-host cluster (this process a Ray driver): when a worker host holds a
     checkpoint newer than every checkpoint here, copy it (with its trial's ``params.json`` and
     ``result.json``) to the same path on this host, where `export_newest_checkpoint` finds it.
@@ -264,11 +264,11 @@ def collect_from_workers(contract: Environment, roots: Iterable[Path] | None = N
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     try:
-        find_checkpoint(contract.model_dir)
+        find_checkpoint(environment.model_dir)
         return None
     except ModelLoadError:
         pass
-    roots = [str(r) for r in (storage_roots(contract) if roots is None else roots)]
+    roots = [str(r) for r in (storage_roots(environment) if roots is None else roots)]
     here = ray.get_runtime_context().get_node_id()
     task = ray.remote(num_cpus=0, max_retries=0)(_newest_as_tar)
     refs = [

@@ -104,7 +104,7 @@ def fetch_source_dir() -> None:
     check_source_dir(Path(toolkit_environment.code_dir))
 
 
-def install_user_code(contract: Environment) -> None:
+def install_user_code(environment: Environment) -> None:
     """On a worker host: put the user's source dir (``sagemaker_submit_directory``) in the code dir
     and install its ``requirements.txt`` (or, with a ``setup.py``, the source dir itself), with the
     training toolkit's own functions, as `run_user_entry_point` does on the master, without running
@@ -116,7 +116,7 @@ def install_user_code(contract: Environment) -> None:
     host, so after this those imports work on worker hosts too.
 
     Args:
-        contract: the job's contract; its failure file gets pip's error when the install fails.
+        environment: the job's contract; its failure file gets pip's error when the install fails.
 
     Raises:
         RequirementsError: ``requirements.txt`` would replace a package the image pins
@@ -135,7 +135,7 @@ def install_user_code(contract: Environment) -> None:
     except (errors.InstallModuleError, errors.InstallRequirementsError) as exc:
         # capture_error=True: the exception holds pip's stderr.
         output = exc.output.decode("utf-8", "replace") if isinstance(exc.output, bytes) else str(exc.output or "")
-        write_failure(contract, install_failure_reason(output, exc.return_code, exc.cmd, stdout=stdout()))
+        write_failure(environment, install_failure_reason(output, exc.return_code, exc.cmd, stdout=stdout()))
         raise
 
 
@@ -157,13 +157,13 @@ def script_arguments(hyperparameters: Mapping[str, Any]) -> list[str]:
 
 
 def run_user_entry_point(
-    contract: Environment, *, ray_address: str | None = None, stop_budget_s: float = names.STOP_BUDGET_S
+    environment: Environment, *, ray_address: str | None = None, stop_budget_s: float = names.STOP_BUDGET_S
 ) -> None:
     """Run ``sagemaker_program`` with the training toolkit's `entry_point.run` (see the module
     docstring for what differs from the toolkit's own run).
 
     Args:
-        contract: the job's contract; its failure file gets the script's error.
+        environment: the job's contract; its failure file gets the script's error.
         ray_address: ``RAY_ADDRESS`` for the script (`LOCAL_RAY_ADDRESS` on one host, where the
             image starts no Ray); None keeps this process's (the job's cluster on several hosts).
         stop_budget_s: seconds the script gets after SIGTERM before it is killed (`ForwardSigterm`).
@@ -189,7 +189,7 @@ def run_user_entry_point(
         os.environ.setdefault(name, str(TUNE_PLACEMENT_CHECK_S))
     # Tune's storage and the image's Tune callbacks (`user_checkpoints`): the script's Tune runs
     # leave a checkpoint in the checkpoint dir, which the image exports when the script saves none.
-    os.environ.update(script_environment(contract))
+    os.environ.update(script_environment(environment))
     if len(env.hosts) == 1:
         # The toolkit first waits, silently and for up to 15 minutes, until every host name of
         # resourceconfig.json resolves; one host has nobody to wait for, and a hand-written job dir
@@ -213,7 +213,7 @@ def run_user_entry_point(
         reason = install_failure_reason(tail(), failed.return_code, failed.cmd, stdout=stdout())
     else:
         reason = watch.reason or failure_reason(tail(), failed.return_code, env.user_entry_point)
-    write_failure(contract, reason)
+    write_failure(environment, reason)
     raise failed
 
 

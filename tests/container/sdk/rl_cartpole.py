@@ -20,16 +20,16 @@ DEFAULTS = {
 
 def main():
     register_env(ENV_NAME, lambda env_config: gym.make("CartPole-v1", **env_config))
-    contract = Environment.from_environ()
+    environment = Environment.from_environ()
     experiment = build_experiment(DEFAULTS, env=ENV_NAME)
-    result = run_experiment(experiment.config, stop=experiment.stop, storage_dir=contract.checkpoint_dir)
+    result = run_experiment(experiment.config, stop=experiment.stop, storage_dir=environment.checkpoint_dir)
     if result.stopped:
         return
     metadata = build_metadata(
         result.checkpoint_dir, algorithm="PPO", env=ENV_NAME, env_config={}, metrics=result.metrics
     )
-    export_model(result.checkpoint_dir, contract.model_dir, metadata)
-    print(f"rl_cartpole.py exported {contract.model_dir} after {result.metrics['training_iteration']} iterations")
+    export_model(result.checkpoint_dir, environment.model_dir, metadata)
+    print(f"rl_cartpole.py exported {environment.model_dir} after {result.metrics['training_iteration']} iterations")
 
 
 if __name__ == "__main__":

@@ -32,12 +32,12 @@ def host_dir(root: Path, host: str, hyperparameters: dict = HPS, indent: int | N
     return base
 
 
-def contract(base: Path, **env: str) -> Environment:
+def environment(base: Path, **env: str) -> Environment:
     return Environment.from_environ({"SAGEMAKER_BASE_DIR": str(base), **env})
 
 
 def resolve(base: Path, hyperparameter: str | None = None, **env: str) -> RayAuth:
-    return resolve_auth(contract(base), hyperparameter, env)
+    return resolve_auth(environment(base), hyperparameter, env)
 
 
 class TestDerivedToken:
@@ -190,15 +190,15 @@ class TestSecretsManagerToken:
 
     def test_the_secrets_string_is_the_token(self, tmp_path, aws):
         arn = aws.create_secret(Name=f"ray-token-{tmp_path.name}", SecretString="r4nd0m-t0ken\n")["ARN"]
-        auth = resolve_auth(contract(host_dir(tmp_path, HOSTS[0])), None, {}, secret_id=arn)
+        auth = resolve_auth(environment(host_dir(tmp_path, HOSTS[0])), None, {}, secret_id=arn)
         assert auth.enabled and auth.file_token == "r4nd0m-t0ken" and arn in auth.source
         # RAY_AUTH_TOKEN in the environment still wins.
-        auth = resolve_auth(contract(host_dir(tmp_path, HOSTS[0])), None, {"RAY_AUTH_TOKEN": "t"}, secret_id=arn)
+        auth = resolve_auth(environment(host_dir(tmp_path, HOSTS[0])), None, {"RAY_AUTH_TOKEN": "t"}, secret_id=arn)
         assert auth.file_token is None
 
     def test_a_missing_secret_fails_naming_it_and_the_permission(self, tmp_path, aws):
         with pytest.raises(ClusterError, match="'no-such-secret'.*ResourceNotFoundException.*GetSecretValue"):
-            resolve_auth(contract(host_dir(tmp_path, HOSTS[0])), None, {}, secret_id="no-such-secret")
+            resolve_auth(environment(host_dir(tmp_path, HOSTS[0])), None, {}, secret_id="no-such-secret")
 
     def test_the_hyperparameter(self):
         rc = ResourceConfig(current_host=HOSTS[0], hosts=tuple(HOSTS))

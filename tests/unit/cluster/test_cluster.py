@@ -248,9 +248,9 @@ def test_a_gcs_port_in_use_fails_before_any_head_starts(tmp_path, monkeypatch):
     other_head.listen()
     port = other_head.getsockname()[1]
     try:
-        contract = Environment.from_environ()
-        cluster_settings = ClusterSettings.from_hyperparameters({"ray.gcs_port": port}, contract.resource_config)
+        environment = Environment.from_environ()
+        cluster_settings = ClusterSettings.from_hyperparameters({"ray.gcs_port": port}, environment.resource_config)
         with pytest.raises(ClusterError, match=f"port {port} on 127.0.0.1 .* already in use.*ray.gcs_port"):
-            start_cluster(contract, cluster_settings)
+            start_cluster(environment, cluster_settings)
     finally:
         other_head.close()

@@ -11,12 +11,12 @@ from sagemaker_ray_rl.contract.environment import Environment
 from sagemaker_ray_rl.contract.failure import FAILURE_REASON_LIMIT, write_failure
 
 
-def contract(base: Path) -> Environment:
+def environment(base: Path) -> Environment:
     return Environment.from_environ({"SAGEMAKER_BASE_DIR": str(base)})
 
 
 def test_the_reason_is_written_once_first_writer_wins(tmp_path, capsys):
-    env = contract(tmp_path)
+    env = environment(tmp_path)
     assert write_failure(env, "HyperparameterError:   hyperparameter 'lr': expected a number,\n got 'x'" + "!" * 2000)
     assert write_failure(env, "a later, less specific reason")
     text = env.failure_file.read_text()
@@ -27,7 +27,7 @@ def test_the_reason_is_written_once_first_writer_wins(tmp_path, capsys):
 
 def test_an_unwritable_output_dir_does_not_raise_and_stderr_says_why(tmp_path, capsys):
     (tmp_path / "output").write_text("a file where the output dir should be")
-    env = contract(tmp_path)
+    env = environment(tmp_path)
     assert write_failure(env, "ClusterError: host algo-2 did not join") is False
     err = capsys.readouterr().err
     assert "Training failed: ClusterError: host algo-2 did not join" in err
@@ -56,7 +56,7 @@ def full_disk(tmp_path):
 
 
 def test_a_full_disk_does_not_raise_and_keeps_what_it_could_write(full_disk, capsys):
-    env = contract(full_disk)
+    env = environment(full_disk)
     # The file exists (tmpfs has inodes left, no bytes): the toolkit sees it and does not try to
     # write its own, which would raise in its handler and exit 0.
     assert write_failure(env, "TrainingError: " + "the trial failed " * 50) is True

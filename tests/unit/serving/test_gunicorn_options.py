@@ -15,9 +15,9 @@ from sagemaker_ray_rl.serving.gunicorn_app import exit_without_native_teardown, 
 
 
 def configured(tmp_path: Path, **env: str) -> Config:
-    contract = Environment.from_environ({"SAGEMAKER_BASE_DIR": str(tmp_path), **env})
+    environment = Environment.from_environ({"SAGEMAKER_BASE_DIR": str(tmp_path), **env})
     config = Config()
-    for key, value in gunicorn_options(contract).items():
+    for key, value in gunicorn_options(environment).items():
         config.set(key, value)  # raises AttributeError for a setting gunicorn does not have
     return config
 

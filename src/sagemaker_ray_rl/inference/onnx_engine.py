@@ -32,13 +32,14 @@ from typing import Any
 import numpy as np
 import tree
 
+from sagemaker_ray_rl.contract.environment import INFERENCE_ENGINES
 from sagemaker_ray_rl.inference.onnx_export import EXPORT_REPORT, ONNX_SUBDIR, checkpoint_fingerprint
 
 logger = logging.getLogger(__name__)
 
 #: ``SAGEMAKER_RAY_RL_INFERENCE`` values: torch only, ONNX Runtime required for every module, or
-#: ONNX Runtime where a graph matches the checkpoint.
-BACKENDS = ("torch", "onnx", "auto")
+#: ONNX Runtime where a graph matches the checkpoint (the contract's list, read there).
+ENGINES = INFERENCE_ENGINES
 
 
 class OnnxGraph:
