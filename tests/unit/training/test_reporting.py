@@ -98,11 +98,11 @@ def test_progress_line_shows_the_stop_criteria_and_no_metric_regex_matches_it():
         assert re.search(definition["Regex"], greedy) is None, definition["Name"]
 
 
-def test_the_readme_metric_definitions_name_every_metric():
+def test_the_documented_metric_definitions_name_every_metric():
     from pathlib import Path
 
     from sagemaker_ray_rl.training.reporting import METRICS
 
-    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
-    listed = re.search(r"for name in \[(.*?)\]\n", readme, re.S).group(1)
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "training.md").read_text()
+    listed = re.search(r"for name in \[(.*?)\]\n", doc, re.S).group(1)
     assert re.findall(r'"(\w+)"', listed) == list(METRICS)
