@@ -4,7 +4,7 @@ SageMaker hands hyperparameters over as strings; `environment.decode_hyperparame
 turned them into JSON values. This module checks every key and value and fails with
 `HyperparameterError` *before Ray starts*, naming the key and what is accepted.
 
-Accepted keys (the README's hyperparameter table):
+Accepted keys (docs/training.md, "Hyperparameters of the built-in experiment"):
 
 ==============================  ===============================================================
 ``algorithm``                   RLlib algorithm name (``PPO``, ``DQN``, ``SAC``, ...). Default PPO.

@@ -2,7 +2,7 @@
 
 SageMaker reads training metrics by applying each metric definition's regex to every log line;
 with ``image_uri`` the SDK applies none of its own, so users paste `METRIC_DEFINITIONS` (also in
-the README). The names are stable: the legacy ``episode_reward_*`` names that the regexes of
+docs/training.md, "Metrics"). The names are stable: the legacy ``episode_reward_*`` names that the regexes of
 existing notebooks match (Ray 1.x printed them; Ray 2.x renamed them to
 ``env_runners/episode_return_*``, ray-project/ray#45547), and the new ``episode_return_*`` names.
 """
