@@ -1,11 +1,15 @@
 """gunicorn under `serve`, on a model exported by `train` (ONNX Runtime imported in the master):
 workers are recycled after SAGEMAKER_RAY_RL_MAX_REQUESTS requests without failing a request, a
 recycled worker is gone once replaced, SIGTERM stops the server without waiting for gunicorn's
-graceful timeout, and no control socket is opened."""
+graceful timeout (not for workers hung in their exit, nor for idle keep-alive connections), and no
+control socket is opened."""
 
 from __future__ import annotations
 
+import http.client
+import json
 import re
+import socket
 import time
 from pathlib import Path
 
@@ -82,3 +86,44 @@ def test_workers_are_recycled_without_a_failed_request_and_leave_at_once(trained
     assert len(re.findall(r"Booting worker with pid", log)) >= 2 + 3, log[-3000:]
     assert "Control socket" not in log
     assert not list(home.rglob("*.ctl")) and not list(runtime.rglob("*.ctl"))
+
+
+def test_sigterm_closes_idle_keep_alive_connections_instead_of_waiting_for_them(trained_job, tmp_path_factory):
+    """A client that keeps its connection open between requests (as SageMaker's front end does)
+    and one that connected and sent nothing yet do not hold the stop until the graceful timeout;
+    the answer in flight on a third connection is still given."""
+    server = ServeProcess(trained_job.base / "model", tmp_path_factory.mktemp("serve"))
+    body = json.dumps({"observation": OBSERVATION})
+    try:
+        server.wait_until_healthy()
+        idle = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        idle.request("POST", "/invocations", body, {"Content-Type": "application/json"})
+        first = idle.getresponse()
+        assert first.status == 200 and first.getheader("Connection", "keep-alive").lower() != "close"
+        first.read()  # the connection stays open, waiting for its next request
+        silent = socket.create_connection(("127.0.0.1", server.port), timeout=30)  # accepted, no request
+        slow = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+        slow.sendall(f"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     f"Content-Length: {len(body)}\r\n\r\n{body[:5]}".encode())  # fmt: skip
+        time.sleep(0.5)  # the worker has read the head: this request is in flight
+    finally:
+        start = time.monotonic()
+        server.proc.terminate()
+    slow.sendall(body[5:].encode())
+    answer = b""
+    while chunk := slow.recv(65536):  # until the server closes the connection after its answer
+        answer += chunk
+    answer = answer.decode()
+    code = server.proc.wait(timeout=30)
+    stop_s = time.monotonic() - start
+    log = server.log.read_text()
+    assert answer.startswith("HTTP/1.1 200"), (answer, log[-3000:])
+    head, payload = answer.split("\r\n\r\n", 1)  # the whole answer, then the server closed the connection
+    assert f"content-length: {len(payload)}" in head.lower(), answer
+    assert json.loads(payload)["predictions"][0]["action"] in (0, 1), answer
+    assert code == 0, log[-3000:]
+    assert stop_s < GRACEFUL_TIMEOUT_S / 2, (stop_s, log[-3000:])
+    assert "Worker graceful timeout" not in log
+    assert silent.recv(1) == b"" and idle.sock.recv(1) == b""  # both were closed by the server
+    for connection in (idle, silent, slow):
+        connection.close()

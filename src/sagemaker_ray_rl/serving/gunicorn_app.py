@@ -18,7 +18,8 @@ patch, so ``serve`` patches first (`server.patch_for_gevent`), before this modul
 Settings (see `environment.ServingSettings`): ``SAGEMAKER_BIND_TO_PORT`` (8080),
 ``SAGEMAKER_MODEL_SERVER_WORKERS`` (CPU count), ``SAGEMAKER_MODEL_SERVER_TIMEOUT`` (60 s),
 ``SAGEMAKER_MAX_PAYLOAD_IN_MB`` (6), ``SAGEMAKER_RAY_RL_MAX_REQUESTS`` (100,000: worker recycling).
-SIGTERM makes gunicorn finish in-flight requests first.
+SIGTERM makes gunicorn finish in-flight requests first; keep-alive connections that wait for their
+next request are closed at once (`StoppingGeventWorker`).
 
 Slow requests (`BoundedRequests`): gunicorn's ``timeout`` does not bound a request on a gevent
 worker (the worker's heartbeat runs in its own greenlet while the request's greenlet waits), so each
@@ -48,6 +49,8 @@ import contextlib
 import json
 import logging
 import os
+import select
+import socket
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -56,6 +59,7 @@ from typing import Any
 import gevent
 import gevent.local
 from gunicorn.app.base import BaseApplication
+from gunicorn.workers.ggevent import GeventWorker
 
 from sagemaker_ray_rl.contract import names
 from sagemaker_ray_rl.contract.environment import Environment
@@ -209,6 +213,61 @@ class BoundedRequests:
             timer.close()
 
 
+class StoppingGeventWorker(GeventWorker):
+    """gunicorn's gevent worker, except that once it stops (SIGTERM, or recycling after
+    ``max_requests``) it closes the keep-alive connections that wait for their next request.
+
+    Why not gunicorn's worker as it is: a stopping gevent worker waits until its greenlet pool is
+    empty or ``graceful_timeout`` has passed (``gunicorn/workers/ggevent.py``, ``run``), and a
+    keep-alive connection between two requests holds its greenlet for up to ``keepalive`` seconds
+    (`KEEPALIVE_S`, above `GRACEFUL_TIMEOUT_S`). SageMaker's front end keeps its connections to the
+    container open, so every stop took the whole `GRACEFUL_TIMEOUT_S` and a recycled worker held
+    its slot as long. gunicorn has no setting for this; closing idle connections at shutdown is what
+    nginx and uvicorn do.
+
+    A connection counts as waiting from its accept, or the end of its last answer, until its next
+    request has been parsed (`handle_request`); one with bytes already readable is left to be read
+    and answered (gunicorn then answers ``Connection: close``). Requests in flight are finished as
+    before. The race every keep-alive server has remains: a client that sends a request as its idle
+    connection is closed sees the connection close and must retry on a new one, as HTTP/1.1 allows
+    for idempotent requests (RFC 9112, section 9.3.1).
+    """
+
+    def init_process(self) -> None:
+        self._waiting: dict[Any, socket.socket] = {}  # greenlet -> its connection, between requests
+        super().init_process()
+
+    def handle(self, listener: Any, client: socket.socket, addr: Any) -> None:
+        greenlet = gevent.getcurrent()
+        self._waiting[greenlet] = client
+        try:
+            super().handle(listener, client, addr)
+        finally:
+            self._waiting.pop(greenlet, None)
+
+    def handle_request(self, listener_name: Any, req: Any, sock: socket.socket, addr: Any) -> Any:
+        greenlet = gevent.getcurrent()
+        self._waiting.pop(greenlet, None)
+        try:
+            return super().handle_request(listener_name, req, sock, addr)
+        finally:
+            self._waiting[greenlet] = sock
+            if not self.alive:  # recycling: this was the request that reached max_requests
+                self.close_waiting_connections()
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        super().handle_exit(sig, frame)
+        gevent.spawn(self.close_waiting_connections)  # out of the signal handler, as gunicorn's handle_quit
+
+    def close_waiting_connections(self) -> None:
+        """Shut down every connection that waits for a request and has no bytes to read: its
+        greenlet's read returns end-of-file and gunicorn closes it as a client's hang-up."""
+        for sock in list(self._waiting.values()):
+            with contextlib.suppress(OSError, ValueError):  # already closed by its greenlet
+                if not select.select([sock], [], [], 0)[0]:
+                    sock.shutdown(socket.SHUT_RDWR)
+
+
 class GunicornServer(BaseApplication):
     """gunicorn running an already-built WSGI app with options from a dict (gunicorn's documented
     "custom application" pattern). Every request of `app` is bounded by ``options["timeout"]``
@@ -233,7 +292,7 @@ def gunicorn_options(environment: Environment) -> dict[str, Any]:
     Workers are recycled after ``serving.max_requests`` requests plus up to 10% jitter
     (`MAX_REQUESTS_JITTER_FRACTION`): the request that reaches the limit is answered with
     ``Connection: close``, the worker finishes its other in-flight requests and exits, its idle
-    keep-alive connections close (clients reconnect), and the master forks a new worker from the
+    keep-alive connections close (`StoppingGeventWorker`; clients reconnect), and the master forks a new worker from the
     preloaded app, which takes milliseconds. ``timeout`` is also each request's bound
     (`BoundedRequests`); workers raise their ``oom_score_adj`` (`prefer_workers_for_oom_killer`)
     and leave without the native libraries' teardown (`exit_without_native_teardown`).
@@ -243,7 +302,7 @@ def gunicorn_options(environment: Environment) -> dict[str, Any]:
     return {
         "bind": f"0.0.0.0:{serving.port}",
         "workers": serving.workers,
-        "worker_class": "gevent",
+        "worker_class": StoppingGeventWorker,
         "worker_connections": WORKER_CONNECTIONS,
         "keepalive": KEEPALIVE_S,
         "pre_request": remember_request,

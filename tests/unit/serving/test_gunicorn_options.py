@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 
 from gunicorn.config import Config
+from gunicorn.workers.ggevent import GeventWorker
 
 from sagemaker_ray_rl.contract.environment import Environment
-from sagemaker_ray_rl.serving.gunicorn_app import exit_without_native_teardown, gunicorn_options
+from sagemaker_ray_rl.serving.gunicorn_app import StoppingGeventWorker, exit_without_native_teardown, gunicorn_options
 
 
 def configured(tmp_path: Path, **env: str) -> Config:
@@ -26,7 +27,8 @@ def test_workers_are_recycled_with_jitter_and_the_control_socket_is_off(tmp_path
     config = configured(tmp_path)
     assert (config.max_requests, config.max_requests_jitter) == (100_000, 10_000)
     assert config.control_socket_disable is True
-    assert config.worker_class_str == "gevent" and config.preload_app
+    assert config.worker_class is StoppingGeventWorker and issubclass(StoppingGeventWorker, GeventWorker)
+    assert config.preload_app
 
 
 def test_recycling_follows_the_variable_and_0_turns_it_off(tmp_path):
