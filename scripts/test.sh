@@ -9,7 +9,8 @@
 # (scripts/ensure-tools.sh: the SageMaker SDK v2/v3 venvs, docker-compose, docker-registry, the AWS
 # CLI and moto) and builds the CPU image once (scripts/build.sh) for the whole run; the CUDA image
 # is not built here (buildspec.yml builds it). Without an engine the container
-# tests are skipped, except under CI (CI=true), where that fails the run. TORCH_INDEX_URL: an index with torch's CPU wheels (e.g.
+# tests are skipped, except under CI (CI=true), where that fails the run. The whole suite runs on two
+# pytest-xdist workers (tests/conftest.py groups the tests). TORCH_INDEX_URL: an index with torch's CPU wheels (e.g.
 # https://download.pytorch.org/whl/cpu) where the default index would give the CUDA build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,6 +52,7 @@ if [ $# -eq 0 ]; then
     else
         log "no Docker engine answers: the container tests will be skipped"
     fi
-    set -- tests
+    # Two pytest-xdist workers, one group of tests each at a time (tests/conftest.py says which).
+    set -- -n 2 --dist loadgroup tests
 fi
 exec .venv/bin/python -m pytest "$@"

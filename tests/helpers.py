@@ -5,16 +5,28 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from devtools import job_environ, write_job
+from filelock import FileLock
 
-__all__ = ["BIN", "TrainingRun", "job_environ", "rllib_reference", "run_train", "train_policies", "write_job"]
+__all__ = [
+    "BIN",
+    "TrainingRun",
+    "job_environ",
+    "rllib_reference",
+    "run_train",
+    "shared_once",
+    "train_policies",
+    "write_job",
+]
 
 BIN = Path(sys.executable).parent
 
@@ -155,3 +167,33 @@ def assert_onnx_serves_like_policy(model_dir: Path, tmp: Path, n: int = 1000) ->
             np.testing.assert_array_equal(got["action"], want["action"])
         else:
             np.testing.assert_allclose(got["action"], want["action"], rtol=0, atol=1e-5)
+
+
+def shared_once(tmp_path_factory, key: str, make: Callable[[Path], object]) -> Path:
+    """The directory `key` of this test run, made once by ``make(directory)`` and shared by every
+    module and every pytest-xdist worker (the workers' base temp dirs have one parent).
+
+    The first caller makes it under a file lock; the others wait for the lock and reuse it. `key`
+    must change with everything that changes what `make` makes (kinds, hyperparameters, image).
+    A `make` that raises leaves its message in ``<key>.failed``: later callers fail at once with it
+    instead of training again. Returns the directory.
+    """
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    target = root / "shared" / key
+    target.parent.mkdir(parents=True, exist_ok=True)
+    failed = target.with_name(f"{key}.failed")
+    with FileLock(str(target.with_name(f"{key}.lock"))):
+        if failed.exists():
+            raise AssertionError(f"{key}: an earlier test could not make it:\n{failed.read_text()}")
+        if not (target / ".complete").exists():
+            shutil.rmtree(target, ignore_errors=True)
+            target.mkdir()
+            try:
+                make(target)
+            except BaseException as exc:
+                failed.write_text(f"{type(exc).__name__}: {exc}"[-8000:])
+                raise
+            (target / ".complete").touch()
+    return target

@@ -12,7 +12,7 @@ import pytest
 import requests
 from container.conftest import docker
 from devtools import lock_pin, wait_for_ping
-from helpers import rllib_reference, train_policies, write_job
+from helpers import rllib_reference, write_job
 
 pytestmark = pytest.mark.container
 
@@ -172,9 +172,9 @@ def test_serve_without_a_model_exits_with_the_reason(image: str, tmp_path: Path)
 
 
 @pytest.fixture(scope="module")
-def user_checkpoints(tmp_path_factory):
+def user_checkpoints(policy_dirs):
     """CartPole and Pendulum policies saved with a bare ``algo.save()`` (trained in the venv)."""
-    return train_policies(tmp_path_factory.mktemp("user_checkpoints"), ["cartpole", "pendulum"])
+    return policy_dirs
 
 
 @pytest.mark.parametrize("kind", ["cartpole", "pendulum"])

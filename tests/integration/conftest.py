@@ -1,5 +1,6 @@
 """Integration fixtures: real (short) training in this Python environment, shared, and the real
-`serve` command (gunicorn) on a loopback port."""
+`serve` command (gunicorn) on a loopback port. The tiny policies of each kind (`policy_dirs`) are
+in tests/conftest.py, shared with the container tests."""
 
 from __future__ import annotations
 
@@ -8,12 +9,9 @@ from pathlib import Path
 
 import pytest
 from devtools import free_port, wait_for_ping
-from helpers import BIN, TrainingRun, job_environ, run_train, train_policies, write_job
+from helpers import BIN, TrainingRun, job_environ, run_train, write_job
 
-__all__ = ["KINDS", "ServeProcess", "free_port"]  # tests import these from here
-
-#: Policy kinds trained by tests/integration/train_policies.py.
-KINDS = ("cartpole", "cartpole_good", "pendulum", "meanstd", "dict_obs", "multi_agent", "lstm")
+__all__ = ["ServeProcess", "free_port"]  # tests import these from here
 
 
 @pytest.fixture(scope="session")
@@ -35,12 +33,6 @@ def trained_job(tmp_path_factory) -> TrainingRun:
     run = run_train(base)
     assert run.returncode == 0, run.output[-4000:]
     return run
-
-
-@pytest.fixture(scope="session")
-def policy_dirs(tmp_path_factory) -> dict[str, Path]:
-    """kind -> a checkpoint saved with ``algo.save()`` (no metadata.json), one subprocess for all."""
-    return train_policies(tmp_path_factory.mktemp("policies"), list(KINDS))
 
 
 class ServeProcess:

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import psutil
 import pytest
-from helpers import train_policies
 from integration.conftest import ServeProcess
 
 pytestmark = pytest.mark.integration
@@ -37,8 +36,8 @@ SLOW_PAUSE_S = 0.2
 
 
 @pytest.fixture(scope="module")
-def cartpole(tmp_path_factory) -> Path:
-    return train_policies(tmp_path_factory.mktemp("policies"), ["cartpole"])["cartpole"]
+def cartpole(policy_dirs) -> Path:
+    return policy_dirs["cartpole"]
 
 
 @pytest.fixture(scope="module")

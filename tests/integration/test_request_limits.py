@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 import requests
-from helpers import train_policies
 from integration.conftest import ServeProcess
 
 pytestmark = pytest.mark.integration
@@ -30,8 +29,8 @@ OBSERVATION = [0.01, -0.02, 0.03, 0.04]
 
 
 @pytest.fixture(scope="module")
-def cartpole(tmp_path_factory) -> Path:
-    return train_policies(tmp_path_factory.mktemp("policies"), ["cartpole"])["cartpole"]
+def cartpole(policy_dirs) -> Path:
+    return policy_dirs["cartpole"]
 
 
 @pytest.fixture(scope="module", params=["gunicorn", "ray-serve"])
