@@ -12,7 +12,9 @@ One request goes through six steps, each a function both transports (`flask_app`
 3. compute: jobs with equal options share one forward pass (`compute_jobs`);
 4. encode: each job's rows back in request order, in the Accept type (`write_invocation`);
 5. errors: a `RequestError` anywhere is a 4xx with a JSON body naming the field and what was
-   expected (`error_answer`).
+   expected (`error_answer`); a path no route has (404) or a method its route does not take (405)
+   is `http_error_answer`, an unexpected exception (e.g. in the policy) a 500 from
+   `internal_error_answer`. The bodies of errors both transports answer are built here, so they match.
 
 `answer_invocation` runs all five for one request.
 
@@ -25,6 +27,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
 import numpy as np
@@ -191,6 +194,49 @@ def ping_body(policy: Policy) -> bytes:
 def error_answer(exc: RequestError) -> tuple[int, str, bytes]:
     """``(status, content type, body)`` of a user error: its 4xx and a JSON body."""
     return exc.status, codecs.JSON, json.dumps(exc.to_dict()).encode()
+
+
+#: The messages of the errors a transport's router answers before any route runs: no route for
+#: the path (404; a trailing slash is another path), or none for the method (405). werkzeug's
+#: wording, which the gunicorn transport answered first.
+ROUTE_ERRORS = {
+    404: (
+        "NotFound",
+        "The requested URL was not found on the server. If you entered the URL manually please check your "
+        "spelling and try again.",
+    ),
+    405: ("MethodNotAllowed", "The method is not allowed for the requested URL."),
+}
+
+
+def http_error_answer(status: int, error: str | None = None, message: str | None = None) -> tuple[int, str, bytes]:
+    """``(status, content type, body)`` of an HTTP error a transport's framework raises, above all
+    its router's 404 and 405: ``{"error": "NotFound", "message": ...}`` in `ROUTE_ERRORS`' words,
+    whichever framework raised it.
+
+    Args:
+        status: the framework's status.
+        error, message: the framework's name and message for the error, used only for a status
+            without words in `ROUTE_ERRORS` (none that the routes of this package raise); the
+            status' phrase when None.
+    """
+    if status in ROUTE_ERRORS:
+        error, message = ROUTE_ERRORS[status]
+    else:
+        try:
+            phrase = HTTPStatus(status).phrase
+        except ValueError:
+            phrase = "Error"
+        error, message = error or phrase.replace(" ", ""), message or phrase
+    return status, codecs.JSON, json.dumps({"error": error, "message": message}).encode()
+
+
+def internal_error_answer(exc: BaseException) -> tuple[int, str, bytes]:
+    """``(status, content type, body)`` of an unexpected exception (the policy's own, or a bug of
+    the server): 500 ``{"error": "InternalServerError", "message": "<type>: <message>"}``. The
+    transport logs the traceback and keeps serving."""
+    body = {"error": "InternalServerError", "message": f"{type(exc).__name__}: {exc}"}
+    return 500, codecs.JSON, json.dumps(body).encode()
 
 
 @dataclass
