@@ -307,13 +307,15 @@ def _check_records(decoded: codecs.Decoded, settings: ServingSettings) -> None:
 
 
 def write_invocation(accept: str, decoded: codecs.Decoded, jobs: list[Job], answers: list[Any]) -> bytes:
-    """The response body from each job's answer (`compute_jobs`, same order as `jobs`).
+    """The response body from each job's answer (`compute_jobs` or `compute_jobs_apart`, same order
+    as `jobs`).
 
     Raises:
-        RequestError: the first answer that is one (in request order), or 406 for an ``agents``
-            request that asks for anything but JSON.
+        Exception: the first answer that is one (in request order): a `RequestError`, or the
+            policy's own exception (`compute_jobs_apart`); or a 406 for an ``agents`` request
+            that asks for anything but JSON.
     """
-    if len(jobs) == 1 and decoded.agents is None and not isinstance(answers[0], RequestError):
+    if len(jobs) == 1 and decoded.agents is None and not isinstance(answers[0], Exception):
         columns = answers[0]
         body = None
         if accept == codecs.JSON and not decoded.legacy and len(columns) == 1:  # ``{"action": a}`` per record
@@ -325,7 +327,7 @@ def write_invocation(accept: str, decoded: codecs.Decoded, jobs: list[Job], answ
             return body
     results: list[dict[str, Any]] = [{}] * decoded.count
     for job, columns in zip(jobs, answers):
-        if isinstance(columns, RequestError):
+        if isinstance(columns, Exception):
             raise columns
         names = list(columns)
         values = [_per_record(columns[name], job.size) for name in names]
@@ -428,6 +430,25 @@ def compute_jobs(policy: Policy, jobs: list[Job]) -> list[dict[str, Any] | Reque
             except RequestError as exc:
                 answers[index] = exc
     return answers
+
+
+def compute_jobs_apart(policy: Policy, jobs: list[Job]) -> list[dict[str, Any] | Exception]:
+    """`compute_jobs` for the jobs of several requests at once (Ray Serve's ``@serve.batch``), where
+    an unexpected exception (the policy's own, not a `RequestError`) must fail only the job that
+    causes it, as it would alone: then each job is run alone and gets its own answer or exception.
+
+    The gunicorn transport's `batching.GreenBatcher` does the same for its batches.
+
+    Returns:
+        One entry per job, in order: as `compute_jobs`, or the exception the job raised alone
+        (`write_invocation` raises it).
+    """
+    try:
+        return compute_jobs(policy, jobs)
+    except Exception as exc:
+        if len(jobs) == 1:
+            return [exc]
+    return [compute_jobs_apart(policy, [job])[0] for job in jobs]
 
 
 def _run(policy: Policy, job: Job) -> dict[str, Any]:

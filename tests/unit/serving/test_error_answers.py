@@ -1,15 +1,20 @@
-"""The error bodies both transports answer, built in `protocol`: the router's 404 and 405 and a
-500 for an unexpected exception. The two transports are compared over HTTP in
-tests/integration/test_request_limits.py."""
+"""The error bodies both transports answer, built in `protocol`: the router's 404 and 405, a 500
+for an unexpected exception, and `compute_jobs_apart`, which keeps a policy's exception with the job
+that causes it when the jobs of several requests run together (Ray Serve's ``@serve.batch``).
+The two transports are compared over HTTP in tests/integration/test_request_limits.py."""
 
 import json
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from sagemaker_ray_rl.contract.environment import ServingSettings
+from sagemaker_ray_rl.contract.errors import RequestError
 from sagemaker_ray_rl.serving.protocol import (
     ROUTE_ERRORS,
+    Job,
+    compute_jobs_apart,
     http_error_answer,
     internal_error_answer,
 )
@@ -58,3 +63,44 @@ def test_the_flask_app_answers_its_routers_errors_with_protocols_bodies(status):
     client = create_app(SimpleNamespace(engines={"default_policy": "torch"}), ServingSettings()).test_client()
     response = client.get("/nope") if status == 404 else client.get("/invocations")
     assert (response.status_code, response.mimetype, response.get_data()) == http_error_answer(status)
+
+
+class FaultyPolicy:
+    """`Policy.compute`'s contract: doubles the observations; raises RuntimeError for a negative
+    one, a RequestError for an observation of 99."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[float]] = []
+
+    def compute(self, observations, **options):
+        self.calls.append(observations.tolist())
+        if (observations < 0).any():
+            raise RuntimeError(f"negative observation in {observations.tolist()}")
+        if (observations == 99).any():
+            raise RequestError("99 is not allowed")
+        return {"action": observations * 2}
+
+
+def job(*observations: float) -> Job:
+    return Job("default_policy", np.array(observations, dtype=np.float32), len(observations), False, (), None, [])
+
+
+def test_jobs_that_run_together_without_an_exception_share_one_pass():
+    policy = FaultyPolicy()
+    answers = compute_jobs_apart(policy, [job(1), job(2, 3)])
+    assert policy.calls == [[1, 2, 3]]
+    assert [a["action"].tolist() for a in answers] == [[2], [4, 6]]
+
+
+def test_a_policys_exception_becomes_the_answer_of_the_job_that_causes_it_only():
+    policy = FaultyPolicy()
+    answers = compute_jobs_apart(policy, [job(1), job(-1, 2), job(99), job(3)])
+    assert policy.calls[0] == [1, -1, 2, 99, 3]  # together first, then each alone
+    assert policy.calls[1:] == [[1], [-1, 2], [99], [3]]
+    assert answers[0]["action"].tolist() == [2] and answers[3]["action"].tolist() == [6]
+    assert isinstance(answers[1], RuntimeError) and str(answers[1]) == "negative observation in [-1.0, 2.0]"
+    assert isinstance(answers[2], RequestError)
+
+
+def test_a_job_alone_gets_its_exception_as_its_answer():
+    assert isinstance(compute_jobs_apart(FaultyPolicy(), [job(-1)])[0], RuntimeError)
