@@ -10,16 +10,16 @@ docs/benchmarks.md, serving). Every other route and method (``GET /invocations``
 
 The body is read from the WSGI stream by `protocol.read_body`, with ``Content-Length`` or chunked,
 never holding more than ``SAGEMAKER_MAX_PAYLOAD_IN_MB`` (a larger one is a 413 the client can read,
-never a body cut at the limit). Every error leaves as JSON: `RequestError` with its own status,
-werkzeug's HTTP errors (404, 405) with theirs. An unexpected exception is a
-500 with a JSON body and a logged traceback; the worker keeps serving. User input is validated
-before it reaches the policy (`observations`), so it never gets that far.
+never a body cut at the limit). Every error leaves as JSON, its body built by `protocol` (as the
+Ray Serve transport's): `RequestError` with its own status, werkzeug's HTTP errors (404, 405) with
+theirs. An unexpected exception (e.g. the policy's own) is a 500 with a JSON body and a logged
+traceback; the worker keeps serving. User input is validated before it reaches the policy
+(`observations`), so it never gets that far for a module without bugs.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -35,7 +35,16 @@ from sagemaker_ray_rl.contract.environment import ServingSettings
 from sagemaker_ray_rl.contract.errors import RequestError
 from sagemaker_ray_rl.inference.policy import Policy
 from sagemaker_ray_rl.serving import codecs
-from sagemaker_ray_rl.serving.protocol import Job, answer_invocation, execution_parameters, ping_body, read_body
+from sagemaker_ray_rl.serving.protocol import (
+    Job,
+    answer_invocation,
+    error_answer,
+    execution_parameters,
+    http_error_answer,
+    internal_error_answer,
+    ping_body,
+    read_body,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -111,13 +120,12 @@ class InvocationsFront:
                 self.policy, self.settings, EnvironHeaders(environ), body, self.compute
             )
         except RequestError as exc:
-            status, mimetype, body = exc.status, codecs.JSON, json.dumps(exc.to_dict()).encode()
+            status, mimetype, body = error_answer(exc)
         except Exception as exc:
             logger.exception(
                 "unexpected error answering %s %s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO")
             )
-            status, mimetype = 500, codecs.JSON
-            body = json.dumps({"error": "InternalServerError", "message": f"{type(exc).__name__}: {exc}"}).encode()
+            status, mimetype, body = internal_error_answer(exc)
         start_response(
             _status_line(status), [("Content-Type", _content_type(mimetype)), ("Content-Length", str(len(body)))]
         )
@@ -137,22 +145,24 @@ def _content_type(mimetype: str) -> str:
 
 
 def add_json_errors(app: Flask) -> None:
-    """Every error of `app` answered as JSON: a `RequestError` with its own 4xx and body, werkzeug's
-    HTTP errors (404, 405, ...) with theirs, anything else a 500 naming the exception (logged with its
-    traceback; the worker keeps serving). Shared by the single-model and multi-model apps."""
+    """Every error of `app` answered as JSON, the bodies `protocol`'s: a `RequestError` with its own
+    4xx and body (`protocol.error_answer`), werkzeug's HTTP errors (404, 405, ...) with theirs
+    (`protocol.http_error_answer`), anything else a 500 naming the exception
+    (`protocol.internal_error_answer`, logged with its traceback; the worker keeps serving). Shared
+    by the single-model and multi-model apps."""
 
     @app.errorhandler(RequestError)
     def request_error(exc: RequestError) -> Response:
-        return _json_error(exc.status, exc.to_dict())
+        return _response(error_answer(exc))
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
-        return _json_error(exc.code or 500, {"error": exc.name.replace(" ", ""), "message": exc.description})
+        return _response(http_error_answer(exc.code or 500, exc.name.replace(" ", ""), exc.description))
 
     @app.errorhandler(Exception)
     def internal_error(exc: Exception) -> Response:
         logger.exception("unexpected error answering %s %s", request.method, request.path)
-        return _json_error(500, {"error": "InternalServerError", "message": f"{type(exc).__name__}: {exc}"})
+        return _response(internal_error_answer(exc))
 
 
 def request_body(settings: ServingSettings) -> bytes:
@@ -172,5 +182,6 @@ def request_body(settings: ServingSettings) -> bytes:
     return read_body(stream.read, request.content_length, settings)
 
 
-def _json_error(status: int, body: dict) -> Response:
-    return Response(json.dumps(body), status=status, mimetype=codecs.JSON)
+def _response(answer: tuple[int, str, bytes]) -> Response:
+    status, mimetype, body = answer
+    return Response(body, status=status, mimetype=mimetype)

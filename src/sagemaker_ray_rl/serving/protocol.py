@@ -12,7 +12,9 @@ One request goes through six steps, each a function both transports (`flask_app`
 3. compute: jobs with equal options share one forward pass (`compute_jobs`);
 4. encode: each job's rows back in request order, in the Accept type (`write_invocation`);
 5. errors: a `RequestError` anywhere is a 4xx with a JSON body naming the field and what was
-   expected (`error_answer`).
+   expected (`error_answer`); a path no route has (404) or a method its route does not take (405)
+   is `http_error_answer`, an unexpected exception (e.g. in the policy) a 500 from
+   `internal_error_answer`. The bodies of errors both transports answer are built here, so they match.
 
 `answer_invocation` runs all five for one request.
 
@@ -25,6 +27,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
 import numpy as np
@@ -193,6 +196,49 @@ def error_answer(exc: RequestError) -> tuple[int, str, bytes]:
     return exc.status, codecs.JSON, json.dumps(exc.to_dict()).encode()
 
 
+#: The messages of the errors a transport's router answers before any route runs: no route for
+#: the path (404; a trailing slash is another path), or none for the method (405). werkzeug's
+#: wording, which the gunicorn transport answered first.
+ROUTE_ERRORS = {
+    404: (
+        "NotFound",
+        "The requested URL was not found on the server. If you entered the URL manually please check your "
+        "spelling and try again.",
+    ),
+    405: ("MethodNotAllowed", "The method is not allowed for the requested URL."),
+}
+
+
+def http_error_answer(status: int, error: str | None = None, message: str | None = None) -> tuple[int, str, bytes]:
+    """``(status, content type, body)`` of an HTTP error a transport's framework raises, above all
+    its router's 404 and 405: ``{"error": "NotFound", "message": ...}`` in `ROUTE_ERRORS`' words,
+    whichever framework raised it.
+
+    Args:
+        status: the framework's status.
+        error, message: the framework's name and message for the error, used only for a status
+            without words in `ROUTE_ERRORS` (none that the routes of this package raise); the
+            status' phrase when None.
+    """
+    if status in ROUTE_ERRORS:
+        error, message = ROUTE_ERRORS[status]
+    else:
+        try:
+            phrase = HTTPStatus(status).phrase
+        except ValueError:
+            phrase = "Error"
+        error, message = error or phrase.replace(" ", ""), message or phrase
+    return status, codecs.JSON, json.dumps({"error": error, "message": message}).encode()
+
+
+def internal_error_answer(exc: BaseException) -> tuple[int, str, bytes]:
+    """``(status, content type, body)`` of an unexpected exception (the policy's own, or a bug of
+    the server): 500 ``{"error": "InternalServerError", "message": "<type>: <message>"}``. The
+    transport logs the traceback and keeps serving."""
+    body = {"error": "InternalServerError", "message": f"{type(exc).__name__}: {exc}"}
+    return 500, codecs.JSON, json.dumps(body).encode()
+
+
 @dataclass
 class Job:
     """One forward pass a request needs: validated observations for one module, one set of options.
@@ -261,13 +307,15 @@ def _check_records(decoded: codecs.Decoded, settings: ServingSettings) -> None:
 
 
 def write_invocation(accept: str, decoded: codecs.Decoded, jobs: list[Job], answers: list[Any]) -> bytes:
-    """The response body from each job's answer (`compute_jobs`, same order as `jobs`).
+    """The response body from each job's answer (`compute_jobs` or `compute_jobs_apart`, same order
+    as `jobs`).
 
     Raises:
-        RequestError: the first answer that is one (in request order), or 406 for an ``agents``
-            request that asks for anything but JSON.
+        Exception: the first answer that is one (in request order): a `RequestError`, or the
+            policy's own exception (`compute_jobs_apart`); or a 406 for an ``agents`` request
+            that asks for anything but JSON.
     """
-    if len(jobs) == 1 and decoded.agents is None and not isinstance(answers[0], RequestError):
+    if len(jobs) == 1 and decoded.agents is None and not isinstance(answers[0], Exception):
         columns = answers[0]
         body = None
         if accept == codecs.JSON and not decoded.legacy and len(columns) == 1:  # ``{"action": a}`` per record
@@ -279,7 +327,7 @@ def write_invocation(accept: str, decoded: codecs.Decoded, jobs: list[Job], answ
             return body
     results: list[dict[str, Any]] = [{}] * decoded.count
     for job, columns in zip(jobs, answers):
-        if isinstance(columns, RequestError):
+        if isinstance(columns, Exception):
             raise columns
         names = list(columns)
         values = [_per_record(columns[name], job.size) for name in names]
@@ -382,6 +430,25 @@ def compute_jobs(policy: Policy, jobs: list[Job]) -> list[dict[str, Any] | Reque
             except RequestError as exc:
                 answers[index] = exc
     return answers
+
+
+def compute_jobs_apart(policy: Policy, jobs: list[Job]) -> list[dict[str, Any] | Exception]:
+    """`compute_jobs` for the jobs of several requests at once (Ray Serve's ``@serve.batch``), where
+    an unexpected exception (the policy's own, not a `RequestError`) must fail only the job that
+    causes it, as it would alone: then each job is run alone and gets its own answer or exception.
+
+    The gunicorn transport's `batching.GreenBatcher` does the same for its batches.
+
+    Returns:
+        One entry per job, in order: as `compute_jobs`, or the exception the job raised alone
+        (`write_invocation` raises it).
+    """
+    try:
+        return compute_jobs(policy, jobs)
+    except Exception as exc:
+        if len(jobs) == 1:
+            return [exc]
+    return [compute_jobs_apart(policy, [job])[0] for job in jobs]
 
 
 def _run(policy: Policy, job: Job) -> dict[str, Any]:

@@ -11,6 +11,12 @@ it streams in and never kept past ``SAGEMAKER_MAX_PAYLOAD_IN_MB``. Concurrent re
 with Ray Serve's ``@serve.batch`` (``SAGEMAKER_RAY_SERVE_MAX_BATCH_SIZE``,
 ``SAGEMAKER_RAY_SERVE_BATCH_WAIT_TIMEOUT_S``); the answers equal the unbatched ones.
 
+Every error is `protocol`'s JSON body, as under gunicorn, never FastAPI's ``{"detail": ...}`` or
+Starlette's plain text: a `RequestError` (`protocol.error_answer`), the router's 404 and 405
+(`protocol.http_error_answer`; no redirect of a trailing slash, which gunicorn answers 404) and
+an exception in the policy (`protocol.internal_error_answer`: a 500, logged with its traceback,
+for that request only, also when batched with others: `protocol.compute_jobs_apart`).
+
 Cost (docs/benchmarks.md): Ray's start makes the cold start several seconds longer, and every
 request crosses Serve's proxy and a replica actor; on few cores the gunicorn transport is faster.
 The model is loaded once in the driver first, so a missing or broken model exits before Ray starts.
@@ -18,6 +24,7 @@ The model is loaded once in the driver first, so a missing or broken model exits
 
 # No `from __future__ import annotations`: FastAPI resolves the handlers' annotations at runtime,
 # and `Request` is imported inside `build_app`.
+import logging
 import sys
 import time
 from pathlib import Path
@@ -45,9 +52,18 @@ def build_app(model_dir: Path, settings: ServingSettings, replicas: int):
     """
     from fastapi import FastAPI, Request, Response
     from ray import serve
+    from starlette.exceptions import HTTPException
 
-    api = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    api = FastAPI(docs_url=None, redoc_url=None, openapi_url=None, redirect_slashes=False)
     batch_size = settings.ray_serve_max_batch_size
+
+    @api.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        """The router's 404 (no route for the path) and 405 (its ``Allow`` header kept)."""
+        from sagemaker_ray_rl.serving.protocol import http_error_answer
+
+        status, mimetype, content = http_error_answer(exc.status_code, message=exc.detail)
+        return Response(content, status_code=status, media_type=mimetype, headers=exc.headers)
 
     async def read_body(request: Request) -> bytes:
         """The body as it streams in (``Content-Length`` or chunked), never more than the payload
@@ -80,9 +96,9 @@ def build_app(model_dir: Path, settings: ServingSettings, replicas: int):
 
         @serve.batch(max_batch_size=batch_size, batch_wait_timeout_s=settings.ray_serve_batch_wait_timeout_s)
         async def compute(self, jobs: list) -> list:
-            from sagemaker_ray_rl.serving.protocol import compute_jobs
+            from sagemaker_ray_rl.serving.protocol import compute_jobs_apart
 
-            return compute_jobs(self.policy, jobs)
+            return compute_jobs_apart(self.policy, jobs)
 
         @api.get("/ping")
         def ping(self) -> Response:
@@ -99,15 +115,18 @@ def build_app(model_dir: Path, settings: ServingSettings, replicas: int):
             import asyncio
 
             from sagemaker_ray_rl.contract.errors import RequestError
-            from sagemaker_ray_rl.serving.protocol import error_answer, read_invocation, write_invocation
+            from sagemaker_ray_rl.serving import protocol
 
             try:
                 body = await read_body(request)
-                accept, decoded, jobs = read_invocation(self.policy, settings, request.headers, body)
+                accept, decoded, jobs = protocol.read_invocation(self.policy, settings, request.headers, body)
                 answers = await asyncio.gather(*(self.compute(job) for job in jobs))
-                status, mimetype, content = 200, accept, write_invocation(accept, decoded, jobs, answers)
+                status, mimetype, content = 200, accept, protocol.write_invocation(accept, decoded, jobs, answers)
             except RequestError as exc:
-                status, mimetype, content = error_answer(exc)
+                status, mimetype, content = protocol.error_answer(exc)
+            except Exception as exc:
+                logging.getLogger("ray.serve").exception("unexpected error answering POST /invocations")
+                status, mimetype, content = protocol.internal_error_answer(exc)
             return Response(content, status_code=status, media_type=mimetype)
 
     return PolicyDeployment.bind()
