@@ -1,5 +1,6 @@
-"""`user_script.ForwardSigterm`: SIGTERM to this process goes on to the children started in the
-block, which get the budget before SIGKILL; with none, the previous handler runs."""
+"""How a user entry point stops (`training.graceful_stop`): `ForwardSigterm` passes SIGTERM to this
+process on to the children started in the block, which get the budget before SIGKILL (with none, the
+previous handler runs); `UnplaceableTuneRun` stops the script on Tune's warning that no trial fits."""
 
 from __future__ import annotations
 
@@ -12,7 +13,12 @@ import time
 
 import pytest
 
-from sagemaker_ray_rl.training.user_script import ForwardSigterm
+from sagemaker_ray_rl.training.graceful_stop import (
+    TUNE_PLACEMENT_CHECK_ENV,
+    ForwardSigterm,
+    UnplaceableTuneRun,
+    shorten_tune_placement_check,
+)
 
 HANDLES_TERM = """
 import signal, sys, time
@@ -94,3 +100,33 @@ def test_the_default_handler_before_means_exit_143():
         assert raised.value.code == 143
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_tunes_unplaceable_warning_stops_the_script_and_names_both_numbers():
+    # Tune's own warning (ray.tune.execution.insufficient_resources_manager), split across reads.
+    warning = (
+        "2026-12-01 15:50:01,000\tWARNING insufficient_resources_manager.py:163 -- Ignore this message if the "
+        "cluster is autoscaling. No trial is running and no new trial has been started within the last 20 "
+        "seconds. This could be due to the cluster not having enough resources available. You asked for 6.0 "
+        "CPUs and 0 GPUs per trial, but the cluster only has 2.0 CPUs and 0 GPUs available. Stop the tuning "
+        "and adjust the required resources\n"
+    )
+    script = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        watch = UnplaceableTuneRun("train.py", script_pids=lambda: [script.pid])
+        watch("some other line\n" + warning[:150])
+        assert watch.reason is None and script.poll() is None
+        watch(warning[150:])
+        assert script.wait(timeout=10) == -signal.SIGTERM
+    finally:
+        script.kill()
+    assert watch.reason.startswith(
+        "The Tune run of entry point train.py cannot be placed: a trial asks for 6 CPU(s) and 0 GPU(s), "
+        "the Ray cluster has 2 CPU(s) and 0 GPU(s)"
+    )
+
+
+def test_tune_checks_placement_sooner_unless_the_job_says_otherwise():
+    environ = {TUNE_PLACEMENT_CHECK_ENV[1]: "5"}
+    shorten_tune_placement_check(environ)
+    assert environ == {TUNE_PLACEMENT_CHECK_ENV[0]: "20", TUNE_PLACEMENT_CHECK_ENV[1]: "5"}
