@@ -21,6 +21,10 @@ training process on the master:
   Why not Tune's SIGINT/SIGUSR1 alone: they save the experiment state but not a new trial
   checkpoint, so up to ``checkpoint_frequency`` iterations of work would be lost.
 
+  However a trial ends (a stop criterion, SIGTERM), its env runners are gone before Tune releases
+  the trial's placement group (`wait_for_env_runners_at_stop`), so that none is caught by the
+  SIGTERM Ray then sends and logs a ``SystemExit`` traceback from ``EnvRunner.__del__``.
+
 - **a user entry point** (`user_script.run_user_entry_point`): the training toolkit waits on the
   script's process and never passes a signal on, so `ForwardSigterm` does, and gives the script the
   same budget to checkpoint and exit before it is killed;
@@ -45,11 +49,13 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
 import psutil
+import ray
 from ray.tune import Callback
 
 from sagemaker_ray_rl.contract import names
@@ -134,6 +140,64 @@ class GracefulStop:
         self._timer = threading.Timer(self.wait_s, os.kill, (os.getpid(), signal.SIGUSR1))
         self._timer.daemon = True
         self._timer.start()
+
+
+#: Seconds a stopping trial waits for its env runners to be gone (`wait_for_env_runners_at_stop`).
+ENV_RUNNER_EXIT_WAIT_S = 10.0
+
+
+def wait_for_env_runners_at_stop(algorithm: Any, **_: Any) -> None:
+    """RLlib ``on_algorithm_init`` callback: when the algorithm stops (``Algorithm.cleanup``, which a
+    Tune trial runs at its end), its remote env runners are gone before it returns.
+
+    Why: RLlib's cleanup ends each env runner with ``ray.kill`` and at once drops its handle; Tune,
+    as soon as the trial's ``stop`` returns, removes the trial's placement group, and the raylet
+    sends SIGTERM to every worker still in it. When the dropped handle reaches Ray's GCS before the
+    kill, the env runner leaves the slow way ("all references to the actor were removed": Python's
+    own teardown of the actor) instead of ``ray.kill``'s immediate exit, and the SIGTERM that arrives
+    meanwhile makes Ray's worker handler raise ``SystemExit(1)`` in the first Python code the
+    teardown runs, ``EnvRunner.__del__``: the job log then shows ``Exception ignored in: <function
+    EnvRunner.__del__ ...>`` and a ``SystemExit: 1`` traceback after a successful job. Holding the
+    handles until each env runner is dead (its ``ping`` fails) leaves ``ray.kill`` the only way out
+    and the placement group empty of env runners when Tune removes it. At most
+    `ENV_RUNNER_EXIT_WAIT_S` seconds; when RLlib's internals differ, nothing is held.
+    """
+    cleanup = algorithm.cleanup
+
+    def cleanup_then_wait() -> None:
+        held = _remote_env_runners(algorithm)
+        try:
+            cleanup()
+        finally:
+            _wait_until_dead(held, ENV_RUNNER_EXIT_WAIT_S)
+
+    algorithm.cleanup = cleanup_then_wait
+
+
+def _remote_env_runners(algorithm: Any) -> list[Any]:
+    """The actor handles of the algorithm's remote env runners (training and evaluation), from
+    RLlib 2.60's ``EnvRunnerGroup._worker_manager``; [] when that is not there."""
+    handles: list[Any] = []
+    for name in ("env_runner_group", "eval_env_runner_group"):
+        manager = getattr(getattr(algorithm, name, None), "_worker_manager", None)
+        try:
+            handles.extend(manager.actors().values())
+        except (AttributeError, TypeError):
+            continue
+    return handles
+
+
+def _wait_until_dead(actors: list[Any], timeout_s: float) -> None:
+    """Return once each of `actors` answers ``ping`` with an error (Ray says it is dead), or after
+    `timeout_s` seconds in all."""
+    deadline = time.monotonic() + timeout_s
+    for actor in actors:
+        while time.monotonic() < deadline:
+            try:
+                ray.get(actor.ping.remote(), timeout=max(0.1, deadline - time.monotonic()))
+            except ray.exceptions.RayError:  # dead (RayActorError), or not answering in time
+                break
+            time.sleep(0.05)
 
 
 #: Seconds a Tune run in the script may have no trial running before Tune checks whether any pending

@@ -1,23 +1,32 @@
-"""How a user entry point stops (`training.graceful_stop`): `ForwardSigterm` passes SIGTERM to this
+"""How a training process stops (`training.graceful_stop`): `ForwardSigterm` passes SIGTERM to this
 process on to the children started in the block, which get the budget before SIGKILL (with none, the
-previous handler runs); `UnplaceableTuneRun` stops the script on Tune's warning that no trial fits."""
+previous handler runs); `UnplaceableTuneRun` stops the script on Tune's warning that no trial fits;
+`wait_for_env_runners_at_stop` holds a stopping algorithm's env runners until they are dead."""
 
 from __future__ import annotations
 
+import inspect
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
+import ray
+from ray.rllib.env.env_runner_group import EnvRunnerGroup
+from ray.rllib.utils.actor_manager import FaultTolerantActorManager
 
+from sagemaker_ray_rl.training import graceful_stop
+from sagemaker_ray_rl.training.experiment import _with_callback
 from sagemaker_ray_rl.training.graceful_stop import (
     TUNE_PLACEMENT_CHECK_ENV,
     ForwardSigterm,
     UnplaceableTuneRun,
     shorten_tune_placement_check,
+    wait_for_env_runners_at_stop,
 )
 
 HANDLES_TERM = """
@@ -130,3 +139,85 @@ def test_tune_checks_placement_sooner_unless_the_job_says_otherwise():
     environ = {TUNE_PLACEMENT_CHECK_ENV[1]: "5"}
     shorten_tune_placement_check(environ)
     assert environ == {TUNE_PLACEMENT_CHECK_ENV[0]: "20", TUNE_PLACEMENT_CHECK_ENV[1]: "5"}
+
+
+class FakeEnvRunner:
+    """An env runner's actor handle: ``ping`` answers until `pings_left` runs out, then Ray says
+    it is dead (`ray.get` is replaced in these tests)."""
+
+    def __init__(self, events: list[str], name: str, pings_left: int | None) -> None:
+        self.events, self.name, self.pings_left = events, name, pings_left
+        self.ping = self
+
+    def remote(self) -> FakeEnvRunner:
+        self.events.append(f"ping {self.name}")
+        return self
+
+
+def fake_ray_get(ref: FakeEnvRunner, timeout: float | None = None) -> str:
+    if ref.pings_left is not None and ref.pings_left <= 0:
+        ref.events.append(f"{ref.name} dead")
+        raise ray.exceptions.ActorDiedError()
+    if ref.pings_left is not None:
+        ref.pings_left -= 1
+    return "pong"
+
+
+class FakeAlgorithm:
+    """RLlib 2.60's shape: ``env_runner_group._worker_manager.actors()``; `cleanup` drops the
+    handles as RLlib's ``FaultTolerantActorManager.clear`` does after ``ray.kill``."""
+
+    def __init__(self, events: list[str], runners: dict[int, FakeEnvRunner]) -> None:
+        self.events = events
+        self.env_runner_group = SimpleNamespace(_worker_manager=SimpleNamespace(actors=lambda: runners))
+        self.eval_env_runner_group = None
+        self._runners = runners
+
+    def cleanup(self) -> None:
+        self.events.append("cleanup")
+        self._runners.clear()
+
+
+def test_a_stopping_algorithm_holds_its_env_runners_until_ray_says_they_are_dead(monkeypatch):
+    monkeypatch.setattr(graceful_stop.ray, "get", fake_ray_get)
+    events: list[str] = []
+    algorithm = FakeAlgorithm(events, {1: FakeEnvRunner(events, "a", 2), 2: FakeEnvRunner(events, "b", 0)})
+    wait_for_env_runners_at_stop(algorithm, metrics_logger=None)
+    algorithm.cleanup()  # what Trainable.stop calls
+    assert events == ["cleanup", "ping a", "ping a", "ping a", "a dead", "ping b", "b dead"]
+
+
+def test_an_env_runner_that_never_dies_delays_the_stop_by_the_wait_at_most(monkeypatch):
+    monkeypatch.setattr(graceful_stop.ray, "get", fake_ray_get)
+    monkeypatch.setattr(graceful_stop, "ENV_RUNNER_EXIT_WAIT_S", 0.3)
+    events: list[str] = []
+    algorithm = FakeAlgorithm(events, {1: FakeEnvRunner(events, "a", None)})
+    wait_for_env_runners_at_stop(algorithm)
+    started = time.monotonic()
+    algorithm.cleanup()
+    assert 0.3 <= time.monotonic() - started < 2 and events[0] == "cleanup"
+
+
+def test_without_rllibs_env_runner_groups_the_cleanup_runs_alone():
+    events: list[str] = []
+    algorithm = SimpleNamespace(cleanup=lambda: events.append("cleanup"))
+    wait_for_env_runners_at_stop(algorithm)
+    algorithm.cleanup()
+    assert events == ["cleanup"]
+
+
+def test_rllib_keeps_the_env_runner_handles_where_the_stop_looks_for_them():
+    # Ray 2.60: EnvRunnerGroup._worker_manager is a FaultTolerantActorManager, whose actors()
+    # maps ids to handles; after an upgrade that moved them, nothing would be held.
+    assert "self._worker_manager = FaultTolerantActorManager(" in inspect.getsource(EnvRunnerGroup.__init__)
+    assert "return self._actors" in inspect.getsource(FaultTolerantActorManager.actors)
+
+
+def test_run_experiment_keeps_a_scripts_own_algorithm_init_callbacks():
+    def own(**_):
+        pass
+
+    assert _with_callback(None, wait_for_env_runners_at_stop) == [wait_for_env_runners_at_stop]
+    assert _with_callback(own, wait_for_env_runners_at_stop) == [own, wait_for_env_runners_at_stop]
+    twice = _with_callback([own, wait_for_env_runners_at_stop], wait_for_env_runners_at_stop)
+    assert twice == [own, wait_for_env_runners_at_stop]
