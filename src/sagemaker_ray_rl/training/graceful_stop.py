@@ -21,9 +21,10 @@ training process on the master:
   Why not Tune's SIGINT/SIGUSR1 alone: they save the experiment state but not a new trial
   checkpoint, so up to ``checkpoint_frequency`` iterations of work would be lost.
 
-  However a trial ends (a stop criterion, SIGTERM), its env runners are gone before Tune releases
-  the trial's placement group (`wait_for_env_runners_at_stop`), so that none is caught by the
-  SIGTERM Ray then sends and logs a ``SystemExit`` traceback from ``EnvRunner.__del__``.
+  However a trial ends (a stop criterion, SIGTERM), its env runners have been ended by ``ray.kill``
+  before Tune releases the trial's placement group (`wait_for_env_runners_at_stop`), so that the
+  SIGTERM Ray then sends to what is left in it finds none in Python's teardown of the actor, where
+  it would log a ``SystemExit`` traceback from ``EnvRunner.__del__``.
 
 - **a user entry point** (`user_script.run_user_entry_point`): the training toolkit waits on the
   script's process and never passes a signal on, so `ForwardSigterm` does, and gives the script the
@@ -148,7 +149,8 @@ ENV_RUNNER_EXIT_WAIT_S = 10.0
 
 def wait_for_env_runners_at_stop(algorithm: Any, **_: Any) -> None:
     """RLlib ``on_algorithm_init`` callback: when the algorithm stops (``Algorithm.cleanup``, which a
-    Tune trial runs at its end), its remote env runners are gone before it returns.
+    Tune trial runs at its end), its remote env runners are dead, ended by ``ray.kill``, before it
+    returns.
 
     Why: RLlib's cleanup ends each env runner with ``ray.kill`` and at once drops its handle; Tune,
     as soon as the trial's ``stop`` returns, removes the trial's placement group, and the raylet
@@ -158,9 +160,10 @@ def wait_for_env_runners_at_stop(algorithm: Any, **_: Any) -> None:
     meanwhile makes Ray's worker handler raise ``SystemExit(1)`` in the first Python code the
     teardown runs, ``EnvRunner.__del__``: the job log then shows ``Exception ignored in: <function
     EnvRunner.__del__ ...>`` and a ``SystemExit: 1`` traceback after a successful job. Holding the
-    handles until each env runner is dead (its ``ping`` fails) leaves ``ray.kill`` the only way out
-    and the placement group empty of env runners when Tune removes it. At most
-    `ENV_RUNNER_EXIT_WAIT_S` seconds; when RLlib's internals differ, nothing is held.
+    handles until Ray says each env runner is dead (its ``ping`` fails) leaves ``ray.kill``'s exit,
+    which runs no Python code, the only way out; a SIGTERM that still reaches such an env runner in
+    its last milliseconds finds no ``__del__`` running. At most `ENV_RUNNER_EXIT_WAIT_S` seconds;
+    when RLlib's internals differ, nothing is held.
     """
     cleanup = algorithm.cleanup
 
