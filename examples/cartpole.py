@@ -14,7 +14,7 @@ Run locally: ``docker run -v JOB:/opt/ml -v $PWD/examples:/opt/ml/code:ro IMAGE 
 
 import gymnasium as gym
 
-from sagemaker_ray_rl import Environment, build_experiment, build_metadata, export_model, register_env, run_experiment
+from sagemaker_ray_rl import build_experiment, register_env, train_and_export
 
 ENV_NAME = "cartpole-sagemaker"
 
@@ -39,25 +39,10 @@ def create_environment(env_config):
 
 def main():
     register_env(ENV_NAME, create_environment)
-    environment = Environment.from_environ()
     experiment = build_experiment(DEFAULTS, env=ENV_NAME)  # the job's hyperparameters win over DEFAULTS
-    result = run_experiment(
-        experiment.config,
-        stop=experiment.stop,
-        storage_dir=environment.checkpoint_dir,  # synced to checkpoint_s3_uri; a restarted spot job resumes
-        checkpoint_frequency=experiment.checkpoint_frequency,
-    )
-    if result.stopped:  # SIGTERM (spot interruption, StopTrainingJob): checkpointed, nothing to export
-        return
-    metadata = build_metadata(
-        result.checkpoint_dir,
-        algorithm=experiment.config.algo_class.__name__,
-        env=ENV_NAME,
-        env_config={},
-        metrics=result.metrics,
-    )
-    export_model(result.checkpoint_dir, environment.model_dir, metadata)
-    print(f"exported to {environment.model_dir}: episode_return_mean {result.metrics['episode_return_mean']}")
+    # Checkpoints in /opt/ml/checkpoints (synced to checkpoint_s3_uri: a restarted spot job resumes), the
+    # best one exported to /opt/ml/model with metadata.json; after SIGTERM only checkpointed.
+    train_and_export(experiment)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import ray.cloudpickle
 from models.residual_mlp import ResidualMLPModule
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
-from sagemaker_ray_rl import Environment, build_experiment, build_metadata, export_model, run_experiment
+from sagemaker_ray_rl import build_experiment, train_and_export
 
 MODELS = {"residual_mlp": ResidualMLPModule}
 
@@ -37,27 +37,9 @@ def main():
     args, _ = parser.parse_known_args()  # the toolkit passes every hyperparameter as --name value
 
     ray.cloudpickle.register_pickle_by_value(models.residual_mlp)
-    environment = Environment.from_environ()
     experiment = build_experiment(DEFAULTS, ignore=["custom_model"])
     config = experiment.config.rl_module(rl_module_spec=RLModuleSpec(module_class=MODELS[args.custom_model]))
-    result = run_experiment(
-        config,
-        stop=experiment.stop,
-        storage_dir=environment.checkpoint_dir,
-        checkpoint_frequency=experiment.checkpoint_frequency,
-    )
-    if result.stopped:
-        return
-    metadata = build_metadata(
-        result.checkpoint_dir,
-        algorithm="PPO",
-        env=config.env,
-        env_config={},
-        metrics=result.metrics,
-        hyperparameters=environment.hyperparameters,
-    )
-    export_model(result.checkpoint_dir, environment.model_dir, metadata)
-    print(f"exported a {args.custom_model} RLModule: episode_return_mean {result.metrics['episode_return_mean']}")
+    train_and_export(experiment, config)
 
 
 if __name__ == "__main__":

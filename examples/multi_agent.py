@@ -12,7 +12,7 @@ exported checkpoint serves both: a request names the module (``{"module_id": "sw
 import gymnasium as gym
 from ray.rllib.env.multi_agent_env import MultiAgentEnv
 
-from sagemaker_ray_rl import Environment, build_experiment, build_metadata, export_model, register_env, run_experiment
+from sagemaker_ray_rl import build_experiment, register_env, train_and_export
 
 ENV_NAME = "balance-and-swing"
 AGENTS = {"balancer": "CartPole-v1", "swinger": "Pendulum-v1"}
@@ -62,27 +62,9 @@ DEFAULTS = {
 
 def main():
     register_env(ENV_NAME, lambda config: BalanceAndSwing(config))
-    environment = Environment.from_environ()
     experiment = build_experiment(DEFAULTS, env=ENV_NAME)
     config = experiment.config.multi_agent(policies=set(AGENTS), policy_mapping_fn=policy_mapping_fn)
-    result = run_experiment(
-        config,
-        stop=experiment.stop,
-        storage_dir=environment.checkpoint_dir,
-        checkpoint_frequency=experiment.checkpoint_frequency,
-    )
-    if result.stopped:
-        return
-    metadata = build_metadata(
-        result.checkpoint_dir,
-        algorithm="PPO",
-        env=ENV_NAME,
-        env_config={},
-        metrics=result.metrics,
-        hyperparameters=environment.hyperparameters,
-    )
-    export_model(result.checkpoint_dir, environment.model_dir, metadata)
-    print(f"exported modules {sorted(AGENTS)}: episode_return_mean {result.metrics['episode_return_mean']}")
+    train_and_export(experiment, config)  # one checkpoint holds both modules
 
 
 if __name__ == "__main__":

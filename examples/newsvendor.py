@@ -24,7 +24,7 @@ import numpy as np
 from newsvendor_env import NewsvendorEnv, base_stock_action, base_stock_level, tuned_base_stock_level
 from ray.rllib.connectors.env_to_module import MeanStdFilter
 
-from sagemaker_ray_rl import Environment, build_experiment, build_metadata, export_model, register_env, run_experiment
+from sagemaker_ray_rl import Environment, build_experiment, register_env, train_and_export
 from sagemaker_ray_rl.inference.policy import Policy
 
 ENV_NAME = "newsvendor"
@@ -70,27 +70,11 @@ def main():
     config = experiment.config.env_runners(
         env_to_module_connector=lambda env, spaces=None, device=None: MeanStdFilter()
     )
-    result = run_experiment(
-        config,
-        stop=experiment.stop,
-        storage_dir=environment.checkpoint_dir,
-        checkpoint_frequency=experiment.checkpoint_frequency,
-    )
-    if result.stopped:
+    if train_and_export(experiment, config, environment=environment).stopped:  # SIGTERM: checkpointed only
         return
-    env_config = dict(config.env_config)
-    metadata = build_metadata(
-        result.checkpoint_dir,
-        algorithm="PPO",
-        env=ENV_NAME,
-        env_config=env_config,
-        metrics=result.metrics,
-        hyperparameters=environment.hyperparameters,
-    )
-    export_model(result.checkpoint_dir, environment.model_dir, metadata)
 
     policy = Policy.load(environment.model_dir)  # what `serve` answers with
-    env = NewsvendorEnv(env_config)
+    env = NewsvendorEnv(dict(config.env_config))
     episodes = experiment.evaluation_episodes
     ppo = play(env, lambda obs: int(policy.compute(obs[None])["action"][0]), episodes)
     base_stock = play(env, lambda obs: base_stock_action(obs, env.max_order), episodes)

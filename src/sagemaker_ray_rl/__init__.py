@@ -5,6 +5,8 @@ The public API for user entry points (imported lazily, so ``import sagemaker_ray
 - `register_env` (Ray Tune's): make a custom env creator known by name;
 - `build_experiment`: the job's experiment (RLlib config, stop criteria) from the script's defaults
   and the job's hyperparameters; `build_config`: its RLlib `AlgorithmConfig` only;
+- `train_and_export`: train it and export the checkpoint for serving, in one call (what the examples
+  end with); or the two steps it takes:
 - `run_experiment`: train it with Tune until the stop criteria, checkpoint at the end;
 - `build_metadata` and `export_model`: put the checkpoint in the model dir with ``metadata.json``;
 - `export_onnx`: ONNX graphs of the checkpoint's modules (`train` runs it after every job that leaves a
@@ -26,6 +28,7 @@ _LAZY = {
     "build_config": "sagemaker_ray_rl.training.api",
     "build_experiment": "sagemaker_ray_rl.training.api",
     "run_experiment": "sagemaker_ray_rl.training.experiment",
+    "train_and_export": "sagemaker_ray_rl.training.api",
     "build_metadata": "sagemaker_ray_rl.checkpoint",
     "export_model": "sagemaker_ray_rl.checkpoint",
     "export_onnx": "sagemaker_ray_rl.inference.onnx_export",

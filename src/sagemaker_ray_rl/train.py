@@ -1,8 +1,9 @@
 """The ``train`` command: ``SAGEMAKER_TRAINING_MODULE=sagemaker_ray_rl.train:main``.
 
 The training toolkit's ``train`` command (what SageMaker and ``docker run IMAGE train`` run) imports
-this module and calls `main`. Every host of the job runs it; the cluster launcher
-(`sagemaker_ray_rl.cluster`) makes one Ray cluster of them before any training code runs:
+this module and calls `main`. Every host of the job runs it; `choose_job` says which of four jobs
+(`Job`) this host runs, and `main` runs that job's runner. The cluster launcher
+(`sagemaker_ray_rl.cluster`) makes one Ray cluster of the hosts before any training code runs:
 
 - worker hosts join the master's Ray head and block until the master says the job is over; they
   never run training or user code, but with a user entry point they fetch and install its source
@@ -29,21 +30,49 @@ no failure file can be written (a full disk, an unwritable output dir) the proce
 
 from __future__ import annotations
 
+import enum
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from sagemaker_ray_rl.cluster import quiet
 from sagemaker_ray_rl.contract.environment import Environment
 from sagemaker_ray_rl.contract.errors import HyperparameterError, SageMakerRayRLError
 from sagemaker_ray_rl.contract.failure import exit_failed, write_failure
-from sagemaker_ray_rl.offline.settings import OfflineSettings
+from sagemaker_ray_rl.offline.settings import TRAIN, OfflineSettings, requested_mode
 
 if TYPE_CHECKING:
     from sagemaker_ray_rl.cluster import ClusterSettings
 
 
+class Job(enum.Enum):
+    """The job a host of a training job runs (`choose_job`)."""
+
+    WORKER_HOST = "worker host"  # joins the master's Ray head and blocks
+    USER_SCRIPT = "user entry point"  # sagemaker_program, run by the toolkit's own runner
+    OFFLINE = "collect or offline job"  # mode=collect|offline: sagemaker_ray_rl.offline
+    BUILTIN = "built-in experiment"  # hyperparameters -> RLlib config -> Tune -> export
+
+
+def choose_job(environment: Environment) -> Job:
+    """Which job this host runs, in this order: a worker host (not the master) only joins the
+    cluster; the master runs the user entry point when there is one (``mode`` is then not read),
+    the collect or offline job for ``mode=collect|offline``, else the built-in experiment.
+
+    Raises:
+        HyperparameterError: ``mode`` is not one of `offline.settings.MODES`.
+    """
+    if not environment.resource_config.is_master:
+        return Job.WORKER_HOST
+    if environment.user_entry_point:
+        return Job.USER_SCRIPT
+    if requested_mode(environment.hyperparameters) != TRAIN:
+        return Job.OFFLINE
+    return Job.BUILTIN
+
+
 def main() -> None:
-    """Run this host's part of the job described by the container's contract; see the module
-    docstring.
+    """Run this host's part of the job described by the container's contract (`choose_job`, then
+    that job's runner); see the module docstring.
 
     Raises:
         sagemaker_training.errors.ClientError: the job failed for a reason the user can fix (the
@@ -60,65 +89,9 @@ def main() -> None:
     user_code = False
     try:
         settings = _cluster_settings(environment)
-        if not environment.resource_config.is_master:
-            # Workers do not check the experiment's hyperparameters: the master does, before its head
-            # starts, and SageMaker (or local mode's docker compose) ends every host when one fails.
-            from sagemaker_ray_rl.cluster.launcher import run_worker
-
-            if environment.user_entry_point:
-                from sagemaker_ray_rl.training.user_script import install_user_code
-
-                install_user_code(environment)
-            run_worker(environment, settings)
-            return
-        offline = (
-            None if environment.user_entry_point else OfflineSettings.from_hyperparameters(environment.hyperparameters)
-        )
-        if offline is not None:
-            from sagemaker_ray_rl.offline.runner import check_before_ray
-
-            check_before_ray(environment, offline)
-        plan = None
-        if not environment.user_entry_point and offline is None:
-            from sagemaker_ray_rl.training.builtin import prepare
-
-            plan = prepare(environment)
-        user_code = plan is None and offline is None
-        if user_code:
-            # Its requirements.txt is checked before any Ray starts or pip runs (training.image_pins).
-            from sagemaker_ray_rl.training.user_script import fetch_source_dir
-
-            fetch_source_dir()
-        if user_code and len(environment.resource_config.hosts) == 1:
-            # One host: Ray is left to the script, whose own ray.init(...) starts it here as on any
-            # machine, num_cpus= and num_gpus= included (Ray refuses those when joining a running
-            # cluster); run_experiment starts it when the script did not.
-            from sagemaker_ray_rl.training.user_script import LOCAL_RAY_ADDRESS, run_user_entry_point
-
-            run_user_entry_point(environment, ray_address=LOCAL_RAY_ADDRESS)
-            export_user_checkpoint(environment)
-            export_onnx_next_to_checkpoint(environment)
-            return
-
-        from sagemaker_ray_rl.cluster import ray_cluster
-
-        with ray_cluster(environment, settings) as cluster:
-            if user_code:
-                from sagemaker_ray_rl.training.user_script import run_user_entry_point
-
-                run_user_entry_point(environment)
-                _collect_user_checkpoint(environment)
-            elif offline is not None:  # mode=collect|offline: sagemaker_ray_rl.offline
-                from sagemaker_ray_rl.offline import runner as offline_runner
-
-                offline_runner.run(environment, offline)
-            else:
-                from sagemaker_ray_rl.training.builtin import train
-
-                train(environment, plan, cluster)
-        if user_code:
-            export_user_checkpoint(environment)
-        export_onnx_next_to_checkpoint(environment)
+        job = choose_job(environment)
+        user_code = job is Job.USER_SCRIPT
+        _RUNNERS[job](environment, settings)
     except SageMakerRayRLError as exc:
         if not write_failure(environment, f"{type(exc).__name__}: {exc}"):
             exit_failed(1)  # the toolkit would fail to write it too, and then exit 0
@@ -145,6 +118,77 @@ def main() -> None:
             # would look successful. Any other exception exits 1.
             raise RuntimeError(f"{type(exc).__name__}: {exc}") from exc
         raise
+
+
+def _run_worker_host(environment: Environment, settings: ClusterSettings) -> None:
+    """Join the master's Ray head and block until the job is over (`cluster.launcher.run_worker`).
+    Workers do not check the experiment's hyperparameters: the master does, before its head starts,
+    and SageMaker (or local mode's docker compose) ends every host when one fails."""
+    from sagemaker_ray_rl.cluster.launcher import run_worker
+
+    if environment.user_entry_point:
+        from sagemaker_ray_rl.training.user_script import install_user_code
+
+        install_user_code(environment)
+    run_worker(environment, settings)
+
+
+def _run_user_script(environment: Environment, settings: ClusterSettings) -> None:
+    """The user entry point on the master: its ``requirements.txt`` checked before any Ray starts
+    or pip runs (`training.image_pins`), then the script on one host without Ray, or on several
+    with the job's cluster around it; the newest Tune checkpoint it left exported when it saved no
+    model, and ONNX graphs of the model."""
+    from sagemaker_ray_rl.training.user_script import LOCAL_RAY_ADDRESS, fetch_source_dir, run_user_entry_point
+
+    fetch_source_dir()
+    if len(environment.resource_config.hosts) == 1:
+        # One host: Ray is left to the script, whose own ray.init(...) starts it here as on any
+        # machine, num_cpus= and num_gpus= included (Ray refuses those when joining a running
+        # cluster); run_experiment starts it when the script did not.
+        run_user_entry_point(environment, ray_address=LOCAL_RAY_ADDRESS)
+    else:
+        from sagemaker_ray_rl.cluster import ray_cluster
+
+        with ray_cluster(environment, settings):
+            run_user_entry_point(environment)
+            _collect_user_checkpoint(environment)
+    export_user_checkpoint(environment)
+    export_onnx_next_to_checkpoint(environment)
+
+
+def _run_offline(environment: Environment, settings: ClusterSettings) -> None:
+    """``mode=collect|offline`` (`sagemaker_ray_rl.offline.runner`): its settings and action space
+    checked before Ray starts, then the job on the cluster, then ONNX graphs of the model."""
+    from sagemaker_ray_rl.cluster import ray_cluster
+    from sagemaker_ray_rl.offline import runner as offline_runner
+
+    offline = OfflineSettings.from_hyperparameters(environment.hyperparameters)
+    assert offline is not None  # choose_job: mode is collect or offline
+    offline_runner.check_before_ray(environment, offline)
+    with ray_cluster(environment, settings):
+        offline_runner.run(environment, offline)
+    export_onnx_next_to_checkpoint(environment)
+
+
+def _run_builtin(environment: Environment, settings: ClusterSettings) -> None:
+    """The built-in experiment (`training.builtin`): hyperparameters checked and the RLlib config
+    built before Ray starts, then Tune on the cluster and the export, then ONNX graphs."""
+    from sagemaker_ray_rl.cluster import ray_cluster
+    from sagemaker_ray_rl.training.builtin import prepare, train
+
+    plan = prepare(environment)
+    with ray_cluster(environment, settings) as cluster:
+        train(environment, plan, cluster)
+    export_onnx_next_to_checkpoint(environment)
+
+
+#: One runner per job (`choose_job`), each given the environment and the cluster settings.
+_RUNNERS: dict[Job, Callable[[Environment, ClusterSettings], None]] = {
+    Job.WORKER_HOST: _run_worker_host,
+    Job.USER_SCRIPT: _run_user_script,
+    Job.OFFLINE: _run_offline,
+    Job.BUILTIN: _run_builtin,
+}
 
 
 def _failure_file_writable(environment: Environment) -> bool:

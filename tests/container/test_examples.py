@@ -89,7 +89,8 @@ def serve_and_ask(image: str, model: Path, body: dict) -> dict:
 def test_cartpole_in_the_style_of_seed_000(image: str, example_jobs):
     base = trained(example_jobs, "cartpole.py")
     output = example_jobs["cartpole.py"][1].stdout
-    assert "training_iteration: 2" in output and "exported to /opt/ml/model" in output
+    # train_and_export's line (the examples end with it).
+    assert "training_iteration: 2" in output and "to /opt/ml/model (metadata.json written)" in output
     # The job's hyperparameter won over the script's default (lr 0.0001); the other defaults stayed.
     config = json.loads(next((base / "checkpoints" / "experiment").glob("*/params.json")).read_text())
     assert config["lr"] == 0.0005 and config["batch_mode"] == "truncate_episodes"
@@ -116,7 +117,7 @@ def test_newsvendor_compares_ppo_with_the_base_stock_policy(image: str, example_
 
 def test_custom_rlmodule_selected_by_hyperparameter(image: str, example_jobs):
     base = trained(example_jobs, "custom_model.py")
-    assert "exported a residual_mlp RLModule" in example_jobs["custom_model.py"][1].stdout
+    assert "to /opt/ml/model (metadata.json written)" in example_jobs["custom_model.py"][1].stdout
     module_dir = base / "model" / "learner_group" / "learner" / "rl_module" / "default_policy"
     # The module's own class and its model_config (from the hyperparameter) are in the checkpoint.
     ctor = docker(

@@ -77,6 +77,8 @@ def test_the_job_log_holds_no_known_harmless_noise(trained_job: TrainingRun):
         "new API stack",
         "onnx_ir",
         "LeafSpec",
+        # A SystemExit from Ray's SIGTERM handler in a dying env runner (graceful_stop.wait_for_env_runners_at_stop).
+        "Exception ignored in",
     ):
         assert noise not in trained_job.output, noise
     assert "[progress] iter 2/2" in trained_job.output

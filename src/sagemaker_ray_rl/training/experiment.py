@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -74,7 +74,8 @@ def run_experiment(
     ``ray.init(...)`` first keeps its own.
 
     Args:
-        config: an RLlib new-stack algorithm config (an ``on_train_result`` callback is added).
+        config: an RLlib new-stack algorithm config (its ``on_train_result`` callback is set, and an
+            ``on_algorithm_init`` one added: `graceful_stop`).
         stop: Tune stop criteria, RLlib result key (``training_iteration``,
             ``env_runners/episode_return_mean``, ...) -> threshold; the first one met stops.
         storage_dir: Tune's storage path (made absolute; Tune refuses relative ones), e.g.
@@ -101,11 +102,14 @@ def run_experiment(
 
     from sagemaker_ray_rl.cluster.placement import check_fits
     from sagemaker_ray_rl.training.algorithm_config import first_variant
-    from sagemaker_ray_rl.training.graceful_stop import GracefulStop
+    from sagemaker_ray_rl.training.graceful_stop import GracefulStop, wait_for_env_runners_at_stop
 
     storage = Path(storage_dir).resolve()
     graceful = GracefulStop(storage)
-    config.callbacks(on_train_result=graceful.rllib_callback)
+    config.callbacks(
+        on_train_result=graceful.rllib_callback,
+        on_algorithm_init=_with_callback(config.callbacks_on_algorithm_init, wait_for_env_runners_at_stop),
+    )
     started_here = not ray.is_initialized()
     if started_here and os.environ.get("RAY_ADDRESS"):
         ray.init()
@@ -256,6 +260,12 @@ def check_resumable(experiment_dir: Path) -> None:
                 f"trial's newest checkpoint is damaged ({why}). "
                 f"{_CLEAR_HINT.format(path=experiment_dir, previous=previous)}"
             )
+
+
+def _with_callback(callbacks: Any, callback: Callable[..., None]) -> list[Callable[..., None]]:
+    """An RLlib callback setting (None, one callable or a list) with `callback` last, once."""
+    listed = [] if callbacks is None else list(callbacks) if isinstance(callbacks, list | tuple) else [callbacks]
+    return listed if callback in listed else [*listed, callback]
 
 
 def _pin_main_process_to_this_host(config: AlgorithmConfig) -> None:

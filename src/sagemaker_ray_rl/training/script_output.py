@@ -5,7 +5,7 @@ as long as a ``with`` block runs, so the script the toolkit starts, and every pr
 starts (Ray's driver, its log monitor), write into it. A reader thread copies what arrives to
 where the descriptor pointed before (the container's stdout or stderr, which SageMaker sends to
 CloudWatch), keeps the end of it for the failure file (`user_script.failure_reason`), and shows
-each piece to a watcher (`user_script.UnplaceableTuneRun`).
+each piece to a watcher (`graceful_stop.UnplaceableTuneRun`).
 
 The copy is written in whole lines: a Python process with ``PYTHONUNBUFFERED=1`` (the image sets
 it, so a job's log is never lost in a buffer) writes ``print("a", 1)`` as four system calls, and a

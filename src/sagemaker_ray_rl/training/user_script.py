@@ -15,10 +15,10 @@ The master runs the script as the toolkit would without us (``SM_*`` variables, 
   ``setup.py`` whose ``install_requires`` conflicts with the image's pins, a package that does not
   exist), the failure file gives pip's error and the conflict it explains (`install_failure_reason`).
 
-SIGTERM (``StopTrainingJob``, a spot interruption) reaches the script: the toolkit waits on the
-script's process and never passes a signal on, so `run_user_entry_point` does (`ForwardSigterm`),
-and gives the script the built-in experiment's time to checkpoint and exit
-(``names.STOP_BUDGET_S``, 90 s of SageMaker's 120) before it is killed.
+How the script stops is `graceful_stop`'s: SIGTERM (``StopTrainingJob``, a spot interruption) is
+passed on to it (`graceful_stop.ForwardSigterm`), with the built-in experiment's time to checkpoint
+and exit (``names.STOP_BUDGET_S``, 90 s of SageMaker's 120) before it is killed, and a Tune run that
+can never be placed stops it (`graceful_stop.UnplaceableTuneRun`).
 
 The script's Tune runs write to the job's checkpoint dir (``RAY_STORAGE``) and checkpoint every
 trial at its end (``RAY_TUNE_CALLBACKS``), so a script that saves no model still leaves one that
@@ -29,19 +29,16 @@ Worker hosts only install its source dir, so the modules it imports load in thei
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import signal
-import sys
-import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from sagemaker_ray_rl.contract import names
 from sagemaker_ray_rl.contract.environment import Environment, is_image_hyperparameter
 from sagemaker_ray_rl.contract.failure import FAILURE_REASON_LIMIT, write_failure
+from sagemaker_ray_rl.training.graceful_stop import ForwardSigterm, UnplaceableTuneRun, shorten_tune_placement_check
 from sagemaker_ray_rl.training.image_pins import CONSTRAINTS_FILE, check_source_dir
 from sagemaker_ray_rl.training.script_output import output_tail
 from sagemaker_ray_rl.training.user_checkpoints import script_environment
@@ -50,20 +47,6 @@ from sagemaker_ray_rl.training.user_checkpoints import script_environment
 #: ``"auto"``) then starts a new local instance (`ray._private.services.get_ray_address_from_environment`)
 #: and never joins another one found in ``/tmp/ray/ray_current_cluster``.
 LOCAL_RAY_ADDRESS = "local"
-#: Seconds a Tune run in the script may have no trial running before Tune checks whether any pending
-#: trial fits in the cluster at all (Tune's own check, `ray.tune.execution.insufficient_resources_manager`;
-#: its default is 60 s). When none fits, the script is stopped and the failure file says why.
-TUNE_PLACEMENT_CHECK_S = 20
-#: Tune's two variables for that delay (one for clusters started by Ray's autoscaler).
-TUNE_PLACEMENT_CHECK_ENV = (
-    "TUNE_WARN_INSUFFICENT_RESOURCE_THRESHOLD_S",
-    "TUNE_WARN_INSUFFICENT_RESOURCE_THRESHOLD_S_AUTOSCALER",
-)
-#: Tune's warning when no pending trial can ever be placed (MSG_TUNE_INSUFFICIENT / MSG_TRAIN_INSUFFICIENT).
-_UNPLACEABLE = re.compile(
-    r"You asked for (?P<cpus>[\d.]+) CPUs and (?P<gpus>[\d.]+) GPUs(?: per trial)?, but the cluster only has "
-    r"(?P<have_cpus>[\d.]+) CPUs and (?P<have_gpus>[\d.]+) GPUs available"
-)
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 #: A log line of the toolkit itself (``2026-12-01 15:34:10,324 sagemaker-training-toolkit INFO ...``).
@@ -185,8 +168,7 @@ def run_user_entry_point(
     # The toolkit runs the script with this process's environment.
     if ray_address is not None:
         os.environ["RAY_ADDRESS"] = ray_address
-    for name in TUNE_PLACEMENT_CHECK_ENV:
-        os.environ.setdefault(name, str(TUNE_PLACEMENT_CHECK_S))
+    shorten_tune_placement_check(os.environ)
     # Tune's storage and the image's Tune callbacks (`user_checkpoints`): the script's Tune runs
     # leave a checkpoint in the checkpoint dir, which the image exports when the script saves none.
     os.environ.update(script_environment(environment))
@@ -215,163 +197,6 @@ def run_user_entry_point(
         reason = watch.reason or failure_reason(tail(), failed.return_code, env.user_entry_point)
     write_failure(environment, reason)
     raise failed
-
-
-class ForwardSigterm:
-    """Within the block, SIGTERM to this process goes on to the processes it started in the block
-    (the user's script, or ``pip`` while its requirements install), which get `budget_s` seconds to
-    exit before SIGKILL; this process keeps waiting for them, so the toolkit reports the script's
-    own exit status (0 after a script's checkpoint-and-exit handler) and the caller's clean-up runs
-    afterwards.
-
-    Only the direct children are signalled, as a container's PID 1 alone gets ``docker stop``'s
-    SIGTERM: a shell entry point should ``exec`` its command or trap TERM and pass it on. A SIGTERM
-    that finds no such child (the source dir still downloading) goes to the handler that was there
-    before (on the master: `cluster.launcher.master_sigterm_exits`, which exits).
-
-    Used in the main thread; elsewhere it does nothing (Python runs signal handlers there only).
-
-    Attributes:
-        budget_s: seconds between the forwarded SIGTERM and SIGKILL.
-        forwarded: pids SIGTERM was passed to (empty until SIGTERM arrives).
-    """
-
-    def __init__(self, budget_s: float = names.STOP_BUDGET_S) -> None:
-        self.budget_s = budget_s
-        self.forwarded: list[int] = []
-        self._before: set[int] = set()
-        self._previous: Any = None
-        self._timer: threading.Timer | None = None
-        self._active = False
-
-    def __enter__(self) -> ForwardSigterm:
-        import psutil
-
-        if threading.current_thread() is threading.main_thread():
-            self._before = {child.pid for child in psutil.Process().children()}
-            self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
-            self._active = True
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        if self._active:
-            signal.signal(signal.SIGTERM, self._previous)
-
-    def _started_here(self) -> list[Any]:
-        import psutil
-
-        return [child for child in psutil.Process().children() if child.pid not in self._before]
-
-    def _on_sigterm(self, signum: int, frame: Any) -> None:
-        if self.forwarded:
-            return
-        import psutil
-
-        children = self._started_here()
-        for child in children:
-            try:
-                child.send_signal(signal.SIGTERM)
-                self.forwarded.append(child.pid)
-            except psutil.NoSuchProcess:
-                pass
-        if not self.forwarded:
-            previous = self._previous
-            if callable(previous):
-                previous(signum, frame)
-            elif previous == signal.SIG_DFL:
-                raise SystemExit(128 + signum)
-            return
-        print(
-            f"SIGTERM: passed on to the entry point (pid {', '.join(map(str, self.forwarded))}); it has "
-            f"{self.budget_s:g} s to checkpoint and exit before it is killed",
-            file=sys.stderr,
-            flush=True,
-        )
-        self._timer = threading.Timer(self.budget_s, self._kill, (children,))
-        self._timer.daemon = True
-        self._timer.start()
-
-    def _kill(self, children: list[Any]) -> None:
-        import psutil
-
-        for child in children:
-            try:
-                if child.is_running():
-                    print(
-                        f"SIGTERM: entry point pid {child.pid} still running after {self.budget_s:g} s; killing it",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                    for process in [*child.children(recursive=True), child]:
-                        process.kill()
-            except psutil.NoSuchProcess:
-                pass
-
-
-class UnplaceableTuneRun:
-    """Stops the user script when its Tune run can never start a trial, instead of letting it wait
-    for the job's whole ``MaxRuntimeInSeconds``.
-
-    Tune checks, after `TUNE_PLACEMENT_CHECK_S` seconds without a running trial, whether any
-    pending trial fits in the cluster's CPUs and GPUs, and only logs a warning when none does
-    ("You asked for 5.0 CPUs and 0 GPUs per trial, but the cluster only has 2.0 CPUs and 0 GPUs
-    available"). Fed the script's stderr (`script_output.output_tail`), this sends SIGTERM to the script on that
-    warning and keeps a failure reason naming both numbers.
-
-    Attributes:
-        reason: the failure reason once the script was stopped, else None.
-    """
-
-    def __init__(self, entry_point: str, script_pids: Callable[[], list[int]] | None = None) -> None:
-        self.entry_point = entry_point
-        self.reason: str | None = None
-        self._script_pids = script_pids or _child_pids
-        self._carry = ""
-
-    def __call__(self, text: str) -> None:
-        """Look at more of the script's stderr (any chunking; lines may be split between calls)."""
-        if self.reason is not None:
-            return
-        lines = (self._carry + text).split("\n")
-        self._carry = lines.pop()[-4096:]
-        for line in lines:
-            found = _UNPLACEABLE.search(line)
-            if found:
-                self._stop(found)
-                return
-
-    def _stop(self, found: re.Match[str]) -> None:
-        cpus, gpus = float(found["cpus"]), float(found["gpus"])
-        have_cpus, have_gpus = float(found["have_cpus"]), float(found["have_gpus"])
-        self.reason = (
-            f"The Tune run of entry point {self.entry_point} cannot be placed: a trial asks for {cpus:g} CPU(s) and "
-            f"{gpus:g} GPU(s), the Ray cluster has {have_cpus:g} CPU(s) and {have_gpus:g} GPU(s); no trial started "
-            f"within {TUNE_PLACEMENT_CHECK_S} s, so the script was stopped. Ask for less (RLlib: num_env_runners, "
-            "num_learners, num_cpus_per_env_runner, num_gpus_per_learner) or use a larger instance type or more hosts"
-        )
-        print(f"[sagemaker-ray-rl] {self.reason}", file=sys.stdout, flush=True)
-        for pid in self._script_pids():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-
-
-def _child_pids() -> list[int]:
-    """This process's direct children (the user script the toolkit started), from ``/proc``."""
-    me = os.getpid()
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            # /proc/<pid>/stat: "pid (comm) state ppid ..."; comm may hold spaces and parentheses.
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        if ppid == me:
-            pids.append(int(entry.name))
-    return pids
 
 
 def failure_reason(stderr: str, exit_code: int | None, entry_point: str, limit: int = FAILURE_REASON_LIMIT) -> str:

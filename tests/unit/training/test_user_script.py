@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 import tempfile
@@ -11,7 +10,6 @@ from pathlib import Path
 
 from sagemaker_ray_rl.contract.failure import FAILURE_REASON_LIMIT
 from sagemaker_ray_rl.training.user_script import (
-    UnplaceableTuneRun,
     failure_reason,
     install_failure_reason,
     script_arguments,
@@ -134,30 +132,6 @@ def test_ray_init_with_num_cpus_on_the_jobs_cluster_says_what_to_change():
         "before the script (RAY_ADDRESS): call ray.init() without num_cpus and num_gpus"
     )
     assert reason.endswith("line 4, in <module> | ray.init(num_cpus=2, num_gpus=0)")
-
-
-def test_tunes_unplaceable_warning_stops_the_script_and_names_both_numbers():
-    # Tune's own warning (ray.tune.execution.insufficient_resources_manager), split across reads.
-    warning = (
-        "2026-12-01 15:50:01,000\tWARNING insufficient_resources_manager.py:163 -- Ignore this message if the "
-        "cluster is autoscaling. No trial is running and no new trial has been started within the last 20 "
-        "seconds. This could be due to the cluster not having enough resources available. You asked for 6.0 "
-        "CPUs and 0 GPUs per trial, but the cluster only has 2.0 CPUs and 0 GPUs available. Stop the tuning "
-        "and adjust the required resources\n"
-    )
-    script = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        watch = UnplaceableTuneRun("train.py", script_pids=lambda: [script.pid])
-        watch("some other line\n" + warning[:150])
-        assert watch.reason is None and script.poll() is None
-        watch(warning[150:])
-        assert script.wait(timeout=10) == -signal.SIGTERM
-    finally:
-        script.kill()
-    assert watch.reason.startswith(
-        "The Tune run of entry point train.py cannot be placed: a trial asks for 6 CPU(s) and 0 GPU(s), "
-        "the Ray cluster has 2 CPU(s) and 0 GPU(s)"
-    )
 
 
 #: pip 25's output for a source dir whose setup.py pins another Ray under the image's constraints
