@@ -1,7 +1,7 @@
 """Greedy answers from the exported ONNX graphs (`onnx_export`) in ONNX Runtime, for `Policy`.
 
 `load_graphs` finds the graphs written next to a checkpoint (``<dir>/onnx/export.json`` and each
-module's ``.onnx`` + ``.json`` sidecar) and keeps those whose ``checkpoint_sha256`` matches the
+module's ``.onnx`` + ``.json`` sidecar, named by `sagemaker_ray_rl.checkpoint`) and keeps those whose ``checkpoint_sha256`` matches the
 checkpoint being served: a graph left over from another checkpoint is never used. `OnnxGraph.run`
 answers what `Policy.compute` answers for a greedy request without RNN state; `Policy` sends every
 other request (``explore``, RNN state, an output the graph lacks such as ``vf_preds`` of a module
@@ -32,8 +32,14 @@ from typing import Any
 import numpy as np
 import tree
 
+from sagemaker_ray_rl.checkpoint import (
+    ONNX_EXPORT_REPORT,
+    ONNX_SUBDIR,
+    checkpoint_fingerprint,
+    onnx_dir,
+    onnx_sidecar_path,
+)
 from sagemaker_ray_rl.contract.environment import INFERENCE_ENGINES
-from sagemaker_ray_rl.inference.onnx_export import EXPORT_REPORT, ONNX_SUBDIR, checkpoint_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -141,24 +147,24 @@ def load_graphs(checkpoint_dir: Path, model_dir: Path | None = None) -> tuple[di
         why there is none (not exported and the export's reason, a checkpoint mismatch, an
         unreadable sidecar); ``"*"`` when no export was found at all.
     """
-    dirs = [Path(checkpoint_dir) / ONNX_SUBDIR]
-    if model_dir is not None and Path(model_dir) / ONNX_SUBDIR not in dirs:
-        dirs.append(Path(model_dir) / ONNX_SUBDIR)
-    export_dir = next((d for d in dirs if (d / EXPORT_REPORT).is_file()), None)
+    dirs = [onnx_dir(checkpoint_dir)]
+    if model_dir is not None and onnx_dir(model_dir) not in dirs:
+        dirs.append(onnx_dir(model_dir))
+    export_dir = next((d for d in dirs if (d / ONNX_EXPORT_REPORT).is_file()), None)
     if export_dir is None:
-        return {}, {"*": f"no {ONNX_SUBDIR}/{EXPORT_REPORT} next to the checkpoint"}
+        return {}, {"*": f"no {ONNX_SUBDIR}/{ONNX_EXPORT_REPORT} next to the checkpoint"}
     try:
-        report = json.loads((export_dir / EXPORT_REPORT).read_text())
+        report = json.loads((export_dir / ONNX_EXPORT_REPORT).read_text())
     except ValueError as exc:
-        return {}, {"*": f"{export_dir / EXPORT_REPORT} is not valid JSON: {exc}"}
+        return {}, {"*": f"{export_dir / ONNX_EXPORT_REPORT} is not valid JSON: {exc}"}
     graphs: dict[str, OnnxGraph] = {}
     missing: dict[str, str] = {k: f"not exported: {v}" for k, v in report.get("not_exported", {}).items()}
     for module_id, name in report.get("exported", {}).items():
         path = export_dir / name
         try:
-            sidecar = json.loads(path.with_suffix(".json").read_text())
+            sidecar = json.loads(onnx_sidecar_path(path).read_text())
         except (OSError, ValueError) as exc:
-            missing[module_id] = f"unreadable sidecar {path.with_suffix('.json')}: {exc}"
+            missing[module_id] = f"unreadable sidecar {onnx_sidecar_path(path)}: {exc}"
             continue
         if not path.is_file():
             missing[module_id] = f"{path} is missing"

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from sagemaker_ray_rl.checkpoint import CHECKPOINT_MARKER
 from sagemaker_ray_rl.contract.environment import Environment
 from sagemaker_ray_rl.contract.errors import HyperparameterError, TrainingError
 from sagemaker_ray_rl.offline import promotion, report
@@ -490,7 +491,7 @@ def _unpacked(channel: Path) -> Path:
     ``model.tar.gz``), a temporary directory it was extracted to."""
     channel = Path(channel)
     archives = sorted(channel.glob("*.tar.gz"))
-    if not archives or any(channel.rglob("*.parquet")) or any(channel.rglob("rllib_checkpoint.json")):
+    if not archives or any(channel.rglob("*.parquet")) or any(channel.rglob(CHECKPOINT_MARKER)):
         return channel
     target = Path(tempfile.mkdtemp(prefix="smrl-channel-"))
     for archive in archives:

@@ -56,6 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sagemaker_ray_rl.checkpoint import CHECKPOINT_MARKER
 from sagemaker_ray_rl.contract.environment import ServingSettings
 from sagemaker_ray_rl.contract.errors import RequestError, SageMakerRayRLError
 from sagemaker_ray_rl.inference.policy import Policy
@@ -341,7 +342,7 @@ class ModelRegistry:
             raise RequestError(
                 f"cannot load model {entry['modelName']!r} from {entry['modelUrl']}: {exc}",
                 field="url",
-                expected="a directory with an RLlib checkpoint (rllib_checkpoint.json)",
+                expected=f"a directory with an RLlib checkpoint ({CHECKPOINT_MARKER})",
             ) from exc
         compute = self._compute_factory(policy) if self._compute_factory is not None else None
         return _Local(entry["token"], policy, compute)
