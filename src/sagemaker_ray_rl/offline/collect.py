@@ -17,7 +17,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from sagemaker_ray_rl.offline.dataset import DatasetError, episode_rows, write_dataset
+from sagemaker_ray_rl.offline.dataset import DatasetError, Step, episode_steps, write_dataset
 
 RANDOM = "random"
 EPSILON_GREEDY = "epsilon_greedy"
@@ -182,7 +182,7 @@ def collect(
     policy = BehaviourPolicy(behaviour, envs[0].action_space, epsilon=epsilon, model_dir=model_dir, greedy=greedy)
     rng = np.random.default_rng(seed)
     obs = [e.reset(seed=None if seed is None else seed + i)[0] for i, e in enumerate(envs)]
-    buffers: list[dict[str, list]] = [_empty() for _ in envs]
+    buffers: list[list[Step]] = [[] for _ in envs]
     started = len(envs)
     rows: list[dict[str, Any]] = []
     returns: list[float] = []
@@ -200,28 +200,13 @@ def collect(
                 action = int(rng.choice(policy.n, p=probs[k]))
                 prob = float(probs[k, action])
             next_obs, reward, terminated, truncated, _ = envs[i].step(action)
-            buf = buffers[i]
-            buf["obs"].append(obs[i])
-            buf["actions"].append(action)
-            buf["rewards"].append(float(reward))
-            buf["next_obs"].append(next_obs)
-            buf["action_prob"].append(prob)
+            buffers[i].append(Step(None, None, obs[i], action, float(reward), next_obs, action_prob=prob))
             obs[i] = next_obs
             if terminated or truncated:
-                eps_id = f"{len(returns):06d}"
-                rows += episode_rows(
-                    eps_id,
-                    buf["obs"],
-                    buf["actions"],
-                    buf["rewards"],
-                    buf["next_obs"],
-                    terminated,
-                    truncated,
-                    buf["action_prob"],
-                    continuous=policy.box is not None,
-                )
-                returns.append(sum(buf["rewards"]))
-                buffers[i] = _empty()
+                episode = episode_steps(f"{len(returns):06d}", buffers[i], terminated, truncated)
+                rows += [step.row(continuous=policy.box is not None) for step in episode]
+                returns.append(sum(step.rewards for step in episode))
+                buffers[i] = []
                 if started < num_episodes:
                     started += 1
                     obs[i] = envs[i].reset()[0]
@@ -243,7 +228,3 @@ def collect(
     for e in envs:
         e.close()
     return CollectResult(Path(output_dir), len(returns), len(rows), float(np.mean(returns)))
-
-
-def _empty() -> dict[str, list]:
-    return {"obs": [], "actions": [], "rewards": [], "next_obs": [], "action_prob": []}
