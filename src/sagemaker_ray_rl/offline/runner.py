@@ -194,7 +194,7 @@ def build_config(
     """
     import gymnasium as gym
 
-    from sagemaker_ray_rl.offline.algorithm import DiscreteCQLConfig
+    from sagemaker_ray_rl.offline.discrete_cql import DiscreteCQLConfig
     from sagemaker_ray_rl.offline.imitation import EpisodeBCConfig, EpisodeMARWILConfig
 
     spaces = dataset_spaces(dataset_dir)
