@@ -20,11 +20,6 @@ The checkpoint is copied as RLlib wrote it, so ``Algorithm.from_checkpoint(model
 ``RLModule.from_checkpoint(model_dir/learner_group/learner/rl_module/<module_id>)`` work on it
 directly; `sagemaker_ray_rl.inference.policy.Policy.load` serves it and
 `sagemaker_ray_rl.inference.onnx_export` writes the ``onnx/`` files.
-
-Imports no RLlib or torch at module level (`build_metadata` does, when it loads the modules):
-`training.user_checkpoints` imports this module into the ``train`` process of a user-script job
-on every host (through `training.user_script`), which stays alive beside the script; RLlib would
-add about 5 s and 350 MB there before the script starts.
 """
 
 from __future__ import annotations
@@ -40,6 +35,9 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from ray.rllib.core.rl_module.rl_module import RLModule
+from ray.rllib.utils.serialization import gym_space_to_dict
 
 from sagemaker_ray_rl import __version__
 from sagemaker_ray_rl.contract.errors import ModelLoadError
@@ -242,9 +240,6 @@ def build_metadata(
     Raises:
         ModelLoadError: the checkpoint holds no loadable RLModule.
     """
-    from ray.rllib.core.rl_module.rl_module import RLModule
-    from ray.rllib.utils.serialization import gym_space_to_dict
-
     modules: dict[str, Any] = {}
     for module_id in module_ids(checkpoint_dir):
         path = rl_module_dir(checkpoint_dir, module_id).resolve()

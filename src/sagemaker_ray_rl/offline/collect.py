@@ -16,7 +16,10 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from ray.rllib.utils.serialization import gym_space_to_dict
+from ray.tune.registry import ENV_CREATOR, _global_registry
 
+from sagemaker_ray_rl.inference.policy import Policy
 from sagemaker_ray_rl.offline.dataset import DatasetError, Step, episode_steps, write_dataset
 
 RANDOM = "random"
@@ -90,8 +93,6 @@ class BehaviourPolicy:
                 raise DatasetError(
                     "behaviour policy 'epsilon_greedy' needs a model dir (an exported checkpoint) or a greedy callable"
                 )
-            from sagemaker_ray_rl.inference.policy import Policy
-
             self.policy = Policy.load(Path(model_dir))
             self.greedy = lambda observations: self.policy.compute(observations)["action"]
             self.source = str(self.policy.checkpoint_dir)
@@ -134,8 +135,6 @@ def box_log_density(space: gym.spaces.Box) -> float:
 
 def make_env(env: str, env_config: Mapping[str, Any]) -> gym.Env:
     """``gymnasium.make(env, **env_config)``; a Tune-registered name is built by its creator."""
-    from ray.tune.registry import ENV_CREATOR, _global_registry
-
     if _global_registry.contains(ENV_CREATOR, env):
         return _global_registry.get(ENV_CREATOR, env)(dict(env_config))
     return gym.make(env, **dict(env_config))
@@ -173,8 +172,6 @@ def collect(
     Raises:
         DatasetError: bad arguments, or an action space `BehaviourPolicy` does not handle.
     """
-    from ray.rllib.utils.serialization import gym_space_to_dict
-
     if num_episodes <= 0 or num_envs <= 0:
         raise DatasetError(f"num_episodes and num_envs must be > 0, got {num_episodes} and {num_envs}")
     env_config = dict(env_config or {})

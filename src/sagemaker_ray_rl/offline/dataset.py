@@ -48,6 +48,9 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from ray.rllib.utils.serialization import gym_space_from_dict
 
 from sagemaker_ray_rl.contract.errors import SageMakerRayRLError
 
@@ -278,9 +281,6 @@ def write_dataset(
     Returns:
         The Parquet files written.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     for old in path.glob("part-*.parquet"):
@@ -318,8 +318,6 @@ def read_info(path: Path) -> dict[str, Any]:
 
 def dataset_spaces(path: Path) -> tuple[gym.Space, gym.Space] | None:
     """(observation_space, action_space) from ``dataset_info.json``, or None when not recorded."""
-    from ray.rllib.utils.serialization import gym_space_from_dict
-
     info = read_info(path)
     if "observation_space" in info and "action_space" in info:
         return gym_space_from_dict(info["observation_space"]), gym_space_from_dict(info["action_space"])
@@ -334,8 +332,6 @@ def read_dataset(path: Path) -> Transitions:
     Raises:
         DatasetError: no Parquet files, or a required column is missing.
     """
-    import pyarrow.parquet as pq
-
     path = Path(path)
     files = [path] if path.is_file() else sorted(path.rglob(PARQUET_GLOB))
     if not files:
@@ -344,8 +340,6 @@ def read_dataset(path: Path) -> Transitions:
     missing = [c for c in COLUMNS if c != "action_logp" and c not in tables[0].column_names]
     if missing:
         raise DatasetError(f"{files[0]} lacks the columns {missing}; an offline dataset needs {list(COLUMNS)}")
-    import pyarrow as pa
-
     table = pa.concat_tables([t.select([c for c in COLUMNS if c in t.column_names]) for t in tables])
     eps = np.asarray(table.column("eps_id").to_pylist(), dtype=object)
     steps = table.column("t").to_numpy()

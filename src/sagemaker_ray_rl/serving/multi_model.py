@@ -56,12 +56,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flask import Flask, Response, request
+
 from sagemaker_ray_rl.checkpoint import CHECKPOINT_MARKER
 from sagemaker_ray_rl.contract.environment import ServingSettings
 from sagemaker_ray_rl.contract.errors import RequestError, SageMakerRayRLError
 from sagemaker_ray_rl.inference.policy import Policy
 from sagemaker_ray_rl.serving import codecs
-from sagemaker_ray_rl.serving.protocol import Job, answer_invocation, error_answer
+from sagemaker_ray_rl.serving.flask_app import add_json_errors, request_body
+from sagemaker_ray_rl.serving.protocol import PING_BODY, Job, answer_invocation, error_answer, execution_parameters
 
 logger = logging.getLogger(__name__)
 
@@ -360,11 +363,6 @@ def _public(entry: dict[str, Any]) -> dict[str, Any]:
 def create_app(registry: ModelRegistry, settings: ServingSettings) -> Any:
     """The flask app of a multi-model endpoint: the routes of the module docstring, ``/ping``,
     ``/execution-parameters``, errors as JSON as in `flask_app`."""
-    from flask import Flask, Response, request
-
-    from sagemaker_ray_rl.serving.flask_app import add_json_errors, request_body
-    from sagemaker_ray_rl.serving.protocol import PING_BODY, execution_parameters
-
     app = Flask("sagemaker_ray_rl_mme")
     parameters_body = execution_parameters(settings)
 

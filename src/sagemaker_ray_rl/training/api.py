@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from sagemaker_ray_rl.contract.environment import Environment
 from sagemaker_ray_rl.training.algorithm_config import build_algorithm_config
 from sagemaker_ray_rl.training.hyperparameters import ENV, parse_hyperparameters
 
@@ -58,8 +59,6 @@ def build_experiment(
     Raises:
         HyperparameterError: see `parse_hyperparameters` and `build_algorithm_config`.
     """
-    from sagemaker_ray_rl.contract.environment import Environment
-
     if hyperparameters is None or num_cpus is None:
         environment = Environment.from_environ()
         hyperparameters = environment.hyperparameters if hyperparameters is None else hyperparameters
