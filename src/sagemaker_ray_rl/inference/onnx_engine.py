@@ -2,10 +2,10 @@
 
 `load_graphs` finds the graphs written next to a checkpoint (``<dir>/onnx/export.json`` and each
 module's ``.onnx`` + ``.json`` sidecar, named by `sagemaker_ray_rl.checkpoint`) and keeps those
-whose ``checkpoint_sha256`` matches the checkpoint being served: a graph left over from another checkpoint is never used. `OnnxGraph.run`
-answers what `Policy.compute` answers for a greedy request without RNN state; `Policy` sends every
-other request (``explore``, RNN state, an output the graph lacks such as ``vf_preds`` of a module
-without a value function) to torch.
+whose ``checkpoint_sha256`` matches the checkpoint being served: a graph left over from another
+checkpoint is never used. `OnnxGraph.run` answers what `Policy.compute` answers for a greedy
+request without RNN state; `Policy` sends every other request (``explore``, RNN state, an output
+the graph lacks such as ``vf_preds`` of a module without a value function) to torch.
 
 Each graph is loaded into an ONNX Runtime session once by `load_graphs` (so a corrupt file is
 reported at startup, the module then answering through torch or ``serve`` refusing to start with
