@@ -17,6 +17,15 @@ import numpy as np
 from devtools import job_environ, write_job
 from filelock import FileLock
 
+from sagemaker_ray_rl.checkpoint import (
+    ENV_TO_MODULE_SUBDIR,
+    MODULE_TO_ENV_SUBDIR,
+    ONNX_EXPORT_REPORT,
+    onnx_dir,
+    onnx_sidecar_path,
+    rl_module_dir,
+)
+
 __all__ = [
     "BIN",
     "TrainingRun",
@@ -59,12 +68,12 @@ def rllib_reference(checkpoint: Path, observations: list) -> dict[str, np.ndarra
     from ray.rllib.core.rl_module.rl_module import RLModule
     from ray.rllib.env.single_agent_episode import SingleAgentEpisode
 
-    e2m = EnvToModulePipeline.from_checkpoint(str(checkpoint / "env_runner" / "env_to_module_connector"))
-    m2e = ModuleToEnvPipeline.from_checkpoint(str(checkpoint / "env_runner" / "module_to_env_connector"))
+    e2m = EnvToModulePipeline.from_checkpoint(str(checkpoint / ENV_TO_MODULE_SUBDIR))
+    m2e = ModuleToEnvPipeline.from_checkpoint(str(checkpoint / MODULE_TO_ENV_SUBDIR))
     for connector in e2m.connectors:
         if type(connector).__name__ == "MeanStdFilter":
             connector._update_stats = False
-    module = RLModule.from_checkpoint(str(checkpoint / "learner_group" / "learner" / "rl_module" / "default_policy"))
+    module = RLModule.from_checkpoint(str(rl_module_dir(checkpoint, "default_policy")))
     module.eval()
     episodes = [
         SingleAgentEpisode(
@@ -151,12 +160,12 @@ def assert_onnx_serves_like_policy(model_dir: Path, tmp: Path, n: int = 1000) ->
     from sagemaker_ray_rl.inference.policy import Policy
 
     policy = Policy.load(model_dir)
-    report = json.loads((model_dir / "onnx" / "export.json").read_text())
+    report = json.loads((onnx_dir(model_dir) / ONNX_EXPORT_REPORT).read_text())
     assert report["not_exported"] == {}, report
     assert sorted(report["exported"]) == policy.module_ids
     for module_id, name in report["exported"].items():
-        model = model_dir / "onnx" / name
-        sidecar = json.loads(model.with_suffix(".json").read_text())
+        model = onnx_dir(model_dir) / name
+        sidecar = json.loads(onnx_sidecar_path(model).read_text())
         pipeline = policy.pipeline(module_id)
         leaves = onnx_observations(pipeline.observation_space, n, seed=11)
         feed = {spec["name"]: leaf.astype(spec["dtype"]) for spec, leaf in zip(sidecar["inputs"], leaves)}

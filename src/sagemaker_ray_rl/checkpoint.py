@@ -1,19 +1,33 @@
-"""The checkpoint format, in one place: how an RLlib algorithm checkpoint is found in a model dir,
-where its RLModules are, and the ``metadata.json`` this image writes beside it on export.
+"""The checkpoint format, in one place: every path and file name of a model dir (how an RLlib
+algorithm checkpoint is found in it, where its RLModules, connector pipelines and pickled config
+are, where the ONNX export goes), the fingerprint that ties an export to its checkpoint, and the
+``metadata.json`` this image writes beside the checkpoint on export.
 
 Layout of the model dir after export (SageMaker tars it to model.tar.gz)::
 
-    rllib_checkpoint.json, algorithm_state.pkl, learner_group/, env_runner/, ...   (the checkpoint)
-    metadata.json                                                                   (ours)
+    rllib_checkpoint.json                             CHECKPOINT_MARKER (RLlib's)
+    class_and_ctor_args.pkl                           CLASS_AND_CTOR_ARGS_FILE: the pickled AlgorithmConfig
+    learner_group/learner/rl_module/<module_id>/      RL_MODULE_SUBDIR, `rl_module_dir`
+    env_runner/env_to_module_connector/               ENV_TO_MODULE_SUBDIR (under ENV_RUNNER_SUBDIR)
+    env_runner/module_to_env_connector/               MODULE_TO_ENV_SUBDIR
+    algorithm_state.pkl, ...                          the rest of RLlib's checkpoint
+    metadata.json                                     METADATA_FILE (ours, `export_model`)
+    onnx/                                             ONNX_SUBDIR (ours, `onnx_dir`)
+        export.json                                   ONNX_EXPORT_REPORT
+        <module_id>.onnx, <module_id>.json            `onnx_graph_path`, `onnx_sidecar_path`
 
 The checkpoint is copied as RLlib wrote it, so ``Algorithm.from_checkpoint(model_dir)`` and
 ``RLModule.from_checkpoint(model_dir/learner_group/learner/rl_module/<module_id>)`` work on it
-directly; `sagemaker_ray_rl.inference.policy.Policy.load` serves it.
+directly; `sagemaker_ray_rl.inference.policy.Policy.load` serves it and
+`sagemaker_ray_rl.inference.onnx_export` writes the ``onnx/`` files.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib
 import json
+import pickle
 import platform
 import re
 import shutil
@@ -22,13 +36,85 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ray.rllib.core.rl_module.rl_module import RLModule
+from ray.rllib.utils.serialization import gym_space_to_dict
+
+from sagemaker_ray_rl import __version__
 from sagemaker_ray_rl.contract.errors import ModelLoadError
 
 #: The file RLlib writes at the top of every checkpoint (``Checkpointable.save_to_path``).
 CHECKPOINT_MARKER = "rllib_checkpoint.json"
-METADATA_FILE = "metadata.json"
+#: The file RLlib writes at the top of an algorithm checkpoint with the algorithm's class and
+#: constructor arguments, its ``AlgorithmConfig`` among them (`pickled_algorithm_config`).
+CLASS_AND_CTOR_ARGS_FILE = "class_and_ctor_args.pkl"
 #: Where an algorithm checkpoint keeps its RLModules (one sub-directory per module id).
 RL_MODULE_SUBDIR = Path("learner_group") / "learner" / "rl_module"
+#: Where an algorithm checkpoint keeps its env runner's state (RLlib's ``COMPONENT_ENV_RUNNER``).
+ENV_RUNNER_SUBDIR = Path("env_runner")
+#: The env-to-module connector pipeline (RLlib's ``COMPONENT_ENV_TO_MODULE_CONNECTOR``).
+ENV_TO_MODULE_SUBDIR = ENV_RUNNER_SUBDIR / "env_to_module_connector"
+#: The module-to-env connector pipeline (RLlib's ``COMPONENT_MODULE_TO_ENV_CONNECTOR``).
+MODULE_TO_ENV_SUBDIR = ENV_RUNNER_SUBDIR / "module_to_env_connector"
+#: This image's description of the checkpoint, beside it (`build_metadata`, `export_model`).
+METADATA_FILE = "metadata.json"
+#: Where the ONNX export goes by default, relative to the model dir (`onnx_dir`).
+ONNX_SUBDIR = "onnx"
+#: The summary of one ONNX export run in its export dir: which modules were exported, why not the others.
+ONNX_EXPORT_REPORT = "export.json"
+#: The packages whose versions `versions` always gives (import names), besides Python and this package.
+VERSIONED_PACKAGES = ("ray", "torch", "gymnasium", "numpy")
+
+
+def rl_module_dir(checkpoint_dir: Path, module_id: str) -> Path:
+    """The RLModule checkpoint of `module_id` in an algorithm checkpoint:
+    ``checkpoint_dir/learner_group/learner/rl_module/<module_id>`` (not checked to exist)."""
+    return Path(checkpoint_dir) / RL_MODULE_SUBDIR / module_id
+
+
+def onnx_dir(model_dir: Path) -> Path:
+    """Where the ONNX export of the checkpoint in `model_dir` goes by default: ``model_dir/onnx``."""
+    return Path(model_dir) / ONNX_SUBDIR
+
+
+def onnx_graph_path(export_dir: Path, module_id: str) -> Path:
+    """The ONNX graph of `module_id` in an export dir: ``export_dir/<module_id>.onnx``."""
+    return Path(export_dir) / f"{module_id}.onnx"
+
+
+def onnx_sidecar_path(graph: Path) -> Path:
+    """The JSON sidecar of an ONNX graph file (inputs, outputs, spaces, the checkpoint's
+    fingerprint): ``<module_id>.json`` beside ``<module_id>.onnx``."""
+    return Path(graph).with_suffix(".json")
+
+
+def checkpoint_fingerprint(checkpoint_dir: Path, module_id: str) -> str:
+    """The hex sha256 over the files a module's answers depend on: its RLModule directory and
+    the checkpoint's connector pipelines (``env_runner/``), paths and bytes, in sorted order.
+    The ONNX sidecar records it so that a graph is never used for a checkpoint it was not
+    exported from."""
+    digest = hashlib.sha256()
+    checkpoint_dir = Path(checkpoint_dir)
+    for root in (rl_module_dir(checkpoint_dir, module_id), checkpoint_dir / ENV_RUNNER_SUBDIR):
+        for path in sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else ():
+            digest.update(str(path.relative_to(checkpoint_dir)).encode() + b"\0")
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def pickled_algorithm_config(checkpoint_dir: Path) -> Any:
+    """The algorithm config pickled in the checkpoint's ``class_and_ctor_args.pkl``: an
+    ``AlgorithmConfig``, or a config dict (older checkpoints).
+
+    Unpickling imports the config's classes (RLlib's, and any custom env or callback class it
+    references).
+
+    Raises:
+        Exception: what opening or unpickling the file raises (no file, a class that is not
+            importable here, a file of another layout).
+    """
+    with open(Path(checkpoint_dir) / CLASS_AND_CTOR_ARGS_FILE, "rb") as f:
+        ctor = pickle.load(f)["ctor_args_and_kwargs"]
+    return ctor[0][0] if ctor[0] else ctor[1]["config"]
 
 
 def module_ids(checkpoint_dir: Path) -> list[str]:
@@ -102,23 +188,22 @@ def redact_secrets(value: Any) -> Any:
     return value
 
 
-def versions() -> dict[str, str]:
-    """Versions of Python, Ray, torch, Gymnasium, NumPy and this package, for reproducibility."""
-    import gymnasium
-    import numpy
-    import ray
-    import torch
+def versions(*extra: str) -> dict[str, str]:
+    """The versions of Python, of Ray, torch, Gymnasium and NumPy (`VERSIONED_PACKAGES`), of the
+    `extra` packages (import names, e.g. ``"onnx"``) and of this package, for reproducibility:
+    name -> version (each package's ``__version__``; ``python`` and ``sagemaker_ray_rl`` keys).
 
-    from sagemaker_ray_rl import __version__
+    Each package is imported by name (`importlib.import_module`): the callers have loaded them
+    already, and a caller that has not pays for it here, not every importer of this module.
 
-    return {
-        "python": platform.python_version(),
-        "ray": ray.__version__,
-        "torch": torch.__version__,
-        "gymnasium": gymnasium.__version__,
-        "numpy": numpy.__version__,
-        "sagemaker_ray_rl": __version__,
-    }
+    Raises:
+        ImportError: a package is not installed.
+    """
+    out = {"python": platform.python_version()}
+    for name in dict.fromkeys((*VERSIONED_PACKAGES, *extra)):
+        out[name] = importlib.import_module(name).__version__
+    out["sagemaker_ray_rl"] = __version__
+    return out
 
 
 def build_metadata(
@@ -155,12 +240,9 @@ def build_metadata(
     Raises:
         ModelLoadError: the checkpoint holds no loadable RLModule.
     """
-    from ray.rllib.core.rl_module.rl_module import RLModule
-    from ray.rllib.utils.serialization import gym_space_to_dict
-
     modules: dict[str, Any] = {}
     for module_id in module_ids(checkpoint_dir):
-        path = (Path(checkpoint_dir) / RL_MODULE_SUBDIR / module_id).resolve()
+        path = rl_module_dir(checkpoint_dir, module_id).resolve()
         try:
             module = RLModule.from_checkpoint(str(path))
         except Exception as exc:

@@ -251,7 +251,7 @@ def export_onnx_next_to_checkpoint(environment: Environment) -> None:
     a job stopped by SIGTERM, a user script that saves something else). Never fails the job: what
     cannot be exported is logged and listed with its reason in ``onnx/export.json``.
     """
-    from sagemaker_ray_rl.checkpoint import find_checkpoint
+    from sagemaker_ray_rl.checkpoint import ONNX_EXPORT_REPORT, find_checkpoint, onnx_dir
     from sagemaker_ray_rl.contract.errors import ModelLoadError
 
     try:
@@ -266,7 +266,7 @@ def export_onnx_next_to_checkpoint(environment: Environment) -> None:
         print(f"ONNX export skipped: {type(exc).__name__}: {exc}", flush=True)
         return
     if report is None:
-        print(f"ONNX export failed; see {environment.model_dir}/onnx/export.json", flush=True)
+        print(f"ONNX export failed; see {onnx_dir(environment.model_dir) / ONNX_EXPORT_REPORT}", flush=True)
         return
     for module_id, path in report.exported.items():
         print(f"ONNX: exported module {module_id} to {path}", flush=True)

@@ -10,6 +10,8 @@ import json
 import pytest
 from helpers import TrainingRun, run_train, write_job
 
+from sagemaker_ray_rl.checkpoint import pickled_algorithm_config
+
 LRS = [0.0003, 0.00001]
 
 
@@ -45,11 +47,7 @@ def test_the_best_trial_is_the_exported_model(grid_job: TrainingRun):
     metadata = json.loads((grid_job.base / "model" / "metadata.json").read_text())
     assert metadata["metrics"]["episode_return_mean"] == pytest.approx(float(best["episode_return_mean"]))
     # The exported checkpoint's own constructor config (RLlib's side) holds the best trial's lr.
-    import pickle
-
-    saved = pickle.loads((grid_job.base / "model" / "class_and_ctor_args.pkl").read_bytes())
-    args, _ = saved["ctor_args_and_kwargs"]
-    assert args[0]["lr"] == pytest.approx(float(best["lr"]))
+    assert pickled_algorithm_config(grid_job.base / "model")["lr"] == pytest.approx(float(best["lr"]))
 
 
 def test_tune_files_curve_and_tensorboard(grid_job: TrainingRun):

@@ -16,6 +16,15 @@ import pytest
 from helpers import assert_onnx_serves_like_policy, onnx_observations, run_ort_only, run_train, write_job
 from integration.conftest import free_port
 
+from sagemaker_ray_rl.checkpoint import (
+    ONNX_EXPORT_REPORT,
+    ONNX_SUBDIR,
+    onnx_dir,
+    onnx_graph_path,
+    onnx_sidecar_path,
+    rl_module_dir,
+)
+
 pytestmark = pytest.mark.integration
 
 N = 1000
@@ -54,7 +63,7 @@ def test_onnx_runtime_alone_gives_the_served_greedy_actions(exports, kind, modul
     report, policy = exports[kind]
     assert report.not_exported == {}, report.not_exported
     model = report.exported[module_id]
-    sidecar = json.loads(model.with_suffix(".json").read_text())
+    sidecar = json.loads(onnx_sidecar_path(model).read_text())
     pipeline = policy.pipeline(module_id)
     leaves = onnx_observations(pipeline.observation_space, N, seed=7)
     feed = {spec["name"]: leaf.astype(spec["dtype"]) for spec, leaf in zip(sidecar["inputs"], leaves, strict=True)}
@@ -89,7 +98,7 @@ def test_box_actions_are_unsquashed_and_clipped_in_the_graph(exports, kind, tmp_
     want = policy.compute(obs, outputs=("action_dist_inputs",))
     np.testing.assert_allclose(got["action"], want["action"], rtol=0, atol=1e-5)
     assert got["action"].min() >= -2.0 and got["action"].max() <= 2.0
-    sidecar = json.loads(model.with_suffix(".json").read_text())
+    sidecar = json.loads(onnx_sidecar_path(model).read_text())
     assert sidecar["action_postprocessing"]["normalize_actions"] is True
     assert "unsquash + clip" in sidecar["connectors"]["in_graph"]
     if kind == "meanstd":
@@ -98,7 +107,7 @@ def test_box_actions_are_unsquashed_and_clipped_in_the_graph(exports, kind, tmp_
 
 def test_dict_observations_are_flattened_in_the_graph(exports):
     report, _ = exports["dict_obs"]
-    sidecar = json.loads(report.exported["default_policy"].with_suffix(".json").read_text())
+    sidecar = json.loads(onnx_sidecar_path(report.exported["default_policy"]).read_text())
     # RLlib's CartPoleWithDictObservationSpace: nested Dict and Tuple, a Discrete leaf (one-hot in the graph).
     assert [(i["name"], i["dtype"], i["shape"]) for i in sidecar["inputs"]] == [
         ("obs.angular-pos.some_random_stuff", "int64", ["batch"]),
@@ -117,10 +126,10 @@ def test_stateful_module_is_reported_not_exported(exports):
     report, _ = exports["lstm"]
     assert report.exported == {}
     assert "stateful (RNN)" in report.not_exported["default_policy"]
-    written = json.loads((report.out_dir / "export.json").read_text())
+    written = json.loads((report.out_dir / ONNX_EXPORT_REPORT).read_text())
     assert written["exported"] == {}
     assert "stateful (RNN)" in written["not_exported"]["default_policy"]
-    assert not (report.out_dir / "default_policy.onnx").exists()
+    assert not onnx_graph_path(report.out_dir, "default_policy").exists()
 
 
 def test_cli_exports_a_checkpoint_and_names_a_missing_one(policy_dirs, tmp_path):
@@ -139,8 +148,8 @@ def test_cli_exports_a_checkpoint_and_names_a_missing_one(policy_dirs, tmp_path)
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert f"exported default_policy: {out / 'default_policy.onnx'}" in proc.stdout
-    assert json.loads((out / "export.json").read_text())["exported"] == {"default_policy": "default_policy.onnx"}
+    assert f"exported default_policy: {onnx_graph_path(out, 'default_policy')}" in proc.stdout
+    assert json.loads((out / ONNX_EXPORT_REPORT).read_text())["exported"] == {"default_policy": "default_policy.onnx"}
 
     proc = subprocess.run(
         [sys.executable, "-m", "sagemaker_ray_rl.inference.onnx_export", str(tmp_path / "nothing")],
@@ -175,7 +184,7 @@ def builtin_job(tmp_path_factory):
 def test_built_in_job_writes_onnx_next_to_the_checkpoint(builtin_job, tmp_path):
     """The `train` command (built-in PPO CartPole) exports onnx/ into the model dir with parity."""
     model_dir = builtin_job.base / "model"
-    assert f"ONNX: exported module default_policy to {model_dir / 'onnx' / 'default_policy.onnx'}" in (
+    assert f"ONNX: exported module default_policy to {onnx_graph_path(onnx_dir(model_dir), 'default_policy')}" in (
         builtin_job.output
     )
     assert_onnx_serves_like_policy(model_dir, tmp_path)
@@ -267,7 +276,7 @@ def test_offline_discrete_cql_job_gets_onnx(tmp_path):
     assert run.returncode == 0, run.output[-4000:]
     assert "ONNX: exported module default_policy" in run.output
     assert_onnx_serves_like_policy(offline / "model", tmp_path)
-    sidecar = json.loads((offline / "model" / "onnx" / "default_policy.json").read_text())
+    sidecar = json.loads(onnx_sidecar_path(onnx_graph_path(onnx_dir(offline / "model"), "default_policy")).read_text())
     assert [o["name"] for o in sidecar["outputs"]] == ["action", "action_logp", "action_prob"]
 
 
@@ -394,8 +403,8 @@ def test_graphs_of_another_checkpoint_are_never_used(exported_model_dirs, tmp_pa
     from sagemaker_ray_rl.inference.policy import Policy
 
     model_dir = tmp_path / "model"
-    shutil.copytree(exported_model_dirs["cartpole"], model_dir, ignore=shutil.ignore_patterns("onnx"))
-    shutil.copytree(exported_model_dirs["pendulum"] / "onnx", model_dir / "onnx")
+    shutil.copytree(exported_model_dirs["cartpole"], model_dir, ignore=shutil.ignore_patterns(ONNX_SUBDIR))
+    shutil.copytree(onnx_dir(exported_model_dirs["pendulum"]), onnx_dir(model_dir))
     with pytest.raises(ModelLoadError, match="exported from another checkpoint"):
         Policy.load(model_dir, engine="onnx")
     assert Policy.load(model_dir, engine="auto").engines == {"default_policy": "torch"}
@@ -415,7 +424,7 @@ def test_a_module_the_exporter_refuses_is_reported_and_the_others_exported(polic
 
     model_dir = tmp_path / "model"
     shutil.copytree(policy_dirs["multi_agent"], model_dir)
-    module_dir = model_dir / "learner_group" / "learner" / "rl_module" / "p0"
+    module_dir = rl_module_dir(model_dir, "p0")
     trained = RLModule.from_checkpoint(str(module_dir))
     branchy = BranchyPPOModule(
         observation_space=trained.observation_space,
@@ -432,8 +441,8 @@ def test_a_module_the_exporter_refuses_is_reported_and_the_others_exported(polic
     assert list(report.exported) == ["p1"]
     assert report.not_exported["p0"].startswith("the exporter failed: TorchExportError:")
     assert "data-dependent" in report.not_exported["p0"]
-    assert not (model_dir / "onnx" / "p0.onnx").exists()
-    written = json.loads((model_dir / "onnx" / "export.json").read_text())
+    assert not onnx_graph_path(onnx_dir(model_dir), "p0").exists()
+    written = json.loads((onnx_dir(model_dir) / ONNX_EXPORT_REPORT).read_text())
     assert written["not_exported"] == {"p0": report.not_exported["p0"]}
 
     assert Policy.load(model_dir, engine="auto").engines == {"p0": "torch", "p1": "onnx"}
@@ -447,7 +456,7 @@ def test_a_corrupt_graph_is_refused_at_load(exported_model_dirs, tmp_path):
 
     model_dir = tmp_path / "model"
     shutil.copytree(exported_model_dirs["pendulum"], model_dir)
-    (model_dir / "onnx" / "default_policy.onnx").write_bytes(b"not a graph")
+    onnx_graph_path(onnx_dir(model_dir), "default_policy").write_bytes(b"not a graph")
     with pytest.raises(ModelLoadError, match="ONNX Runtime cannot load .*default_policy.onnx"):
         Policy.load(model_dir, engine="onnx")
     assert Policy.load(model_dir, engine="auto").engines == {"default_policy": "torch"}

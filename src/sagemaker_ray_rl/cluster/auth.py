@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import boto3
+
 from sagemaker_ray_rl.contract.environment import Environment
 from sagemaker_ray_rl.contract.errors import ClusterError, HyperparameterError
 from sagemaker_ray_rl.contract.validation import invalid
@@ -198,8 +200,6 @@ def fetch_secret_token(secret_id: str) -> str:
             permission, no network route to Secrets Manager, e.g. under network isolation) or holds
             no non-empty string.
     """
-    import boto3
-
     try:
         value = boto3.client("secretsmanager").get_secret_value(SecretId=secret_id).get("SecretString")
     except Exception as exc:  # botocore's errors: ClientError, NoCredentialsError, EndpointConnectionError...

@@ -138,7 +138,7 @@ def actor_hosts(node_hosts: Mapping[str, str]) -> dict[str, dict[str, int]]:
         class name -> host name -> count. Empty when the state API cannot be reached (it lives in the
         dashboard: ``ray.include_dashboard=false`` turns it off).
     """
-    from ray.util.state import list_actors
+    from ray.util.state import list_actors  # noqa: PLC0415  (Ray's API in the driver only: docs/architecture.md)
 
     try:
         actors = list_actors(detail=True, limit=10_000, raise_on_missing_output=False)

@@ -102,8 +102,8 @@ def install(hyperparameters: dict | None = None) -> None:
         return
     for message, category in HARMLESS_WARNINGS:
         warnings.filterwarnings("ignore", message=message, category=category)
-    import ray.rllib  # noqa: F401  (adds its handler)
-    import ray.tune  # noqa: F401
+    import ray.rllib  # noqa: F401, PLC0415  (imported for the handler it adds; cluster/ imports no Ray)
+    import ray.tune  # noqa: F401, PLC0415  (as ray.rllib)
 
     names = ["", *(name for name in logging.root.manager.loggerDict if name.split(".")[0] == "ray")]
     for name in names:
@@ -128,7 +128,7 @@ def filter_worker_logs(hyperparameters: dict | None = None) -> bool:
     if verbose(hyperparameters=hyperparameters):
         return False
     try:
-        from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
+        from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher  # noqa: PLC0415  (private: may be gone)
 
         with dispatcher._lock:
             dispatcher.handlers = [

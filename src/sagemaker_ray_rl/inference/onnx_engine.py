@@ -1,11 +1,11 @@
 """Greedy answers from the exported ONNX graphs (`onnx_export`) in ONNX Runtime, for `Policy`.
 
 `load_graphs` finds the graphs written next to a checkpoint (``<dir>/onnx/export.json`` and each
-module's ``.onnx`` + ``.json`` sidecar) and keeps those whose ``checkpoint_sha256`` matches the
-checkpoint being served: a graph left over from another checkpoint is never used. `OnnxGraph.run`
-answers what `Policy.compute` answers for a greedy request without RNN state; `Policy` sends every
-other request (``explore``, RNN state, an output the graph lacks such as ``vf_preds`` of a module
-without a value function) to torch.
+module's ``.onnx`` + ``.json`` sidecar, named by `sagemaker_ray_rl.checkpoint`) and keeps those
+whose ``checkpoint_sha256`` matches the checkpoint being served: a graph left over from another
+checkpoint is never used. `OnnxGraph.run` answers what `Policy.compute` answers for a greedy
+request without RNN state; `Policy` sends every other request (``explore``, RNN state, an output
+the graph lacks such as ``vf_preds`` of a module without a value function) to torch.
 
 Each graph is loaded into an ONNX Runtime session once by `load_graphs` (so a corrupt file is
 reported at startup, the module then answering through torch or ``serve`` refusing to start with
@@ -32,8 +32,14 @@ from typing import Any
 import numpy as np
 import tree
 
+from sagemaker_ray_rl.checkpoint import (
+    ONNX_EXPORT_REPORT,
+    ONNX_SUBDIR,
+    checkpoint_fingerprint,
+    onnx_dir,
+    onnx_sidecar_path,
+)
 from sagemaker_ray_rl.contract.environment import INFERENCE_ENGINES
-from sagemaker_ray_rl.inference.onnx_export import EXPORT_REPORT, ONNX_SUBDIR, checkpoint_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +87,7 @@ class OnnxGraph:
         key = self.outputs if names is None else names
         session = self._sessions.get(key)
         if session is None:
-            import onnxruntime as ort
+            import onnxruntime as ort  # noqa: PLC0415  (only where a graph answers: docs/architecture.md)
 
             options = ort.SessionOptions()
             options.intra_op_num_threads = 1
@@ -98,8 +104,8 @@ class OnnxGraph:
         if set(names) == set(self.outputs):
             return None
         if names not in self._subgraphs:
-            import onnx
-            from onnx.utils import Extractor
+            import onnx  # noqa: PLC0415  (only to cut a subgraph: docs/architecture.md)
+            from onnx.utils import Extractor  # noqa: PLC0415  (as onnx)
 
             try:
                 model = Extractor(onnx.load(str(self.path))).extract_model([n for n, _ in self._inputs], list(names))
@@ -141,24 +147,24 @@ def load_graphs(checkpoint_dir: Path, model_dir: Path | None = None) -> tuple[di
         why there is none (not exported and the export's reason, a checkpoint mismatch, an
         unreadable sidecar); ``"*"`` when no export was found at all.
     """
-    dirs = [Path(checkpoint_dir) / ONNX_SUBDIR]
-    if model_dir is not None and Path(model_dir) / ONNX_SUBDIR not in dirs:
-        dirs.append(Path(model_dir) / ONNX_SUBDIR)
-    export_dir = next((d for d in dirs if (d / EXPORT_REPORT).is_file()), None)
+    dirs = [onnx_dir(checkpoint_dir)]
+    if model_dir is not None and onnx_dir(model_dir) not in dirs:
+        dirs.append(onnx_dir(model_dir))
+    export_dir = next((d for d in dirs if (d / ONNX_EXPORT_REPORT).is_file()), None)
     if export_dir is None:
-        return {}, {"*": f"no {ONNX_SUBDIR}/{EXPORT_REPORT} next to the checkpoint"}
+        return {}, {"*": f"no {ONNX_SUBDIR}/{ONNX_EXPORT_REPORT} next to the checkpoint"}
     try:
-        report = json.loads((export_dir / EXPORT_REPORT).read_text())
+        report = json.loads((export_dir / ONNX_EXPORT_REPORT).read_text())
     except ValueError as exc:
-        return {}, {"*": f"{export_dir / EXPORT_REPORT} is not valid JSON: {exc}"}
+        return {}, {"*": f"{export_dir / ONNX_EXPORT_REPORT} is not valid JSON: {exc}"}
     graphs: dict[str, OnnxGraph] = {}
     missing: dict[str, str] = {k: f"not exported: {v}" for k, v in report.get("not_exported", {}).items()}
     for module_id, name in report.get("exported", {}).items():
         path = export_dir / name
         try:
-            sidecar = json.loads(path.with_suffix(".json").read_text())
+            sidecar = json.loads(onnx_sidecar_path(path).read_text())
         except (OSError, ValueError) as exc:
-            missing[module_id] = f"unreadable sidecar {path.with_suffix('.json')}: {exc}"
+            missing[module_id] = f"unreadable sidecar {onnx_sidecar_path(path)}: {exc}"
             continue
         if not path.is_file():
             missing[module_id] = f"{path} is missing"

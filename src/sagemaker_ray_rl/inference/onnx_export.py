@@ -14,7 +14,9 @@ does for a greedy request, with everything the served path applies inside the gr
 - module-to-env: ``NormalizeAndClipActions`` as the checkpoint's pipeline configured it
   (unsquash from [-1, 1] to the Box bounds, then clip; or clip only).
 
-Layout written next to the checkpoint (default ``MODEL_DIR/onnx/``)::
+Layout written next to the checkpoint (default ``MODEL_DIR/onnx/``; every name is
+`sagemaker_ray_rl.checkpoint`'s: ``ONNX_SUBDIR``, ``ONNX_EXPORT_REPORT``, `onnx_graph_path`,
+`onnx_sidecar_path`)::
 
     <module_id>.onnx     the graph (inputs and outputs below)
     <module_id>.json     the sidecar: inputs, outputs, spaces, connectors in the graph, opset, versions
@@ -30,8 +32,8 @@ answers), ``action_dist_inputs`` (B, N) float32 where the module has a distribut
 
 Exporter: ``torch.onnx.export(..., dynamo=True)`` (torch.export + onnxscript; it worked for every
 module kind tested, so the deprecated TorchScript exporter is not used); the batch axis is
-dynamic. The sidecar's ``checkpoint_sha256`` (`checkpoint_fingerprint`) ties the graph to the
-checkpoint it came from. Every exported graph is checked before it is kept: a
+dynamic. The sidecar's ``checkpoint_sha256`` (`sagemaker_ray_rl.checkpoint.checkpoint_fingerprint`)
+ties the graph to the checkpoint it came from. Every exported graph is checked before it is kept: a
 batch sampled from the observation space goes through ONNX Runtime and through
 `Policy.compute`, and the file is removed (and reported) when the actions differ.
 
@@ -49,9 +51,9 @@ what `Policy.compute` answers (the connector and action steps folded in, checked
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
-import platform
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,13 +61,31 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+import tree
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.rl_module.apis import ValueFunctionAPI
+from ray.rllib.utils.numpy import SMALL_NUMBER
+from ray.rllib.utils.serialization import gym_space_to_dict
+from ray.rllib.utils.spaces.space_utils import get_base_struct_from_space
+
+from sagemaker_ray_rl.checkpoint import (
+    ONNX_EXPORT_REPORT,
+    ONNX_SUBDIR,
+    checkpoint_fingerprint,
+    onnx_dir,
+    onnx_graph_path,
+    onnx_sidecar_path,
+    versions,
+)
+from sagemaker_ray_rl.contract.errors import ModelLoadError
+from sagemaker_ray_rl.inference.pipelines import connector_names
+from sagemaker_ray_rl.inference.policy import Policy
 
 logger = logging.getLogger(__name__)
 
-#: Where the export goes, relative to the model dir.
-ONNX_SUBDIR = "onnx"
-#: The summary of one export run in the export dir.
-EXPORT_REPORT = "export.json"
 SIDECAR_FORMAT_VERSION = 1
 #: Observations sampled from the observation space for the check run after each export.
 PARITY_SAMPLES = 256
@@ -117,10 +137,8 @@ def export_onnx(model_dir: Path, out_dir: Path | None = None, *, check_samples: 
     Raises:
         ModelLoadError: the checkpoint cannot be loaded at all (no checkpoint, corrupt files).
     """
-    from sagemaker_ray_rl.inference.policy import Policy
-
     model_dir = Path(model_dir)
-    out_dir = Path(out_dir) if out_dir is not None else model_dir / ONNX_SUBDIR
+    out_dir = Path(out_dir) if out_dir is not None else onnx_dir(model_dir)
     policy = Policy.load(model_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     report = ExportReport(out_dir)
@@ -132,12 +150,13 @@ def export_onnx(model_dir: Path, out_dir: Path | None = None, *, check_samples: 
         except Exception as exc:  # the exporter's own refusals come in many types
             report.not_exported[module_id] = f"the exporter failed: {type(exc).__name__}: {_first_line(exc)}"
         if module_id in report.not_exported:
-            for suffix in (".onnx", ".json"):
-                (out_dir / f"{module_id}{suffix}").unlink(missing_ok=True)
+            graph = onnx_graph_path(out_dir, module_id)
+            for path in (graph, onnx_sidecar_path(graph)):
+                path.unlink(missing_ok=True)
             logger.warning("module %r not exported to ONNX: %s", module_id, report.not_exported[module_id])
         else:
             logger.info("module %r exported to %s", module_id, report.exported[module_id])
-    (out_dir / EXPORT_REPORT).write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    (out_dir / ONNX_EXPORT_REPORT).write_text(json.dumps(report.to_json(), indent=2) + "\n")
     return report
 
 
@@ -156,10 +175,10 @@ def export_onnx_safely(model_dir: Path, out_dir: Path | None = None, **kwargs: A
         if out_dir is None and not Path(model_dir).is_dir():
             return None
         try:
-            target = Path(out_dir) if out_dir is not None else Path(model_dir) / ONNX_SUBDIR
+            target = Path(out_dir) if out_dir is not None else onnx_dir(model_dir)
             target.mkdir(parents=True, exist_ok=True)
             report = ExportReport(target, not_exported={"*": reason})
-            (target / EXPORT_REPORT).write_text(json.dumps(report.to_json(), indent=2) + "\n")
+            (target / ONNX_EXPORT_REPORT).write_text(json.dumps(report.to_json(), indent=2) + "\n")
         except OSError:
             pass
         return None
@@ -175,9 +194,6 @@ def _first_line(exc: BaseException) -> str:
 
 def _observation_leaves(space: gym.Space) -> list[tuple[str, gym.Space]]:
     """(input name, leaf space) per leaf of `space`, in ``tree.flatten`` order."""
-    import tree
-    from ray.rllib.utils.spaces.space_utils import get_base_struct_from_space
-
     struct = get_base_struct_from_space(space)
     if isinstance(struct, gym.Space):
         return [("obs", struct)]
@@ -192,8 +208,6 @@ def _leaf_dtype(space: gym.Space) -> np.dtype:
 
 def _refuse_unless_exportable(pipeline: Any) -> None:
     """Raise `NotExportable` for what the graph cannot hold."""
-    from sagemaker_ray_rl.inference.pipelines import connector_names
-
     if pipeline.module.is_stateful():
         raise NotExportable(
             f"module {pipeline.module_id!r} is stateful (RNN): its actions depend on a state carried "
@@ -214,13 +228,6 @@ def _refuse_unless_exportable(pipeline: Any) -> None:
 
 def _build_graph(pipeline: Any) -> Any:
     """A ``torch.nn.Module`` mapping the observation leaves to the outputs (module docstring)."""
-    import torch
-    import tree
-    from ray.rllib.core.columns import Columns
-    from ray.rllib.core.rl_module.apis import ValueFunctionAPI
-    from ray.rllib.utils.numpy import SMALL_NUMBER
-    from ray.rllib.utils.spaces.space_utils import get_base_struct_from_space
-
     module = pipeline.module
     obs_struct = get_base_struct_from_space(pipeline.observation_space)
     n_leaves = len(_observation_leaves(pipeline.observation_space))
@@ -364,8 +371,6 @@ def _sample_observations(space: gym.Space, size: int, seed: int = 0) -> list[np.
     space = _copy_space(space)
     space.seed(seed)
     samples = [space.sample() for _ in range(size)]
-    import tree
-
     return [
         np.stack([np.asarray(x) for x in column]).astype(_leaf_dtype(leaf))
         for column, (_, leaf) in zip(
@@ -375,14 +380,10 @@ def _sample_observations(space: gym.Space, size: int, seed: int = 0) -> list[np.
 
 
 def _copy_space(space: gym.Space) -> gym.Space:
-    import copy
-
     return copy.deepcopy(space)
 
 
 def _export_module(policy: Any, pipeline: Any, out_dir: Path, check_samples: int) -> Path:
-    import torch
-
     _refuse_unless_exportable(pipeline)
     graph = _build_graph(pipeline)
     leaves = _observation_leaves(pipeline.observation_space)
@@ -396,7 +397,7 @@ def _export_module(policy: Any, pipeline: Any, out_dir: Path, check_samples: int
         output_names.append("action_dist_inputs")
     if graph.has_values:
         output_names.append("vf_preds")
-    path = out_dir / f"{pipeline.module_id}.onnx"
+    path = onnx_graph_path(out_dir, pipeline.module_id)
     previous = logging.getLogger("torch.onnx").level
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     try:
@@ -415,7 +416,7 @@ def _export_module(policy: Any, pipeline: Any, out_dir: Path, check_samples: int
     program.save(str(path), external_data=False)
     parity = _check_parity(policy, pipeline, path, names, output_names, check_samples) if check_samples else None
     sidecar = _sidecar(pipeline, graph, path, leaves, output_names, probe, parity, policy.checkpoint_dir)
-    (out_dir / f"{pipeline.module_id}.json").write_text(json.dumps(sidecar, indent=2, default=str) + "\n")
+    onnx_sidecar_path(path).write_text(json.dumps(sidecar, indent=2, default=str) + "\n")
     return path
 
 
@@ -427,9 +428,6 @@ def _check_parity(
     Raises:
         NotExportable: the actions differ (Discrete: any; Box: beyond `BOX_TOLERANCE`).
     """
-    import onnxruntime as ort
-    import tree
-
     leaves = _sample_observations(pipeline.observation_space, samples)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = dict(zip(output_names, session.run(None, dict(zip(names, leaves, strict=True))), strict=True))
@@ -450,8 +448,6 @@ def _check_parity(
 
 
 def _obs_struct(pipeline: Any) -> Any:
-    from ray.rllib.utils.spaces.space_utils import get_base_struct_from_space
-
     return get_base_struct_from_space(pipeline.observation_space)
 
 
@@ -465,11 +461,6 @@ def _sidecar(
     parity: dict[str, Any] | None,
     checkpoint_dir: Path,
 ) -> dict[str, Any]:
-    import onnx
-    from ray.rllib.utils.serialization import gym_space_to_dict
-
-    from sagemaker_ray_rl.inference.pipelines import connector_names
-
     model = onnx.load(str(path), load_external_data=False)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     return {
@@ -504,25 +495,8 @@ def _sidecar(
         "action_postprocessing": graph.postprocessing,
         "parity_check": parity,
         "checkpoint_sha256": checkpoint_fingerprint(checkpoint_dir, pipeline.module_id),
-        "versions": _versions(),
+        "versions": versions("onnx", "onnxscript", "onnxruntime"),
     }
-
-
-def checkpoint_fingerprint(checkpoint_dir: Path, module_id: str) -> str:
-    """sha256 over the files a module's answers depend on: its RLModule directory and the
-    checkpoint's connector pipelines (``env_runner/``), paths and bytes, in sorted order. Recorded
-    in the sidecar so a graph is never used for a checkpoint it was not exported from."""
-    import hashlib
-
-    from sagemaker_ray_rl.checkpoint import RL_MODULE_SUBDIR
-
-    digest = hashlib.sha256()
-    checkpoint_dir = Path(checkpoint_dir)
-    for root in (checkpoint_dir / RL_MODULE_SUBDIR / module_id, checkpoint_dir / "env_runner"):
-        for path in sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else ():
-            digest.update(str(path.relative_to(checkpoint_dir)).encode() + b"\0")
-            digest.update(path.read_bytes())
-    return digest.hexdigest()
 
 
 def _leaf_shape(space: gym.Space) -> list[int]:
@@ -533,35 +507,12 @@ def _leaf_shape(space: gym.Space) -> list[int]:
     return list(space.shape)
 
 
-def _versions() -> dict[str, str]:
-    import onnx
-    import onnxruntime
-    import onnxscript
-    import ray
-    import torch
-
-    from sagemaker_ray_rl import __version__
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "onnx": onnx.__version__,
-        "onnxscript": onnxscript.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "ray": ray.__version__,
-        "numpy": np.__version__,
-        "sagemaker_ray_rl": __version__,
-    }
-
-
 def main(argv: list[str] | None = None) -> int:
     """``python -m sagemaker_ray_rl.inference.onnx_export MODEL_DIR [--out DIR]``.
 
     Prints one line per module (exported file or the reason it was not). Exit status 0 when at
     least one module was exported, 1 when none was, 2 when the checkpoint cannot be loaded.
     """
-    from sagemaker_ray_rl.contract.errors import ModelLoadError
-
     parser = argparse.ArgumentParser(
         prog="python -m sagemaker_ray_rl.inference.onnx_export",
         description="Export every module of an RLlib checkpoint to ONNX (raw observations in, greedy action out).",

@@ -40,15 +40,15 @@ import gymnasium as gym
 import numpy as np
 import torch
 import tree
-from ray.rllib.core import (
-    COMPONENT_ENV_RUNNER,
-    COMPONENT_ENV_TO_MODULE_CONNECTOR,
-    COMPONENT_MODULE_TO_ENV_CONNECTOR,
-)
+from ray.rllib.connectors.env_to_module import EnvToModulePipeline
+from ray.rllib.connectors.module_to_env import ModuleToEnvPipeline
+from ray.rllib.connectors.module_to_env.get_actions import GetActions
 from ray.rllib.core.columns import Columns
+from ray.rllib.env.single_agent_episode import SingleAgentEpisode
 from ray.rllib.utils.numpy import flatten_inputs_to_1d_tensor
 from ray.rllib.utils.spaces.space_utils import clip_action, get_base_struct_from_space, unsquash_action
 
+from sagemaker_ray_rl.checkpoint import ENV_TO_MODULE_SUBDIR, MODULE_TO_ENV_SUBDIR
 from sagemaker_ray_rl.contract.errors import ModelLoadError
 
 #: RLlib's default env-to-module connectors: they move observations (and RNN states) from episodes
@@ -95,15 +95,10 @@ def restore_pipelines(checkpoint_dir: Path) -> tuple[Any, Any]:
         ModelLoadError: a pipeline exists but cannot be restored (e.g. a custom connector class
             that is not importable here).
     """
-    from ray.rllib.connectors.env_to_module import EnvToModulePipeline
-    from ray.rllib.connectors.module_to_env import ModuleToEnvPipeline
-
     pipelines = []
-    for name, cls in (
-        (COMPONENT_ENV_TO_MODULE_CONNECTOR, EnvToModulePipeline),
-        (COMPONENT_MODULE_TO_ENV_CONNECTOR, ModuleToEnvPipeline),
-    ):
-        path = (Path(checkpoint_dir) / COMPONENT_ENV_RUNNER / name).resolve()
+    for subdir, cls in ((ENV_TO_MODULE_SUBDIR, EnvToModulePipeline), (MODULE_TO_ENV_SUBDIR, ModuleToEnvPipeline)):
+        name = subdir.name
+        path = (Path(checkpoint_dir) / subdir).resolve()
         if not path.is_dir():
             pipelines.append(None)
             continue
@@ -278,8 +273,6 @@ class InferencePipeline:
             elif name == "NormalizeAndClipActions":
                 normalize, clip = connector.normalize_actions, connector.clip_actions
         if Columns.ACTIONS not in out:  # no module-to-env pipeline: RLlib's GetActions default
-            from ray.rllib.connectors.module_to_env.get_actions import GetActions
-
             GetActions()._get_actions(out, self.module, explore)
         out = {
             k: v.numpy() if isinstance(v, torch.Tensor) else tree.map_structure(_to_numpy, v) for k, v in out.items()
@@ -294,8 +287,6 @@ class InferencePipeline:
         return out, to_module
 
     def _episodes(self, observations: Any, explore: bool) -> tuple[dict[str, Any], dict[str, Any]]:
-        from ray.rllib.env.single_agent_episode import SingleAgentEpisode
-
         size = len(tree.flatten(observations)[0])
         episodes = [
             SingleAgentEpisode(

@@ -23,23 +23,29 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from ray.rllib.core.columns import Columns
+from ray.rllib.core.rl_module.apis import ValueFunctionAPI
+from ray.rllib.core.rl_module.rl_module import RLModule
 
-from sagemaker_ray_rl.checkpoint import METADATA_FILE, RL_MODULE_SUBDIR, find_checkpoint, module_ids
+from sagemaker_ray_rl.checkpoint import (
+    METADATA_FILE,
+    find_checkpoint,
+    module_ids,
+    pickled_algorithm_config,
+    rl_module_dir,
+)
 from sagemaker_ray_rl.contract.errors import ModelLoadError, RequestError
 from sagemaker_ray_rl.inference import OPTIONAL_OUTPUTS
+from sagemaker_ray_rl.inference.onnx_engine import ENGINES, load_graphs
 from sagemaker_ray_rl.inference.pipelines import InferencePipeline, is_epsilon_greedy, restore_pipelines
 
 
 def _policy_mapping_fn(checkpoint_dir: Path) -> Any:
     """The ``policy_mapping_fn`` of the algorithm config pickled in the checkpoint, or None when
     the config cannot be unpickled here (e.g. it references a custom env class that is absent)."""
-    import pickle
-
     try:
-        with open(checkpoint_dir / "class_and_ctor_args.pkl", "rb") as f:
-            ctor = pickle.load(f)["ctor_args_and_kwargs"]
-        config = ctor[0][0] if ctor[0] else ctor[1]["config"]
+        config = pickled_algorithm_config(checkpoint_dir)
         fn = config.get("policy_mapping_fn") if isinstance(config, dict) else config.policy_mapping_fn
     except Exception as exc:  # unpickling runs arbitrary code paths; any failure means "no mapping"
         logging.getLogger(__name__).warning(
@@ -89,10 +95,6 @@ class Policy:
                 ``engine="onnx"`` and a module without a usable graph (the reason is named).
             ValueError: `engine` is none of ``torch``, ``onnx``, ``auto``.
         """
-        from ray.rllib.core.rl_module.rl_module import RLModule
-
-        from sagemaker_ray_rl.inference.onnx_engine import ENGINES, load_graphs
-
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
 
@@ -106,7 +108,7 @@ class Policy:
         env_to_module, module_to_env = restore_pipelines(checkpoint_dir)
         pipelines: dict[str, InferencePipeline] = {}
         for module_id in module_ids(checkpoint_dir):
-            path = (checkpoint_dir / RL_MODULE_SUBDIR / module_id).resolve()
+            path = rl_module_dir(checkpoint_dir, module_id).resolve()
             try:
                 module = RLModule.from_checkpoint(str(path))
             except Exception as exc:
@@ -265,8 +267,6 @@ class Policy:
         explores (``DefaultDQNTorchRLModule._forward_exploration``): ``1 - eps + eps / n`` for the
         greedy action, ``eps / n`` for any other; eps is the schedule's final value. Shape (B,),
         float32."""
-        import torch
-
         module = pipeline.module
         with torch.inference_mode():
             q_values = module.compute_q_values(to_module)["qf_preds"].numpy()
@@ -278,9 +278,6 @@ class Policy:
 
     @staticmethod
     def _values(pipeline: InferencePipeline, to_module: dict[str, Any]) -> np.ndarray:
-        import torch
-        from ray.rllib.core.rl_module.apis import ValueFunctionAPI
-
         if not isinstance(pipeline.module, ValueFunctionAPI):
             raise RequestError(
                 f"module {pipeline.module_id!r} ({type(pipeline.module).__name__}) has no value function",

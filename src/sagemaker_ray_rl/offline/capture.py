@@ -36,9 +36,16 @@ from typing import Any
 
 import numpy as np
 
-from sagemaker_ray_rl.offline.collect import CollectResult, make_env
-from sagemaker_ray_rl.offline.convert import decode_action, decode_observation, write_steps
-from sagemaker_ray_rl.offline.dataset import DatasetError
+from sagemaker_ray_rl.offline.collect import CollectResult
+from sagemaker_ray_rl.offline.dataset import DatasetError, Step
+from sagemaker_ray_rl.offline.logged import (
+    Logged,
+    decode_action,
+    decode_observation,
+    logged_spaces,
+    numbered_jsonl,
+    write_steps,
+)
 
 #: ``captureData.<part>.encoding`` values of SageMaker data capture.
 CAPTURE_ENCODINGS = ("JSON", "CSV", "BASE64")
@@ -137,7 +144,7 @@ def read_captures(
     requests: list[CapturedRequest] = []
     seen: dict[tuple[str, str], str] = {}
     for file in capture_files(paths):
-        for number, record in _numbered_jsonl(file):
+        for number, record in numbered_jsonl(file):
             where = f"{file} line {number}"
             if not isinstance(record, dict) or not isinstance(record.get("captureData"), dict):
                 raise DatasetError(f"{where}: expected a data-capture record with 'captureData', got {record!r:.200}")
@@ -232,21 +239,15 @@ def convert_capture(
             gave; a decision no rewards line gives a reward for (naming its capture line); an
             ``action`` outside the action space or an ``action_prob`` outside (0, 1].
     """
-    import gymnasium as gym
-
     env_config = dict(env_config or {})
-    environment = make_env(env, env_config)
-    obs_space, act_space = environment.observation_space, environment.action_space
-    environment.close()
-    if not isinstance(act_space, gym.spaces.Discrete):
-        raise DatasetError(f"the offline dataset holds Discrete actions; {env} has {act_space}")
+    obs_space, act_space = logged_spaces(env, env_config)
     requests = read_captures(captures, obs_space, act_space, csv_columns)
     by_id = {
         key: {getattr(r, attr): r for r in requests if getattr(r, attr) is not None}
         for key, attr in (("inferenceId", "inference_id"), ("eventId", "event_id"))
     }
     feedback: dict[tuple[int, int], tuple[dict[str, Any], str]] = {}
-    for number, fb in _numbered_jsonl(Path(rewards)):
+    for number, fb in numbered_jsonl(Path(rewards)):
         where = f"{rewards} line {number}"
         if not isinstance(fb, dict):
             raise DatasetError(f'{where}: expected {{"inferenceId": id, "reward": number, ...}}, got {fb!r}')
@@ -271,7 +272,7 @@ def convert_capture(
             )
         feedback[key] = (fb, where)
 
-    steps: list[dict[str, Any]] = []
+    steps: list[Logged] = []
     for request in requests:
         for index, decision in enumerate(request.decisions):
             if (id(request), index) not in feedback:
@@ -299,24 +300,23 @@ def convert_capture(
                 action, action_prob = decode_action(fb["action"], act_space, f"{where} action"), None
             if "action_prob" in fb:
                 action_prob = _probability(fb["action_prob"], f"{where} action_prob")
-            steps.append(
-                {
-                    "obs": decision.obs,
-                    "action": action,
-                    "action_prob": action_prob,
-                    "reward": float(reward),
-                    "next_obs": (
-                        decode_observation(fb["next_observation"], obs_space, f"{where} next_observation")
-                        if "next_observation" in fb
-                        else None
-                    ),
-                    "eps_id": None if eps_id is None else str(eps_id),
-                    "t": t,
-                    "line": where,
-                    **flags,
-                }
+            step = Step(
+                eps_id=None if eps_id is None else str(eps_id),
+                t=t,
+                obs=decision.obs,
+                actions=action,
+                rewards=float(reward),
+                new_obs=(
+                    decode_observation(fb["next_observation"], obs_space, f"{where} next_observation")
+                    if "next_observation" in fb
+                    else None
+                ),
+                terminateds=flags["terminated"],
+                truncateds=flags["truncated"],
+                action_prob=action_prob,
             )
-    missing = sum(s["action_prob"] is None for s in steps)
+            steps.append((step, where))
+    missing = sum(step.action_prob is None for step, _ in steps)
     if missing:
         print(
             f"{missing} of {len(steps)} captured answers have no action_prob: the dataset is flagged "
@@ -332,21 +332,6 @@ def convert_capture(
         spaces=(obs_space, act_space),
         behaviour={"name": "endpoint_capture", "captures": [str(c) for c in captures]},
     )
-
-
-def _numbered_jsonl(path: Path) -> list[tuple[int, Any]]:
-    """(line number, JSON value) of the non-blank lines of `path` (`read_jsonl`, numbered)."""
-    if not path.is_file():
-        raise DatasetError(f"{path}: no such file (expected JSON Lines, one record per line)")
-    out = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            out.append((number, json.loads(line)))
-        except json.JSONDecodeError as exc:
-            raise DatasetError(f"{path} line {number}: not JSON ({exc.msg})") from exc
-    return out
 
 
 def _capture_body(part: Any, where: str) -> tuple[str, bytes]:

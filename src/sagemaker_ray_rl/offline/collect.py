@@ -16,8 +16,11 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from ray.rllib.utils.serialization import gym_space_to_dict
+from ray.tune.registry import ENV_CREATOR, _global_registry
 
-from sagemaker_ray_rl.offline.dataset import DatasetError, episode_rows, write_dataset
+from sagemaker_ray_rl.inference.policy import Policy
+from sagemaker_ray_rl.offline.dataset import DatasetError, Step, episode_steps, write_dataset
 
 RANDOM = "random"
 EPSILON_GREEDY = "epsilon_greedy"
@@ -90,8 +93,6 @@ class BehaviourPolicy:
                 raise DatasetError(
                     "behaviour policy 'epsilon_greedy' needs a model dir (an exported checkpoint) or a greedy callable"
                 )
-            from sagemaker_ray_rl.inference.policy import Policy
-
             self.policy = Policy.load(Path(model_dir))
             self.greedy = lambda observations: self.policy.compute(observations)["action"]
             self.source = str(self.policy.checkpoint_dir)
@@ -134,8 +135,6 @@ def box_log_density(space: gym.spaces.Box) -> float:
 
 def make_env(env: str, env_config: Mapping[str, Any]) -> gym.Env:
     """``gymnasium.make(env, **env_config)``; a Tune-registered name is built by its creator."""
-    from ray.tune.registry import ENV_CREATOR, _global_registry
-
     if _global_registry.contains(ENV_CREATOR, env):
         return _global_registry.get(ENV_CREATOR, env)(dict(env_config))
     return gym.make(env, **dict(env_config))
@@ -173,8 +172,6 @@ def collect(
     Raises:
         DatasetError: bad arguments, or an action space `BehaviourPolicy` does not handle.
     """
-    from ray.rllib.utils.serialization import gym_space_to_dict
-
     if num_episodes <= 0 or num_envs <= 0:
         raise DatasetError(f"num_episodes and num_envs must be > 0, got {num_episodes} and {num_envs}")
     env_config = dict(env_config or {})
@@ -182,7 +179,7 @@ def collect(
     policy = BehaviourPolicy(behaviour, envs[0].action_space, epsilon=epsilon, model_dir=model_dir, greedy=greedy)
     rng = np.random.default_rng(seed)
     obs = [e.reset(seed=None if seed is None else seed + i)[0] for i, e in enumerate(envs)]
-    buffers: list[dict[str, list]] = [_empty() for _ in envs]
+    buffers: list[list[Step]] = [[] for _ in envs]
     started = len(envs)
     rows: list[dict[str, Any]] = []
     returns: list[float] = []
@@ -200,28 +197,13 @@ def collect(
                 action = int(rng.choice(policy.n, p=probs[k]))
                 prob = float(probs[k, action])
             next_obs, reward, terminated, truncated, _ = envs[i].step(action)
-            buf = buffers[i]
-            buf["obs"].append(obs[i])
-            buf["actions"].append(action)
-            buf["rewards"].append(float(reward))
-            buf["next_obs"].append(next_obs)
-            buf["action_prob"].append(prob)
+            buffers[i].append(Step(None, None, obs[i], action, float(reward), next_obs, action_prob=prob))
             obs[i] = next_obs
             if terminated or truncated:
-                eps_id = f"{len(returns):06d}"
-                rows += episode_rows(
-                    eps_id,
-                    buf["obs"],
-                    buf["actions"],
-                    buf["rewards"],
-                    buf["next_obs"],
-                    terminated,
-                    truncated,
-                    buf["action_prob"],
-                    continuous=policy.box is not None,
-                )
-                returns.append(sum(buf["rewards"]))
-                buffers[i] = _empty()
+                episode = episode_steps(f"{len(returns):06d}", buffers[i], terminated, truncated)
+                rows += [step.row(continuous=policy.box is not None) for step in episode]
+                returns.append(sum(step.rewards for step in episode))
+                buffers[i] = []
                 if started < num_episodes:
                     started += 1
                     obs[i] = envs[i].reset()[0]
@@ -243,7 +225,3 @@ def collect(
     for e in envs:
         e.close()
     return CollectResult(Path(output_dir), len(returns), len(rows), float(np.mean(returns)))
-
-
-def _empty() -> dict[str, list]:
-    return {"obs": [], "actions": [], "rewards": [], "next_obs": [], "action_prob": []}

@@ -10,7 +10,7 @@ an ordinary CQL/IQL checkpoint that `sagemaker_ray_rl.inference.policy.Policy` a
 
 Why not RLlib's `OfflineData` path: on 2 cores ``ray.data``'s default ``map_batches`` concurrency
 starved the read task and ``train()`` hung, and the dataset of a
-collect job (10^4-10^6 rows) fits in memory; `sagemaker_ray_rl.offline.algorithm` explains the same
+collect job (10^4-10^6 rows) fits in memory; `sagemaker_ray_rl.offline.discrete_cql` explains the same
 choice for `DiscreteCQL`.
 
 Actions: RLlib's SAC-family modules act in ``[-1, 1]`` (squashed Gaussian) and its env runners
@@ -36,8 +36,8 @@ from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
 from ray.rllib.utils.metrics import LEARNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME
 
-from sagemaker_ray_rl.offline.algorithm import NUM_UPDATES_LIFETIME, InMemoryTransitions, UpdatesPerIterationConfig
 from sagemaker_ray_rl.offline.dataset import DatasetError
+from sagemaker_ray_rl.offline.discrete_cql import NUM_UPDATES_LIFETIME, InMemoryTransitions, UpdatesPerIterationConfig
 
 #: Normalised actions are clipped to ``±(1 − ACTION_EPS)``.
 ACTION_EPS = 1e-6

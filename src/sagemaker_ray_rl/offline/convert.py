@@ -2,7 +2,8 @@
 
 Two sources: SageMaker Model Monitor data captures of a real-time endpoint (`capture`:
 `convert_capture`, `read_captures`), and batch-transform files (`convert_batch_transform`, here).
-This module also holds what both share (`write_steps`) and the command line for both.
+What both share (decoding, grouping into episodes, `write_steps`) is `logged`'s; this module also
+holds the command line for both.
 
 **Batch transform.** A live system that acts through a SageMaker batch transform (or the endpoint) with
 ``"explore": true, "outputs": ["action_prob"]`` leaves three JSON Lines files, one line per
@@ -37,32 +38,19 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from sagemaker_ray_rl.offline.collect import CollectResult, make_env
-from sagemaker_ray_rl.offline.dataset import DatasetError, episode_rows, write_dataset
+from sagemaker_ray_rl.offline.capture import convert_capture
+from sagemaker_ray_rl.offline.collect import CollectResult
+from sagemaker_ray_rl.offline.dataset import DatasetError, Step
+from sagemaker_ray_rl.offline.logged import (
+    Logged,
+    decode_action,
+    decode_observation,
+    logged_spaces,
+    read_jsonl,
+    write_steps,
+)
 
 JOINED_KEY = "SageMakerOutput"
-
-
-def read_jsonl(path: Path) -> list[Any]:
-    """The JSON values of the non-blank lines of `path`.
-
-    Raises:
-        DatasetError: the file is missing or a line is not JSON (names the line).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"{path}: no such file (expected JSON Lines, one record per line)")
-    values = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            values.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise DatasetError(f"{path} line {number}: not JSON ({exc.msg})") from exc
-    return values
 
 
 def convert_batch_transform(
@@ -92,14 +80,8 @@ def convert_batch_transform(
             episode whose last line is neither terminated nor truncated, or a truncated last step
             without ``next_observation``.
     """
-    import gymnasium as gym
-
     env_config = dict(env_config or {})
-    environment = make_env(env, env_config)
-    obs_space, act_space = environment.observation_space, environment.action_space
-    environment.close()
-    if not isinstance(act_space, gym.spaces.Discrete):
-        raise DatasetError(f"the offline dataset holds Discrete actions; {env} has {act_space}")
+    obs_space, act_space = logged_spaces(env, env_config)
     preds = read_jsonl(predictions)
     if records is None:
         if not all(isinstance(p, dict) and JOINED_KEY in p for p in preds):
@@ -119,7 +101,7 @@ def convert_batch_transform(
     if not recs:
         raise DatasetError(f"{predictions}: no records")
 
-    steps: list[dict[str, Any]] = []
+    steps: list[Logged] = []
     for line, (rec, pred, fb) in enumerate(zip(recs, preds, feedback), start=1):
         where = f"line {line}"
         obs = rec["observation"] if isinstance(rec, dict) and "observation" in rec else rec
@@ -145,22 +127,22 @@ def convert_batch_transform(
         if not all(isinstance(v, bool) for v in flags.values()):
             raise DatasetError(f"rewards {where}: terminated and truncated must be true or false, got {flags}")
         eps_id = fb.get("eps_id", rec.get("eps_id") if isinstance(rec, dict) else None)
-        steps.append(
-            {
-                "obs": decode_observation(obs, obs_space, f"records {where}"),
-                "action": decode_action(pred["action"], act_space, f"predictions {where}"),
-                "action_prob": float(prob),
-                "reward": float(fb["reward"]),
-                "next_obs": (
-                    decode_observation(fb["next_observation"], obs_space, f"rewards {where} next_observation")
-                    if "next_observation" in fb
-                    else None
-                ),
-                "eps_id": None if eps_id is None else str(eps_id),
-                "line": line,
-                **flags,
-            }
+        step = Step(
+            eps_id=None if eps_id is None else str(eps_id),
+            t=None,
+            obs=decode_observation(obs, obs_space, f"records {where}"),
+            actions=decode_action(pred["action"], act_space, f"predictions {where}"),
+            rewards=float(fb["reward"]),
+            new_obs=(
+                decode_observation(fb["next_observation"], obs_space, f"rewards {where} next_observation")
+                if "next_observation" in fb
+                else None
+            ),
+            terminateds=flags["terminated"],
+            truncateds=flags["truncated"],
+            action_prob=float(prob),
         )
+        steps.append((step, line))
 
     return write_steps(
         Path(output_dir),
@@ -170,137 +152,6 @@ def convert_batch_transform(
         spaces=(obs_space, act_space),
         behaviour={"name": "batch_transform", "predictions": str(predictions)},
     )
-
-
-def write_steps(
-    output_dir: Path,
-    steps: list[dict[str, Any]],
-    *,
-    env: str,
-    env_config: Mapping[str, Any],
-    spaces: tuple[Any, Any],
-    behaviour: Mapping[str, Any],
-    extra_info: Mapping[str, Any] | None = None,
-) -> CollectResult:
-    """Group decoded decisions into episodes and write them with `dataset.write_dataset`.
-
-    Args:
-        steps: one dict per decision, in logged order: ``obs`` (float32 array of the observation
-            space's shape), ``action`` (int), ``action_prob`` (float in (0, 1], or None when the
-            server did not return it), ``reward``, ``terminated``, ``truncated``, ``next_obs``
-            (array or None), ``eps_id`` (str or None), ``t`` (int or None: step index inside its
-            episode, orders the episode's steps when given) and ``line`` (where it came from, for
-            messages: an int or a str).
-        spaces: (observation space, action space) recorded in ``dataset_info.json``.
-        behaviour: the ``behaviour_policy`` entry of ``dataset_info.json``.
-        extra_info: more ``dataset_info.json`` entries.
-
-    Raises:
-        DatasetError: an episode that does not end, or a truncated last step without ``next_obs``.
-    """
-    from ray.rllib.utils.serialization import gym_space_to_dict
-
-    rows: list[dict[str, Any]] = []
-    returns: list[float] = []
-    for eps_id, episode in _episodes(steps):
-        if all(s.get("t") is not None for s in episode):
-            episode = sorted(episode, key=lambda s: s["t"])
-        last = episode[-1]
-        if not (last["terminated"] or last["truncated"]):
-            span = (
-                f"lines {episode[0]['line']}-{last['line']}"
-                if isinstance(last["line"], int)
-                else f"{episode[0]['line']} to {last['line']}"
-            )
-            raise DatasetError(
-                f"episode {eps_id} ({span}) does not end: its last "
-                'line in rewards needs "terminated": true or "truncated": true'
-            )
-        if last["next_obs"] is None and last["truncated"] and not last["terminated"]:
-            raise DatasetError(
-                f"rewards line {last['line']}: a truncated episode's last step needs "
-                '"next_observation" (the value bootstraps from it)'
-            )
-        next_obs = [
-            s["next_obs"]
-            if s["next_obs"] is not None
-            else (episode[k + 1]["obs"] if k + 1 < len(episode) else s["obs"])
-            for k, s in enumerate(episode)
-        ]
-        rows += episode_rows(
-            eps_id,
-            [s["obs"] for s in episode],
-            [s["action"] for s in episode],
-            [s["reward"] for s in episode],
-            next_obs,
-            last["terminated"],
-            last["truncated"] and not last["terminated"],
-            [s["action_prob"] for s in episode],
-        )
-        returns.append(sum(s["reward"] for s in episode))
-    missing = sum(s["action_prob"] is None for s in steps)
-    info = {
-        "format": "rllib-columns/parquet",
-        "env": env,
-        "env_config": dict(env_config),
-        "observation_space": gym_space_to_dict(spaces[0]),
-        "action_space": gym_space_to_dict(spaces[1]),
-        "behaviour_policy": dict(behaviour),
-        "behaviour_probabilities": missing == 0,
-        "num_episodes": len(returns),
-        "num_transitions": len(rows),
-        "episode_return_mean": float(np.mean(returns)),
-        **(extra_info or {}),
-    }
-    if missing:
-        info["behaviour_probabilities_missing"] = missing
-    write_dataset(Path(output_dir), rows, info)
-    return CollectResult(Path(output_dir), len(returns), len(rows), float(np.mean(returns)))
-
-
-def _episodes(steps: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
-    """Steps grouped into episodes: by ``eps_id`` (first-seen order) when every step has one, else
-    consecutive steps up to each terminated/truncated one."""
-    if all(s["eps_id"] is not None for s in steps):
-        groups: dict[str, list[dict[str, Any]]] = {}
-        for s in steps:
-            groups.setdefault(s["eps_id"], []).append(s)
-        return list(groups.items())
-    if any(s["eps_id"] is not None for s in steps):
-        raise DatasetError("eps_id is on some lines but not all: give it on every line or on none")
-    out, current = [], []
-    for s in steps:
-        current.append(s)
-        if s["terminated"] or s["truncated"]:
-            out.append((f"{len(out):06d}", current))
-            current = []
-    if current:
-        out.append((f"{len(out):06d}", current))
-    return out
-
-
-def decode_observation(value: Any, space: Any, where: str) -> np.ndarray:
-    """A logged observation as a float32 array of `space`'s shape.
-
-    Raises:
-        DatasetError: naming `where` (file and line) when it has another shape or is not numeric.
-    """
-    try:
-        obs = np.asarray(value, dtype=np.float32).reshape(space.shape)
-    except (TypeError, ValueError) as exc:
-        raise DatasetError(f"{where}: expected an observation of shape {space.shape}, got {value!r}") from exc
-    return obs
-
-
-def decode_action(value: Any, space: Any, where: str) -> int:
-    """A logged Discrete action as an int.
-
-    Raises:
-        DatasetError: naming `where` when it is not an action of `space`.
-    """
-    if isinstance(value, bool) or not isinstance(value, int) or not space.contains(np.int64(value)):
-        raise DatasetError(f"{where}: expected an action in {space}, got {value!r}")
-    return int(value)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -329,8 +180,6 @@ def main(argv: list[str] | None = None) -> None:
         help="captures: meaning of the columns of text/csv answers (default: action,action_prob)",
     )
     args = parser.parse_args(argv)
-    from sagemaker_ray_rl.offline.capture import convert_capture  # it imports this module
-
     try:
         if args.captures:
             result = convert_capture(

@@ -25,6 +25,9 @@ column              type                       meaning
 Observations are stored unpacked (RLlib's *writer* LZ4-packs ``obs``/``new_obs`` by default; its
 reader only unpacks the columns named in ``input_compress_columns``, empty by default).
 
+One row is one `Step`: every writer (`collect`, the converters of `logged`, `capture` and
+`convert`) builds its transitions as `Step` records and writes `Step.row`.
+
 Beside the Parquet files, ``dataset_info.json`` records the spaces (RLlib's
 `gym_space_to_dict`), the env id/config when known, and the behaviour policy, so that offline
 training needs no env to know the spaces.
@@ -38,13 +41,16 @@ policies. pyarrow (a Ray dependency) writes the same columns.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from ray.rllib.utils.serialization import gym_space_from_dict
 
 from sagemaker_ray_rl.contract.errors import SageMakerRayRLError
 
@@ -66,6 +72,98 @@ COLUMNS = (
 
 class DatasetError(SageMakerRayRLError):
     """An offline dataset is missing, malformed, or does not fit the policy's spaces."""
+
+
+@dataclass(frozen=True)
+class Step:
+    """One transition: the columns of one dataset row (`COLUMNS`; ``action_logp`` follows from
+    ``action_prob``), named as the columns are.
+
+    A writer that learns a step's place in its episode only later (`collect` steps envs side by
+    side; logged decisions are grouped into episodes after all are read) leaves ``eps_id``, ``t``
+    and ``new_obs`` None and fills them with `episode_steps` (or `dataclasses.replace`).
+
+    Attributes:
+        eps_id: episode id, or None until known.
+        t: step index inside the episode, from 0, or None until known (a logged decision's ``t``
+            orders its episode's steps before they are numbered).
+        obs: observation before the action (array-like of the observation space's shape).
+        actions: the action taken, as sent to the env: an int (Discrete) or a float vector (Box).
+        rewards: reward received.
+        new_obs: observation after the action, or None until known.
+        terminateds: the episode ended in a terminal state at this step.
+        truncateds: the episode was cut by a time limit at this step.
+        action_prob: the behaviour policy's probability of ``actions`` (Box: its density), or
+            None where the log did not record it (stored as NaN).
+    """
+
+    eps_id: str | None
+    t: int | None
+    obs: Any
+    actions: Any
+    rewards: float
+    new_obs: Any
+    terminateds: bool = False
+    truncateds: bool = False
+    action_prob: float | None = None
+
+    @property
+    def action_logp(self) -> float:
+        """The natural log of ``action_prob`` (NaN when it is None)."""
+        return float(np.log(np.nan if self.action_prob is None else float(self.action_prob)))
+
+    def row(self, *, continuous: bool = False) -> dict[str, Any]:
+        """The row written to the dataset (`write_dataset`): column name -> value, every column of
+        `COLUMNS`. Observations are flattened to float32 lists; actions are an int, or with
+        `continuous` (Box) a flattened float32 list.
+
+        Raises:
+            DatasetError: ``action_prob`` is out of range: not in (0, 1] (a probability), or with
+                `continuous` not a finite density > 0.
+            ValueError: ``eps_id``, ``t`` or ``new_obs`` is still None.
+        """
+        if self.eps_id is None or self.t is None or self.new_obs is None:
+            raise ValueError(f"step {self.t} of episode {self.eps_id}: eps_id, t and new_obs must be known to write it")
+        prob = np.nan if self.action_prob is None else float(self.action_prob)
+        if self.action_prob is not None and not (0.0 < prob < np.inf if continuous else 0.0 < prob <= 1.0):
+            expected = "a finite density > 0" if continuous else "in (0, 1]"
+            raise DatasetError(f"episode {self.eps_id} step {self.t}: action_prob must be {expected}, got {prob}")
+        return {
+            "eps_id": str(self.eps_id),
+            "t": int(self.t),
+            "obs": np.asarray(self.obs, dtype=np.float32).ravel().tolist(),
+            "actions": (
+                np.asarray(self.actions, dtype=np.float32).ravel().tolist() if continuous else int(self.actions)
+            ),
+            "rewards": float(self.rewards),
+            "new_obs": np.asarray(self.new_obs, dtype=np.float32).ravel().tolist(),
+            "terminateds": bool(self.terminateds),
+            "truncateds": bool(self.truncateds),
+            "action_prob": prob,
+            "action_logp": self.action_logp,
+        }
+
+
+def episode_steps(eps_id: str, steps: Sequence[Step], terminated: bool, truncated: bool) -> list[Step]:
+    """The steps of one finished episode as it is stored: `eps_id` on each, numbered from 0 in the
+    given order, and only the last one `terminated` / `truncated`.
+
+    Raises:
+        DatasetError: `steps` is empty.
+    """
+    if not steps:
+        raise DatasetError(f"episode {eps_id}: no steps")
+    last = len(steps) - 1
+    return [
+        replace(
+            step,
+            eps_id=str(eps_id),
+            t=t,
+            terminateds=bool(terminated and t == last),
+            truncateds=bool(truncated and t == last),
+        )
+        for t, step in enumerate(steps)
+    ]
 
 
 @dataclass(frozen=True)
@@ -143,7 +241,8 @@ def episode_rows(
     *,
     continuous: bool = False,
 ) -> list[dict[str, Any]]:
-    """The rows of one finished episode; only its last row carries ``terminated``/``truncated``.
+    """The rows (`Step.row`) of one finished episode given column by column; only its last row
+    carries ``terminated``/``truncated`` (`episode_steps`).
 
     `continuous`: Box actions (each a float vector, stored flattened as list<float32>) whose
     `action_prob` is a probability density (> 0, may exceed 1); otherwise int actions whose
@@ -159,27 +258,8 @@ def episode_rows(
         raise DatasetError(
             f"episode {eps_id}: obs/actions/rewards/new_obs/action_prob must have one entry per step (got {n} actions)"
         )
-    rows = []
-    for t in range(n):
-        prob = np.nan if action_prob[t] is None else float(action_prob[t])
-        if action_prob[t] is not None and not (0.0 < prob < np.inf if continuous else 0.0 < prob <= 1.0):
-            expected = "a finite density > 0" if continuous else "in (0, 1]"
-            raise DatasetError(f"episode {eps_id} step {t}: action_prob must be {expected}, got {prob}")
-        rows.append(
-            {
-                "eps_id": str(eps_id),
-                "t": t,
-                "obs": np.asarray(obs[t], dtype=np.float32).ravel().tolist(),
-                "actions": np.asarray(actions[t], dtype=np.float32).ravel().tolist() if continuous else int(actions[t]),
-                "rewards": float(rewards[t]),
-                "new_obs": np.asarray(next_obs[t], dtype=np.float32).ravel().tolist(),
-                "terminateds": bool(terminated and t == n - 1),
-                "truncateds": bool(truncated and t == n - 1),
-                "action_prob": prob,
-                "action_logp": float(np.log(prob)),
-            }
-        )
-    return rows
+    steps = [Step(eps_id, t, obs[t], actions[t], rewards[t], next_obs[t], action_prob=action_prob[t]) for t in range(n)]
+    return [step.row(continuous=continuous) for step in episode_steps(eps_id, steps, terminated, truncated)]
 
 
 def write_dataset(
@@ -189,7 +269,7 @@ def write_dataset(
     *,
     rows_per_file: int = 50_000,
 ) -> list[Path]:
-    """Write transition rows (see `episode_rows`) as Parquet files plus ``dataset_info.json`` in `path`.
+    """Write transition rows (`Step.row`) as Parquet files plus ``dataset_info.json`` in `path`.
 
     Args:
         path: output directory (created); existing ``part-*.parquet`` files there are replaced.
@@ -201,9 +281,6 @@ def write_dataset(
     Returns:
         The Parquet files written.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     for old in path.glob("part-*.parquet"):
@@ -241,8 +318,6 @@ def read_info(path: Path) -> dict[str, Any]:
 
 def dataset_spaces(path: Path) -> tuple[gym.Space, gym.Space] | None:
     """(observation_space, action_space) from ``dataset_info.json``, or None when not recorded."""
-    from ray.rllib.utils.serialization import gym_space_from_dict
-
     info = read_info(path)
     if "observation_space" in info and "action_space" in info:
         return gym_space_from_dict(info["observation_space"]), gym_space_from_dict(info["action_space"])
@@ -257,8 +332,6 @@ def read_dataset(path: Path) -> Transitions:
     Raises:
         DatasetError: no Parquet files, or a required column is missing.
     """
-    import pyarrow.parquet as pq
-
     path = Path(path)
     files = [path] if path.is_file() else sorted(path.rglob(PARQUET_GLOB))
     if not files:
@@ -267,8 +340,6 @@ def read_dataset(path: Path) -> Transitions:
     missing = [c for c in COLUMNS if c != "action_logp" and c not in tables[0].column_names]
     if missing:
         raise DatasetError(f"{files[0]} lacks the columns {missing}; an offline dataset needs {list(COLUMNS)}")
-    import pyarrow as pa
-
     table = pa.concat_tables([t.select([c for c in COLUMNS if c in t.column_names]) for t in tables])
     eps = np.asarray(table.column("eps_id").to_pylist(), dtype=object)
     steps = table.column("t").to_numpy()

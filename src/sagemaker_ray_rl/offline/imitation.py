@@ -27,7 +27,7 @@ from ray.rllib.algorithms.marwil import MARWIL, MARWILConfig
 from ray.rllib.env.single_agent_episode import SingleAgentEpisode
 from ray.rllib.utils.metrics import LEARNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME
 
-from sagemaker_ray_rl.offline.algorithm import NUM_UPDATES_LIFETIME, InMemoryTransitions, UpdatesPerIterationConfig
+from sagemaker_ray_rl.offline.discrete_cql import NUM_UPDATES_LIFETIME, InMemoryTransitions, UpdatesPerIterationConfig
 
 
 class InMemoryEpisodes(InMemoryTransitions):

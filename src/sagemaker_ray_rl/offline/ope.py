@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 from sagemaker_ray_rl.offline.dataset import Transitions
 
@@ -114,8 +115,6 @@ class DynamicsModel:
     """
 
     def __init__(self, data: Transitions, num_actions: int | None, settings: ModelSettings = ModelSettings()):
-        import torch
-
         self.settings, self.num_actions = settings, num_actions
         torch.manual_seed(settings.seed)
         gen = torch.Generator().manual_seed(settings.seed)
@@ -145,8 +144,6 @@ class DynamicsModel:
             opt.step()
 
     def _inputs(self, obs: Any, actions: Any) -> Any:
-        import torch
-
         if self.num_actions is None:
             acts = (actions.float().reshape(len(obs), -1) - self.act_mean) / self.act_std
         else:
@@ -157,8 +154,6 @@ class DynamicsModel:
         """Predicted next observations float32 ``(n, obs_dim)``, rewards ``(n,)`` (within the logged
         rewards' range) and termination probabilities ``(n,)`` for observations ``(n, obs_dim)`` and
         int actions ``(n,)`` (Box: float actions ``(n, act_dim)``)."""
-        import torch
-
         with torch.no_grad():
             out = self.net(self._inputs(torch.as_tensor(obs, dtype=torch.float32), torch.as_tensor(actions)))
             next_obs = torch.as_tensor(obs) + out[:, :-2] * self.delta_std + self.delta_mean
@@ -275,8 +270,6 @@ def fitted_q_evaluation(
     Returns:
         float64, shape ``(len(data), num_actions)``.
     """
-    import torch
-
     gen = torch.Generator().manual_seed(settings.seed)
     torch.manual_seed(settings.seed)
     next_probs = torch.as_tensor(target_policy(data.next_obs), dtype=torch.float32)
@@ -377,8 +370,6 @@ def _first_zero_per_row(data: Transitions, zeros: np.ndarray) -> np.ndarray:
 
 
 def _mlp(inputs: int, outputs: int, hidden: tuple[int, ...]) -> Any:
-    import torch
-
     layers: list[Any] = []
     for width in hidden:
         layers += [torch.nn.Linear(inputs, width), torch.nn.ReLU()]

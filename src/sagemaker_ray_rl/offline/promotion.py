@@ -75,7 +75,7 @@ def bootstrap_interval(
         ``(low, high)``; both equal the estimate when every episode's term is the same, NaN when the
         estimate is undefined (WIS with all weights 0) or there are fewer than 2 episodes.
     """
-    from scipy.stats import bootstrap
+    from scipy.stats import bootstrap  # noqa: PLC0415  (scipy.stats: collect jobs never load it)
 
     numerator, denominator = (np.asarray(t, dtype=np.float64) if t is not None else None for t in terms)
     if len(numerator) < 2 or not math.isfinite(estimate_from_terms(terms)):

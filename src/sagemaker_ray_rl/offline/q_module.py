@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 from ray.rllib.algorithms.dqn.torch.default_dqn_torch_rl_module import DefaultDQNTorchRLModule
 from ray.rllib.core.columns import Columns
 
@@ -64,8 +65,6 @@ class StandardizedDQNTorchRLModule(DefaultDQNTorchRLModule):
 
     def setup(self) -> None:
         super().setup()
-        import torch
-
         config = self.model_config or {}
         mean, std = config.get(OBS_MEAN), config.get(OBS_STD)
         self._standardize = mean is not None and std is not None

@@ -62,10 +62,10 @@ def write_plot(path: Path, rows: Sequence[Mapping[str, Any]], estimators: Sequen
     ``ray[rllib]``); the CSV holds the same figures.
     """
     try:
-        import matplotlib
+        import matplotlib  # noqa: PLC0415  (optional; the Agg backend only when a plot is drawn)
 
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt  # noqa: PLC0415  (after matplotlib.use)
     except ImportError:
         return None
     # runs one after another on the x axis: run r's updates start where run r-1's ended

@@ -29,13 +29,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
+import torch
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
+from sagemaker_ray_rl.checkpoint import CHECKPOINT_MARKER, build_metadata, export_model
 from sagemaker_ray_rl.contract.environment import Environment
 from sagemaker_ray_rl.contract.errors import HyperparameterError, TrainingError
+from sagemaker_ray_rl.inference.policy import Policy
 from sagemaker_ray_rl.offline import promotion, report
 from sagemaker_ray_rl.offline.collect import CollectResult, collect, make_env
-from sagemaker_ray_rl.offline.dataset import DatasetError, Transitions, dataset_spaces, read_dataset
+from sagemaker_ray_rl.offline.continuous import BoxCQLConfig, BoxIQLConfig
+from sagemaker_ray_rl.offline.dataset import (
+    INFO_FILE,
+    DatasetError,
+    Transitions,
+    dataset_spaces,
+    read_dataset,
+    read_info,
+)
+from sagemaker_ray_rl.offline.discrete_cql import DiscreteCQLConfig
+from sagemaker_ray_rl.offline.imitation import EpisodeBCConfig, EpisodeMARWILConfig
 from sagemaker_ray_rl.offline.ope import (
     ESTIMATORS,
     DynamicsModel,
@@ -46,6 +61,7 @@ from sagemaker_ray_rl.offline.ope import (
     greedy_probabilities,
     skipped_estimators,
 )
+from sagemaker_ray_rl.offline.q_module import StandardizedDQNTorchRLModule, observation_statistics
 from sagemaker_ray_rl.offline.selection import rank_correlations, select_checkpoint
 from sagemaker_ray_rl.offline.settings import COLLECT, OfflineSettings, check_action_space, promotion_estimator
 
@@ -97,8 +113,6 @@ def check_before_ray(environment: Environment, settings: OfflineSettings) -> Non
     Raises:
         HyperparameterError: the algorithm or selection does not fit the action space.
     """
-    from sagemaker_ray_rl.offline.dataset import INFO_FILE
-
     if settings.mode == COLLECT:
         return
     space = None
@@ -191,11 +205,6 @@ def build_config(
         HyperparameterError: the algorithm does not fit the action space (`check_action_space`).
         TrainingError: RLlib refused the config.
     """
-    import gymnasium as gym
-
-    from sagemaker_ray_rl.offline.algorithm import DiscreteCQLConfig
-    from sagemaker_ray_rl.offline.imitation import EpisodeBCConfig, EpisodeMARWILConfig
-
     spaces = dataset_spaces(dataset_dir)
     if spaces is None:
         env = make_env(settings.env, settings.env_config)
@@ -205,18 +214,12 @@ def build_config(
     q_model = {"fcnet_hiddens": list(settings.hidden), "head_fcnet_hiddens": [settings.hidden[-1]]}
     training: dict[str, Any] = {"gamma": settings.gamma, "num_updates_per_iteration": settings.evaluate_every}
     if isinstance(spaces[1], gym.spaces.Box):
-        from sagemaker_ray_rl.offline.continuous import BoxCQLConfig, BoxIQLConfig
-
         # RLlib's SAC-family configs refuse `lr` (they take actor_lr/critic_lr): their defaults apply.
         config, model_config = (BoxCQLConfig() if settings.algorithm == "cql" else BoxIQLConfig()), q_model
     elif settings.algorithm == "cql":
         config, model_config = DiscreteCQLConfig().training(cql_alpha=settings.cql_alpha), q_model
         training["lr"] = lr_schedule(settings)
         if settings.standardize and isinstance(spaces[0], gym.spaces.Box) and len(spaces[0].shape) == 1:
-            from ray.rllib.core.rl_module.rl_module import RLModuleSpec
-
-            from sagemaker_ray_rl.offline.q_module import StandardizedDQNTorchRLModule, observation_statistics
-
             obs = (data if data is not None else read_dataset(dataset_dir)).obs
             model_config = {**q_model, **observation_statistics(obs)}
             config.rl_module(rl_module_spec=RLModuleSpec(module_class=StandardizedDQNTorchRLModule))
@@ -264,8 +267,6 @@ def train_offline(
     the same, the ``mb`` estimates differed by about 0.3 (the dynamics model's float sums), enough
     to reorder near-ties, and docs/benchmarks.md's figures were measured with one thread.
     """
-    import torch
-
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -284,9 +285,6 @@ def _train_offline(
     output_data_dir: Path,
     model_dir: Path,
 ) -> OfflineResult:
-    from sagemaker_ray_rl.checkpoint import build_metadata, export_model
-    from sagemaker_ray_rl.inference.policy import Policy
-
     data = read_dataset(dataset_dir)
     config = build_config(dataset_dir, settings, data=data)
     box = data.continuous
@@ -449,8 +447,6 @@ def episode_limit(dataset_dir: Path, settings: OfflineSettings, data: Any) -> in
     """Rollout horizon of the ``mb`` estimator: the ``max_episode_steps`` of the job's env (its
     ``env_config`` or its registered spec), else of the env recorded in ``dataset_info.json``, else
     the longest logged episode."""
-    from sagemaker_ray_rl.offline.dataset import read_info
-
     info = read_info(dataset_dir)
     for env, env_config in ((settings.env, settings.env_config), (info.get("env"), info.get("env_config") or {})):
         if not env:
@@ -468,8 +464,6 @@ def episode_limit(dataset_dir: Path, settings: OfflineSettings, data: Any) -> in
 
 def evaluate_in_env(policy: Any, env: Any, episodes: int, seed: int) -> list[float]:
     """Undiscounted returns of `episodes` greedy episodes (env seeded ``seed + i``)."""
-    import gymnasium as gym
-
     returns = []
     for i in range(episodes):
         obs, _ = env.reset(seed=seed + i)
@@ -490,7 +484,7 @@ def _unpacked(channel: Path) -> Path:
     ``model.tar.gz``), a temporary directory it was extracted to."""
     channel = Path(channel)
     archives = sorted(channel.glob("*.tar.gz"))
-    if not archives or any(channel.rglob("*.parquet")) or any(channel.rglob("rllib_checkpoint.json")):
+    if not archives or any(channel.rglob("*.parquet")) or any(channel.rglob(CHECKPOINT_MARKER)):
         return channel
     target = Path(tempfile.mkdtemp(prefix="smrl-channel-"))
     for archive in archives:

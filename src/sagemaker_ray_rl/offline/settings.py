@@ -82,6 +82,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import gymnasium as gym
+
 from sagemaker_ray_rl.contract import validation
 from sagemaker_ray_rl.contract.errors import HyperparameterError
 from sagemaker_ray_rl.contract.names import MODE_HYPERPARAMETER as MODE
@@ -237,8 +239,6 @@ def check_action_space(settings: OfflineSettings, action_space: Any) -> None:
     Raises:
         HyperparameterError: a pair that does not fit, or an action space that is neither.
     """
-    import gymnasium as gym
-
     if settings.mode != OFFLINE:
         return
     if isinstance(action_space, gym.spaces.Discrete):

@@ -56,11 +56,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flask import Flask, Response, request
+
+from sagemaker_ray_rl.checkpoint import CHECKPOINT_MARKER
 from sagemaker_ray_rl.contract.environment import ServingSettings
 from sagemaker_ray_rl.contract.errors import RequestError, SageMakerRayRLError
 from sagemaker_ray_rl.inference.policy import Policy
 from sagemaker_ray_rl.serving import codecs
-from sagemaker_ray_rl.serving.protocol import Job, answer_invocation, error_answer
+from sagemaker_ray_rl.serving.flask_app import add_json_errors, request_body
+from sagemaker_ray_rl.serving.protocol import PING_BODY, Job, answer_invocation, error_answer, execution_parameters
 
 logger = logging.getLogger(__name__)
 
@@ -341,7 +345,7 @@ class ModelRegistry:
             raise RequestError(
                 f"cannot load model {entry['modelName']!r} from {entry['modelUrl']}: {exc}",
                 field="url",
-                expected="a directory with an RLlib checkpoint (rllib_checkpoint.json)",
+                expected=f"a directory with an RLlib checkpoint ({CHECKPOINT_MARKER})",
             ) from exc
         compute = self._compute_factory(policy) if self._compute_factory is not None else None
         return _Local(entry["token"], policy, compute)
@@ -359,11 +363,6 @@ def _public(entry: dict[str, Any]) -> dict[str, Any]:
 def create_app(registry: ModelRegistry, settings: ServingSettings) -> Any:
     """The flask app of a multi-model endpoint: the routes of the module docstring, ``/ping``,
     ``/execution-parameters``, errors as JSON as in `flask_app`."""
-    from flask import Flask, Response, request
-
-    from sagemaker_ray_rl.serving.flask_app import add_json_errors, request_body
-    from sagemaker_ray_rl.serving.protocol import PING_BODY, execution_parameters
-
     app = Flask("sagemaker_ray_rl_mme")
     parameters_body = execution_parameters(settings)
 

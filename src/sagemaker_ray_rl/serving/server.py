@@ -3,11 +3,20 @@
 ``gunicorn`` (default): the flask app under gunicorn's gevent workers (`gunicorn_app`);
 ``ray-serve``: a Ray Serve deployment behind the same routes (`ray_serve`). A missing or broken
 model stops ``serve`` at once with a clear message instead of a server that answers 500 forever.
+
+Module level holds only the standard library and the contract: whatever may load torch, Ray or
+gunicorn is imported in `main`, after `patch_for_gevent` (docs/architecture.md, "Function-level
+imports").
 """
 
 from __future__ import annotations
 
+import argparse
+import functools
+import gc
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 from sagemaker_ray_rl.contract.environment import Environment
@@ -22,7 +31,7 @@ def patch_for_gevent() -> None:
     leaves modules that imported ``ssl`` names directly unpatched and makes interpreter exit log
     errors from unpatched locks (gevent issue 1016, gunicorn issue 1566).
     """
-    from gevent import monkey
+    from gevent import monkey  # noqa: PLC0415  (the gunicorn server only; Ray Serve never loads gevent)
 
     monkey.patch_all()
 
@@ -32,9 +41,6 @@ def main(argv: list[str] | None = None) -> None:
 
     ``serve [--server gunicorn|ray-serve]``: the argument overrides ``SAGEMAKER_RAY_RL_SERVER``.
     """
-    import argparse
-    import os
-
     parser = argparse.ArgumentParser(prog="serve", description="Serve the RLlib checkpoint in the model dir.")
     parser.add_argument(
         "--server",
@@ -55,13 +61,13 @@ def main(argv: list[str] | None = None) -> None:
     if environment.serving.server == "gunicorn":
         patch_for_gevent()  # before torch, Ray and gunicorn are imported
 
-    import torch
+    import torch  # noqa: PLC0415  (after patch_for_gevent, as every import below)
 
     # One torch thread, before anything runs: OpenMP thread pools do not survive gunicorn's fork,
     # and requests run in parallel across workers (Ray Serve: across replicas).
     torch.set_num_threads(1)
-    from sagemaker_ray_rl.inference.pipelines import connector_names
-    from sagemaker_ray_rl.inference.policy import Policy
+    from sagemaker_ray_rl.inference.pipelines import connector_names  # noqa: PLC0415
+    from sagemaker_ray_rl.inference.policy import Policy  # noqa: PLC0415
 
     if environment.serving.multi_model:
         serve_multi_model(environment)
@@ -81,17 +87,14 @@ def main(argv: list[str] | None = None) -> None:
             flush=True,
         )
     if environment.serving.server == "ray-serve":
-        from sagemaker_ray_rl.serving import ray_serve
+        from sagemaker_ray_rl.serving import ray_serve  # noqa: PLC0415
 
         ray_serve.run(environment)
         return
-    import functools
-    import gc
-
-    from sagemaker_ray_rl.serving.batching import GreenBatcher
-    from sagemaker_ray_rl.serving.flask_app import create_app
-    from sagemaker_ray_rl.serving.gunicorn_app import GunicornServer, gunicorn_options
-    from sagemaker_ray_rl.serving.protocol import compute_jobs
+    from sagemaker_ray_rl.serving.batching import GreenBatcher  # noqa: PLC0415
+    from sagemaker_ray_rl.serving.flask_app import create_app  # noqa: PLC0415
+    from sagemaker_ray_rl.serving.gunicorn_app import GunicornServer, gunicorn_options  # noqa: PLC0415
+    from sagemaker_ray_rl.serving.protocol import compute_jobs  # noqa: PLC0415
 
     serving = environment.serving
     batcher = (
@@ -118,16 +121,12 @@ def serve_multi_model(environment: Environment) -> None:
     `multi_model` under the same gunicorn setup, the registry's state in a directory the workers
     share (created here, before the fork), loads in gevent's thread pool, and one batcher per
     loaded model in each worker."""
-    import functools
-    import gc
-    import tempfile
+    import gevent  # noqa: PLC0415  (after patch_for_gevent, as every import below)
 
-    import gevent
-
-    from sagemaker_ray_rl.serving import multi_model
-    from sagemaker_ray_rl.serving.batching import GreenBatcher
-    from sagemaker_ray_rl.serving.gunicorn_app import GunicornServer, gunicorn_options
-    from sagemaker_ray_rl.serving.protocol import compute_jobs
+    from sagemaker_ray_rl.serving import multi_model  # noqa: PLC0415
+    from sagemaker_ray_rl.serving.batching import GreenBatcher  # noqa: PLC0415
+    from sagemaker_ray_rl.serving.gunicorn_app import GunicornServer, gunicorn_options  # noqa: PLC0415
+    from sagemaker_ray_rl.serving.protocol import compute_jobs  # noqa: PLC0415
 
     serving = environment.serving
     if serving.server != "gunicorn":

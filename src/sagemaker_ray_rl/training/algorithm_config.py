@@ -13,7 +13,12 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+import gymnasium
+from gymnasium import spaces
+from ray.tune.registry import ENV_CREATOR, _global_registry
+
 from sagemaker_ray_rl.contract import validation
+from sagemaker_ray_rl.contract.environment import Environment
 from sagemaker_ray_rl.contract.errors import HyperparameterError
 from sagemaker_ray_rl.training.hyperparameters import (
     ENV,
@@ -189,8 +194,6 @@ def place_learners_on_gpus(config: AlgorithmConfig, spec: ExperimentSpec, num_gp
 
 
 def _job_gpus() -> int:
-    from sagemaker_ray_rl.contract.environment import Environment
-
     return Environment.from_environ().num_gpus
 
 
@@ -204,9 +207,6 @@ def _preflight(config: AlgorithmConfig) -> None:
     Only for Gymnasium ids made as RLlib makes them (``gymnasium.make(env, **env_config)``);
     envs registered with Tune are the user script's to check.
     """
-    import gymnasium
-    from ray.tune.registry import ENV_CREATOR, _global_registry
-
     env_id = config.env
     if not isinstance(env_id, str) or _global_registry.contains(ENV_CREATOR, env_id):
         return
@@ -263,8 +263,6 @@ def drop_settings_of_other_action_spaces(config: AlgorithmConfig, action_space: 
 
 def _has_box(space: Any) -> bool:
     """Whether a gymnasium space is, or contains (``Dict``, ``Tuple``), a ``Box``."""
-    from gymnasium import spaces
-
     if isinstance(space, spaces.Box):
         return True
     if isinstance(space, spaces.Dict):

@@ -12,7 +12,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import ray
+
+from sagemaker_ray_rl.checkpoint import build_metadata, export_model
+from sagemaker_ray_rl.cluster.placement import check_fits, default_num_env_runners, place_actors
 from sagemaker_ray_rl.contract.environment import Environment
+from sagemaker_ray_rl.training.algorithm_config import build_algorithm_config, first_variant
+from sagemaker_ray_rl.training.evaluation import evaluate_checkpoint
+from sagemaker_ray_rl.training.experiment import run_experiment
+from sagemaker_ray_rl.training.hyperparameters import parse_hyperparameters
+from sagemaker_ray_rl.training.outputs import write_outputs
 
 if TYPE_CHECKING:
     from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
@@ -35,9 +44,6 @@ def prepare(environment: Environment) -> Plan:
     Raises:
         HyperparameterError: see `hyperparameters.parse_hyperparameters` and `algorithm_config.build_algorithm_config`.
     """
-    from sagemaker_ray_rl.training.algorithm_config import build_algorithm_config
-    from sagemaker_ray_rl.training.hyperparameters import parse_hyperparameters
-
     spec = parse_hyperparameters(environment.hyperparameters, num_cpus=environment.num_cpus)
     return Plan(spec, build_algorithm_config(spec, num_gpus=environment.num_gpus))
 
@@ -52,14 +58,6 @@ def train(environment: Environment, plan: Plan, cluster: Cluster) -> None:
         TrainingError: the trial failed.
         ModelLoadError: the checkpoint could not be read back for export.
     """
-    import ray
-
-    from sagemaker_ray_rl.checkpoint import build_metadata, export_model
-    from sagemaker_ray_rl.cluster.placement import check_fits, default_num_env_runners, place_actors
-    from sagemaker_ray_rl.training.algorithm_config import first_variant
-    from sagemaker_ray_rl.training.experiment import run_experiment
-    from sagemaker_ray_rl.training.outputs import write_outputs
-
     spec, config = plan.spec, plan.config
     master = environment.resource_config.master_host
     place_actors(config, cluster.settings, master)
@@ -85,8 +83,6 @@ def train(environment: Environment, plan: Plan, cluster: Cluster) -> None:
         return
     metrics = dict(result.metrics)
     if spec.evaluation_episodes:
-        from sagemaker_ray_rl.training.evaluation import evaluate_checkpoint
-
         trained = first_variant(config)
         for name, value in (result.best.params if result.best else {}).items():
             if hasattr(trained, name):

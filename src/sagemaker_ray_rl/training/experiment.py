@@ -7,15 +7,25 @@ are printed by `reporting.MetricLinesCallback` in the driver.
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import pickletools
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import ray
+from ray import tune
+
+from sagemaker_ray_rl.cluster.node import HOST_RESOURCE_PREFIX
+from sagemaker_ray_rl.cluster.placement import ACTOR_SHARE, check_fits
+from sagemaker_ray_rl.contract.environment import Environment
 from sagemaker_ray_rl.contract.errors import TrainingError
+from sagemaker_ray_rl.training.algorithm_config import first_variant
+from sagemaker_ray_rl.training.graceful_stop import GracefulStop, wait_for_env_runners_at_stop
 from sagemaker_ray_rl.training.outputs import TrialSummary, sort_trials
 from sagemaker_ray_rl.training.reporting import METRICS, MetricLinesCallback, lookup
 
@@ -97,13 +107,6 @@ def run_experiment(
             any trial starts.
         TrainingError: the trial failed (its error is in the message) or left no checkpoint.
     """
-    import ray
-    from ray import tune
-
-    from sagemaker_ray_rl.cluster.placement import check_fits
-    from sagemaker_ray_rl.training.algorithm_config import first_variant
-    from sagemaker_ray_rl.training.graceful_stop import GracefulStop, wait_for_env_runners_at_stop
-
     storage = Path(storage_dir).resolve()
     graceful = GracefulStop(storage)
     config.callbacks(
@@ -203,9 +206,6 @@ def file_damage(file: Path) -> str | None:
     """What is wrong with a ``.pkl`` or ``.json`` file of a checkpoint, or None: a pickle whose opcode
     stream ends before its STOP (read with `pickletools.genops`, which runs no code and imports
     nothing), JSON that does not parse, a file that cannot be read. Other files: None."""
-    import json
-    import pickletools
-
     if file.suffix not in (".pkl", ".json"):
         return None
     try:
@@ -278,12 +278,6 @@ def _pin_main_process_to_this_host(config: AlgorithmConfig) -> None:
     the launcher gives every host (absent outside the launcher's cluster: nothing to do). A pin the
     config already has is kept.
     """
-    import ray
-
-    from sagemaker_ray_rl.cluster.node import HOST_RESOURCE_PREFIX
-    from sagemaker_ray_rl.cluster.placement import ACTOR_SHARE
-    from sagemaker_ray_rl.contract.environment import Environment
-
     pinned = config.custom_resources_for_main_process or {}
     if any(key.startswith(HOST_RESOURCE_PREFIX) for key in pinned):
         return

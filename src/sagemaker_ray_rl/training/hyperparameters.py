@@ -54,11 +54,16 @@ so overrides are applied that way.
 from __future__ import annotations
 
 import difflib
+import importlib
 import inspect
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
+
+import gymnasium
+from ray.rllib.algorithms.registry import ALGORITHMS
+from ray.tune.registry import ENV_CREATOR, _global_registry
 
 from sagemaker_ray_rl.contract import validation
 from sagemaker_ray_rl.contract.environment import dotted_name, is_image_hyperparameter
@@ -292,8 +297,6 @@ def accepted_keys_text(config_name: str = "the algorithm's config") -> str:
 
 
 def algorithm_config_class(algorithm: str) -> type[AlgorithmConfig]:
-    from ray.rllib.algorithms.registry import ALGORITHMS
-
     if algorithm not in ALGORITHMS:
         raise HyperparameterError(
             f"hyperparameter {ALGORITHM!r}: unknown RLlib algorithm {algorithm!r}; expected one of {sorted(ALGORITHMS)}"
@@ -358,11 +361,6 @@ def _stop_value(key: str, value: Any) -> float:
 def _check_env_registered(env: str) -> None:
     """The env must be a Gymnasium id (``module:EnvId`` imports the module first) or a name
     registered with `ray.tune.registry.register_env`."""
-    import importlib
-
-    import gymnasium
-    from ray.tune.registry import ENV_CREATOR, _global_registry
-
     if _global_registry.contains(ENV_CREATOR, env):
         return
     if ":" in env:  # gymnasium's "module:EnvId" form: importing the module registers the id

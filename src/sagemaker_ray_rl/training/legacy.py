@@ -17,6 +17,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from ray.rllib.connectors.env_to_module import MeanStdFilter
+
 from sagemaker_ray_rl.contract import validation
 from sagemaker_ray_rl.contract.errors import HyperparameterError
 
@@ -27,8 +29,6 @@ def mean_std_filter(env: Any = None, spaces: Any = None, device: Any = None) -> 
     """The env-to-module connector that replaces the old stack's ``observation_filter=MeanStdFilter``:
     RLlib's `MeanStdFilter` connector (running mean/std normalisation, clipped at 10). A module-level
     function, so that checkpoints pickle it by reference."""
-    from ray.rllib.connectors.env_to_module import MeanStdFilter
-
     return MeanStdFilter(multi_agent=False)
 
 

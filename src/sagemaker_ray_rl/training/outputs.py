@@ -103,10 +103,10 @@ def plot_training_curve(progress_csv: Path, png: Path, title: str = "") -> Path:
     Raises:
         ValueError: progress.csv has no ``training_iteration`` or episode return columns.
     """
-    import matplotlib
+    import matplotlib  # noqa: PLC0415  (the Agg backend only when a plot is drawn, never at import)
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415  (after matplotlib.use)
 
     rows = list(csv.DictReader(progress_csv.open()))
     if not rows or "training_iteration" not in rows[0] or RETURN_COLUMNS[1] not in rows[0]:

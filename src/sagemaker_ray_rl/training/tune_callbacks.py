@@ -20,9 +20,14 @@ Only this module imports ``ray.tune`` at import time; keep it small.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
+import ray
 from ray.tune import Callback
+from ray.tune.trainable import Trainable
+from ray.tune.trainable.function_trainable import FunctionTrainable
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 #: Tune's flag in a trial result that makes the controller checkpoint the trial now
 #: (`ray.tune.result.SHOULD_CHECKPOINT`; `TuneController._process_trial_result` reads it after the
@@ -48,9 +53,6 @@ class CheckpointAtEnd(Callback):
 
 def _is_class_trainable(trial: Any) -> bool:
     """Whether the trial's trainable is a `ray.tune.Trainable` class other than a wrapped function."""
-    from ray.tune.trainable import Trainable
-    from ray.tune.trainable.function_trainable import FunctionTrainable
-
     try:
         trainable = trial.get_trainable_cls()
     except Exception:  # an unregistered name: Tune fails the trial itself
@@ -77,8 +79,6 @@ class StorageOnEveryHost(Callback):
         Raises:
             ray.exceptions.RayError: a node could not run the task (the trial would fail anyway).
         """
-        import ray
-
         storage = trial.storage
         if type(storage.storage_filesystem).__name__ != "LocalFileSystem":
             return
@@ -92,22 +92,16 @@ class StorageOnEveryHost(Callback):
 
 
 def _on_node(node_id: str) -> Any:
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
     return NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)
 
 
 def _make_marker_impl(path: str) -> None:
-    import os
-
     os.makedirs(path, exist_ok=True)
     with open(os.path.join(path, VALIDATE_STORAGE_MARKER), "a"):
         pass
 
 
 def _remote(fn: Any) -> Any:
-    import ray
-
     return ray.remote(num_cpus=0)(fn)
 
 

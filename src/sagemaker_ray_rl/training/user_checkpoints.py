@@ -38,6 +38,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
 from sagemaker_ray_rl.checkpoint import (
     CHECKPOINT_MARKER,
     RL_MODULE_SUBDIR,
@@ -260,9 +263,6 @@ def collect_from_workers(environment: Environment, roots: Iterable[Path] | None 
     Returns:
         The path the copied checkpoint has here, or None when nothing was copied.
     """
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
     try:
         find_checkpoint(environment.model_dir)
         return None

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from sagemaker_ray_rl.checkpoint import ONNX_EXPORT_REPORT, onnx_dir
 from sagemaker_ray_rl.contract.errors import ModelLoadError
 from sagemaker_ray_rl.inference import onnx_export
 
@@ -22,7 +23,7 @@ def test_export_onnx_safely_reports_instead_of_raising(tmp_path):
     model_dir.mkdir()
     (model_dir / "weights.bin").write_bytes(b"not a checkpoint")
     assert onnx_export.export_onnx_safely(model_dir) is None
-    report = json.loads((model_dir / "onnx" / "export.json").read_text())
+    report = json.loads((onnx_dir(model_dir) / ONNX_EXPORT_REPORT).read_text())
     assert report["exported"] == {}
     assert report["not_exported"]["*"].startswith("ModelLoadError: no RLlib algorithm checkpoint in")
 

@@ -9,7 +9,7 @@ import torch
 from ray.rllib.algorithms.dqn.torch.default_dqn_torch_rl_module import DefaultDQNTorchRLModule
 from ray.rllib.core.rl_module.rl_module import RLModule, RLModuleSpec
 
-from sagemaker_ray_rl.offline.algorithm import DiscreteCQLConfig
+from sagemaker_ray_rl.offline.discrete_cql import DiscreteCQLConfig
 from sagemaker_ray_rl.offline.q_module import (
     MIN_STD,
     OBS_MEAN,

@@ -26,6 +26,7 @@ from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
 from ray.rllib.utils.metrics import LEARNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME
 
 from sagemaker_ray_rl.offline.dataset import DatasetError, read_dataset
+from sagemaker_ray_rl.offline.learner import DiscreteCQLTorchLearner
 
 #: Result key: gradient updates done so far.
 NUM_UPDATES_LIFETIME = "num_offline_updates_lifetime"
@@ -123,8 +124,6 @@ class DiscreteCQLConfig(DQNConfig):
         return self
 
     def get_default_learner_class(self):
-        from sagemaker_ray_rl.offline.learner import DiscreteCQLTorchLearner
-
         return DiscreteCQLTorchLearner
 
     def validate(self) -> None:
