@@ -31,17 +31,27 @@ no failure file can be written (a full disk, an unwritable output dir) the proce
 from __future__ import annotations
 
 import enum
+import traceback
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
-from sagemaker_ray_rl.cluster import quiet
+from sagemaker_training.errors import ClientError
+
+from sagemaker_ray_rl.checkpoint import ONNX_EXPORT_REPORT, find_checkpoint, onnx_dir
+from sagemaker_ray_rl.cluster import ClusterSettings, quiet, ray_cluster
+from sagemaker_ray_rl.cluster.launcher import run_worker
 from sagemaker_ray_rl.contract.environment import Environment
-from sagemaker_ray_rl.contract.errors import HyperparameterError, SageMakerRayRLError
+from sagemaker_ray_rl.contract.errors import HyperparameterError, ModelLoadError, SageMakerRayRLError
 from sagemaker_ray_rl.contract.failure import exit_failed, write_failure
+from sagemaker_ray_rl.offline import runner as offline_runner
 from sagemaker_ray_rl.offline.settings import TRAIN, OfflineSettings, requested_mode
-
-if TYPE_CHECKING:
-    from sagemaker_ray_rl.cluster import ClusterSettings
+from sagemaker_ray_rl.training.builtin import prepare, train
+from sagemaker_ray_rl.training.user_checkpoints import collect_from_workers, export_newest_checkpoint
+from sagemaker_ray_rl.training.user_script import (
+    LOCAL_RAY_ADDRESS,
+    fetch_source_dir,
+    install_user_code,
+    run_user_entry_point,
+)
 
 
 class Job(enum.Enum):
@@ -79,7 +89,6 @@ def main() -> None:
             failure file says which).
         Exception: anything unexpected, after the failure file names it.
     """
-    from sagemaker_training.errors import ClientError
 
     try:
         environment = Environment.from_environ()
@@ -99,8 +108,6 @@ def main() -> None:
     except Exception as exc:
         if user_code:  # the toolkit reports the user's own errors, failure file included
             if not _failure_file_writable(environment):
-                import traceback
-
                 traceback.print_exc()
                 exit_failed(1)
             raise
@@ -108,8 +115,6 @@ def main() -> None:
             environment,
             f"Unexpected {type(exc).__name__} in sagemaker_ray_rl training: {exc}. The job log holds the traceback.",
         ):
-            import traceback
-
             traceback.print_exc()
             exit_failed(1)
         if isinstance(exc, OSError) and not isinstance(exc.errno, int):
@@ -124,11 +129,8 @@ def _run_worker_host(environment: Environment, settings: ClusterSettings) -> Non
     """Join the master's Ray head and block until the job is over (`cluster.launcher.run_worker`).
     Workers do not check the experiment's hyperparameters: the master does, before its head starts,
     and SageMaker (or local mode's docker compose) ends every host when one fails."""
-    from sagemaker_ray_rl.cluster.launcher import run_worker
 
     if environment.user_entry_point:
-        from sagemaker_ray_rl.training.user_script import install_user_code
-
         install_user_code(environment)
     run_worker(environment, settings)
 
@@ -138,7 +140,6 @@ def _run_user_script(environment: Environment, settings: ClusterSettings) -> Non
     or pip runs (`training.image_pins`), then the script on one host without Ray, or on several
     with the job's cluster around it; the newest Tune checkpoint it left exported when it saved no
     model, and ONNX graphs of the model."""
-    from sagemaker_ray_rl.training.user_script import LOCAL_RAY_ADDRESS, fetch_source_dir, run_user_entry_point
 
     fetch_source_dir()
     if len(environment.resource_config.hosts) == 1:
@@ -147,8 +148,6 @@ def _run_user_script(environment: Environment, settings: ClusterSettings) -> Non
         # cluster); run_experiment starts it when the script did not.
         run_user_entry_point(environment, ray_address=LOCAL_RAY_ADDRESS)
     else:
-        from sagemaker_ray_rl.cluster import ray_cluster
-
         with ray_cluster(environment, settings):
             run_user_entry_point(environment)
             _collect_user_checkpoint(environment)
@@ -159,8 +158,6 @@ def _run_user_script(environment: Environment, settings: ClusterSettings) -> Non
 def _run_offline(environment: Environment, settings: ClusterSettings) -> None:
     """``mode=collect|offline`` (`sagemaker_ray_rl.offline.runner`): its settings and action space
     checked before Ray starts, then the job on the cluster, then ONNX graphs of the model."""
-    from sagemaker_ray_rl.cluster import ray_cluster
-    from sagemaker_ray_rl.offline import runner as offline_runner
 
     offline = OfflineSettings.from_hyperparameters(environment.hyperparameters)
     assert offline is not None  # choose_job: mode is collect or offline
@@ -173,8 +170,6 @@ def _run_offline(environment: Environment, settings: ClusterSettings) -> None:
 def _run_builtin(environment: Environment, settings: ClusterSettings) -> None:
     """The built-in experiment (`training.builtin`): hyperparameters checked and the RLlib config
     built before Ray starts, then Tune on the cluster and the export, then ONNX graphs."""
-    from sagemaker_ray_rl.cluster import ray_cluster
-    from sagemaker_ray_rl.training.builtin import prepare, train
 
     plan = prepare(environment)
     with ray_cluster(environment, settings) as cluster:
@@ -214,7 +209,6 @@ def export_user_checkpoint(environment: Environment) -> None:
     (`training.user_checkpoints.export_newest_checkpoint`). Never fails the job: a checkpoint that
     cannot be exported is logged, and the model dir keeps what the script wrote.
     """
-    from sagemaker_ray_rl.training.user_checkpoints import export_newest_checkpoint
 
     try:
         export_newest_checkpoint(environment)
@@ -230,7 +224,6 @@ def _collect_user_checkpoint(environment: Environment) -> None:
     """On the master of several hosts, while Ray is up: a newer checkpoint a user entry point's
     trial left on a worker host copied here (`training.user_checkpoints.collect_from_workers`).
     Never fails the job."""
-    from sagemaker_ray_rl.training.user_checkpoints import collect_from_workers
 
     try:
         collect_from_workers(environment)
@@ -251,15 +244,13 @@ def export_onnx_next_to_checkpoint(environment: Environment) -> None:
     a job stopped by SIGTERM, a user script that saves something else). Never fails the job: what
     cannot be exported is logged and listed with its reason in ``onnx/export.json``.
     """
-    from sagemaker_ray_rl.checkpoint import ONNX_EXPORT_REPORT, find_checkpoint, onnx_dir
-    from sagemaker_ray_rl.contract.errors import ModelLoadError
 
     try:
         find_checkpoint(environment.model_dir)
     except ModelLoadError:
         return
     try:
-        from sagemaker_ray_rl.inference.onnx_export import export_onnx_safely
+        from sagemaker_ray_rl.inference.onnx_export import export_onnx_safely  # noqa: PLC0415  (onnx may be missing: docs/architecture.md)
 
         report = export_onnx_safely(environment.model_dir)
     except Exception as exc:  # e.g. onnx missing from a custom image: the job still succeeds
@@ -275,6 +266,5 @@ def export_onnx_next_to_checkpoint(environment: Environment) -> None:
 
 
 def _cluster_settings(environment: Environment) -> ClusterSettings:
-    from sagemaker_ray_rl.cluster import ClusterSettings
 
     return ClusterSettings.from_hyperparameters(environment.hyperparameters, environment.resource_config)

@@ -258,7 +258,7 @@ class RayHeadProcess(RayNodeProcess):
     def stop(self, timeout_s: float = 20.0) -> None:
         """`RayNodeProcess.stop`, then forget the address if it is still ours."""
         super().stop(timeout_s)
-        from ray._common.utils import get_ray_address_file
+        from ray._common.utils import get_ray_address_file  # noqa: PLC0415  (Ray's API in the driver only: docs/architecture.md)
 
         path = Path(get_ray_address_file(None))
         try:

@@ -22,14 +22,24 @@ request crosses Serve's proxy and a replica actor; on few cores the gunicorn tra
 The model is loaded once in the driver first, so a missing or broken model exits before Ray starts.
 """
 
-# No `from __future__ import annotations`: FastAPI resolves the handlers' annotations at runtime,
-# and `Request` is imported inside `build_app`.
+# No `from __future__ import annotations`: FastAPI resolves the handlers' annotations at runtime.
+import asyncio
 import logging
+import signal
 import sys
 import time
 from pathlib import Path
 
+import ray
+import torch
+from fastapi import FastAPI, Request, Response
+from ray import serve
+from starlette.exceptions import HTTPException
+
 from sagemaker_ray_rl.contract.environment import Environment, ServingSettings
+from sagemaker_ray_rl.contract.errors import RequestError
+from sagemaker_ray_rl.inference.policy import Policy
+from sagemaker_ray_rl.serving import protocol
 
 
 def build_app(model_dir: Path, settings: ServingSettings, replicas: int):
@@ -50,28 +60,20 @@ def build_app(model_dir: Path, settings: ServingSettings, replicas: int):
             batch size and wait.
         replicas: ``num_replicas`` of the deployment.
     """
-    from fastapi import FastAPI, Request, Response
-    from ray import serve
-    from starlette.exceptions import HTTPException
-
     api = FastAPI(docs_url=None, redoc_url=None, openapi_url=None, redirect_slashes=False)
     batch_size = settings.ray_serve_max_batch_size
 
     @api.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
         """The router's 404 (no route for the path) and 405 (its ``Allow`` header kept)."""
-        from sagemaker_ray_rl.serving.protocol import http_error_answer
-
-        status, mimetype, content = http_error_answer(exc.status_code, message=exc.detail)
+        status, mimetype, content = protocol.http_error_answer(exc.status_code, message=exc.detail)
         return Response(content, status_code=status, media_type=mimetype, headers=exc.headers)
 
     async def read_body(request: Request) -> bytes:
         """The body as it streams in (``Content-Length`` or chunked), never more than the payload
         limit kept (`protocol.BodyCollector`: over it, the rest is read and dropped, then 413)."""
-        from sagemaker_ray_rl.serving.protocol import BodyCollector
-
         length = request.headers.get("content-length")
-        collector = BodyCollector(settings, int(length) if length and length.isdigit() else None)
+        collector = protocol.BodyCollector(settings, int(length) if length and length.isdigit() else None)
         async for chunk in request.stream():
             if chunk and not collector.add(chunk):
                 return collector.body(complete=False)
@@ -85,26 +87,17 @@ def build_app(model_dir: Path, settings: ServingSettings, replicas: int):
         """One replica: the loaded policy and the shared request code."""
 
         def __init__(self) -> None:
-            import torch
-
             torch.set_num_threads(1)
-            from sagemaker_ray_rl.inference.policy import Policy
-            from sagemaker_ray_rl.serving.protocol import execution_parameters
-
             self.policy = Policy.load(model_dir, engine=settings.inference)
-            self.parameters = execution_parameters(settings)
+            self.parameters = protocol.execution_parameters(settings)
 
         @serve.batch(max_batch_size=batch_size, batch_wait_timeout_s=settings.ray_serve_batch_wait_timeout_s)
         async def compute(self, jobs: list) -> list:
-            from sagemaker_ray_rl.serving.protocol import compute_jobs_apart
-
-            return compute_jobs_apart(self.policy, jobs)
+            return protocol.compute_jobs_apart(self.policy, jobs)
 
         @api.get("/ping")
         def ping(self) -> Response:
-            from sagemaker_ray_rl.serving.protocol import ping_body
-
-            return Response(ping_body(self.policy), media_type="application/json")
+            return Response(protocol.ping_body(self.policy), media_type="application/json")
 
         @api.get("/execution-parameters")
         def execution_parameters(self) -> Response:
@@ -112,11 +105,6 @@ def build_app(model_dir: Path, settings: ServingSettings, replicas: int):
 
         @api.post("/invocations")
         async def invocations(self, request: Request) -> Response:
-            import asyncio
-
-            from sagemaker_ray_rl.contract.errors import RequestError
-            from sagemaker_ray_rl.serving import protocol
-
             try:
                 body = await read_body(request)
                 accept, decoded, jobs = protocol.read_invocation(self.policy, settings, request.headers, body)
@@ -135,11 +123,6 @@ def build_app(model_dir: Path, settings: ServingSettings, replicas: int):
 def run(environment: Environment) -> None:
     """Start Ray, Serve's proxy on the serving port and the deployment; block until SIGTERM/SIGINT,
     then shut Serve down (in-flight requests finish: Serve drains replicas on shutdown)."""
-    import signal
-
-    import ray
-    from ray import serve
-
     serving = environment.serving
     ray.init(address="local", include_dashboard=False, log_to_driver=True, num_cpus=environment.num_cpus)
     # After ray.init: Ray core installs a fatal-signal handler that aborts on SIGTERM; ours replaces it.

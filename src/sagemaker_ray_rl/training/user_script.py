@@ -79,8 +79,8 @@ def fetch_source_dir() -> None:
     Raises:
         RequirementsError: ``requirements.txt`` would replace a package the image pins.
     """
-    from sagemaker_training import environment as toolkit_environment
-    from sagemaker_training import files
+    from sagemaker_training import environment as toolkit_environment  # noqa: PLC0415  (the toolkit reads the job at import: docs/architecture.md)
+    from sagemaker_training import files  # noqa: PLC0415  (the toolkit reads the job at import: docs/architecture.md)
 
     env = toolkit_environment.Environment()
     files.download_and_extract(uri=env.module_dir, path=toolkit_environment.code_dir)
@@ -107,8 +107,8 @@ def install_user_code(environment: Environment) -> None:
         sagemaker_training.errors.InstallModuleError, InstallRequirementsError: pip failed (after
             the failure file gives its error, `install_failure_reason`).
     """
-    from sagemaker_training import entry_point, errors
-    from sagemaker_training import environment as toolkit_environment
+    from sagemaker_training import entry_point, errors  # noqa: PLC0415  (the toolkit reads the job at import: docs/architecture.md)
+    from sagemaker_training import environment as toolkit_environment  # noqa: PLC0415  (the toolkit reads the job at import: docs/architecture.md)
 
     env = toolkit_environment.Environment()
     fetch_source_dir()
@@ -134,7 +134,7 @@ def script_arguments(hyperparameters: Mapping[str, Any]) -> list[str]:
         e.g. ``["--episode-limit", "20", "--lr", "0.001"]`` for ``{"episode-limit": 20, "lr": 0.001,
         "ray.gcs_port": 6380}``.
     """
-    from sagemaker_training import mapping
+    from sagemaker_training import mapping  # noqa: PLC0415  (the toolkit reads the job at import: docs/architecture.md)
 
     return mapping.to_cmd_args({k: v for k, v in hyperparameters.items() if not is_image_hyperparameter(k)})
 
@@ -160,8 +160,8 @@ def run_user_entry_point(
             install the source dir (``setup.py``) or its ``requirements.txt`` (after the failure file
             gives pip's error, `install_failure_reason`); the script did not run.
     """
-    from sagemaker_training import entry_point, errors
-    from sagemaker_training import environment as toolkit_environment
+    from sagemaker_training import entry_point, errors  # noqa: PLC0415  (the toolkit reads the job at import: docs/architecture.md)
+    from sagemaker_training import environment as toolkit_environment  # noqa: PLC0415  (the toolkit reads the job at import: docs/architecture.md)
 
     env = toolkit_environment.Environment()
     fetch_source_dir()
