@@ -52,7 +52,7 @@ if [ $# -eq 0 ]; then
     else
         log "no Docker engine answers: the container tests will be skipped"
     fi
-    # Two pytest-xdist workers, one group of tests each at a time (tests/conftest.py says which).
-    set -- -n 2 --dist loadgroup tests
+    # Two pytest-xdist workers, one unit of work each at a time (tests/conftest.py says which).
+    set -- -n 2 --dist loadscope tests
 fi
 exec .venv/bin/python -m pytest "$@"

@@ -9,11 +9,10 @@ with metadata and ONNX export) or, in the image, ``container_job`` (tests/contai
 A kind that does not exist yet is added to tests/integration/train_policies.py, which trains every
 kind in one subprocess; training of its own is for a test whose subject is training.
 
-``scripts/test.sh`` runs the whole suite on two pytest-xdist workers (``-n 2 --dist loadgroup``):
-the tests of ``tests/integration`` are one group, run in order by one worker, because their `train`
-jobs start a Ray head on this machine's port 6379 (one at a time); each other module is a group of
-its own (its module-scoped fixtures are made once). The integration group is scheduled first, being
-the longest.
+``scripts/test.sh`` runs the whole suite on two pytest-xdist workers (``-n 2 --dist loadscope``,
+scheduled by `ModuleScheduling`): the tests of ``tests/integration`` are one unit of work, run in
+order by one worker, because their `train` jobs start a Ray head on this machine's port 6379 (one at
+a time); each other module is a unit of its own (its module-scoped fixtures are made once).
 """
 
 from __future__ import annotations
@@ -22,11 +21,12 @@ from pathlib import Path
 
 import pytest
 from helpers import shared_once, train_policies
+from xdist.scheduler import LoadScopeScheduling
 
 #: Policy kinds trained by tests/integration/train_policies.py, all in one subprocess.
 KINDS = ("cartpole", "cartpole_good", "pendulum", "meanstd", "dict_obs", "multi_agent", "lstm")
-#: The pytest-xdist group of the tests that run Ray heads and `train` jobs on this machine.
-HOST_GROUP = "integration"
+#: The pytest-xdist unit of work of the tests that run Ray heads and `train` jobs on this machine.
+HOST_GROUP = "tests/integration"
 
 
 @pytest.fixture
@@ -45,13 +45,21 @@ def policy_dirs(tmp_path_factory) -> dict[str, Path]:
     return {kind: out / kind for kind in KINDS}
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
-def pytest_collection_modifyitems(config, items) -> None:
-    """Each test's pytest-xdist group (see the module docstring), the integration group first."""
-    tests = Path(__file__).parent
-    groups = {}
-    for item in items:
-        module = item.path.relative_to(tests)
-        groups[item] = HOST_GROUP if module.parts[0] == "integration" else module.as_posix()
-        item.add_marker(pytest.mark.xdist_group(groups[item]))
-    items.sort(key=lambda item: groups[item] != HOST_GROUP)
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook: absent without the plugin
+def pytest_xdist_make_scheduler(config, log):
+    """pytest-xdist's scheduler for ``--dist loadscope``: each module is a unit of work sent whole to
+    one worker, except that every module of ``tests/integration`` is in one unit (`HOST_GROUP`),
+    which pytest-xdist schedules first, having the most tests. Why a scheduler of our own:
+    ``--dist loadgroup`` groups by rewriting each test's node id (``item._nodeid``), which pytest
+    9.2's node ids ignore (pytest-xdist 3.8.0), so its groups were split across the workers."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    return ModuleScheduling(config, log)
+
+
+class ModuleScheduling(LoadScopeScheduling):
+    """`LoadScopeScheduling` by test module, the integration modules as one (see above)."""
+
+    def _split_scope(self, nodeid: str) -> str:
+        module = nodeid.split("::", 1)[0]
+        return HOST_GROUP if module.startswith("tests/integration/") else module
